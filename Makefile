@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine with CPython 3.11:
+#   make demo   run the notebook end to end on the embedded default data (short CPU profile)
+#   make test   run the test suite (includes the notebook under nbval)
+# Both create ./.venv and install the pinned requirements the first time; later runs reuse it.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test venv data clean-data clean
+
+venv: $(STAMP)
+
+# Reinstalls only when a requirements file changed (the stamp is older than it).
+$(STAMP): requirements.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; run: make PYTHON=/path/to/python3.11 ..."; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m utils.synthetic
+
+demo: $(STAMP)
+	$(PY) -m utils.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean-data:
+	rm -rf cs461_assignment1_data
+
+clean:
+	rm -rf $(VENV) cs461_assignment1_data checkpoints figures demo_output .pytest_cache
