@@ -1,0 +1,101 @@
+"""models.py: the course's fixed interface, self-containment, and strict safetensors round trips."""
+import ast
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_file
+
+import models
+from models import ImageEncoder
+from utils.checkpoint import CheckpointError, export_weights, load_weights_strict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fixed_class_variables():
+    assert (ImageEncoder.input_dim, ImageEncoder.input_channels) == (64, 3)
+    assert (ImageEncoder.feature_dim, ImageEncoder.proj_dim) == (1000, 128)
+
+
+def test_no_argument_constructor_builds_the_submitted_architecture():
+    model = ImageEncoder()
+    assert model.arch == models.ARCH == "resnet18"
+    assert sum(p.numel() for p in model.parameters()) > 10_000_000
+
+
+def test_models_py_imports_only_torch_and_stdlib():
+    tree = ast.parse((ROOT / "models.py").read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots.add((node.module or "").split(".")[0])
+    assert roots <= {"torch", "torchvision", "math", "__future__"}, roots
+
+
+@pytest.mark.parametrize("arch", ["tiny", "small"])
+def test_get_features_shape_scale_and_forward(arch):
+    model = ImageEncoder(arch).eval()
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        f = model.get_features(x)
+        h, z = model(x)
+        small_h, _ = model(torch.rand(4, 3, 32, 32))       # multi-crop views
+    assert f.shape == (4, 1000) and f.dtype == torch.float32 and torch.isfinite(f).all()
+    torch.testing.assert_close(f.norm(dim=1), torch.full((4,), math.sqrt(1000)))
+    assert h.shape == (4, 1000) and z.shape == (4, 128) and small_h.shape == (4, 1000)
+
+
+def test_raw_feature_option():
+    model = ImageEncoder("tiny", feature_norm="none").eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_features(x), model.embed(x))
+    with pytest.raises(ValueError, match="feature_norm"):
+        ImageEncoder("tiny", feature_norm="l3")
+    with pytest.raises(ValueError, match="unknown arch"):
+        ImageEncoder("resnet50")
+
+
+def test_safetensors_round_trip_is_strict_and_exact(tmp_path):
+    torch.manual_seed(0)
+    model = ImageEncoder().eval()
+    model.to(memory_format=torch.channels_last)   # as trained on CUDA: non-contiguous conv weights
+    path = export_weights(model, tmp_path / "final_model.safetensors", metadata={"arch": "resnet18"})
+    fresh = ImageEncoder().eval()
+    missing, unexpected = load_model(fresh, path, strict=True)   # exactly what the grader does
+    assert not missing and not unexpected
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.get_features(x), model.get_features(x))
+
+
+def test_strict_load_reports_key_and_shape_problems(tmp_path):
+    weights = {k: v.clone() for k, v in ImageEncoder("tiny").state_dict().items()}
+    weights["extra.weight"] = torch.zeros(1)
+    del weights["feature_layer.bias"]
+    weights["feature_layer.weight"] = torch.zeros(10, 128)
+    path = tmp_path / "w.safetensors"
+    save_file(weights, path)
+    with pytest.raises(CheckpointError) as info:
+        load_weights_strict(ImageEncoder("tiny"), path)
+    message = str(info.value)
+    assert "missing keys: feature_layer.bias" in message and "unexpected keys: extra.weight" in message
+    assert "feature_layer.weight: file (10, 128) vs model (1000, 128)" in message
+
+
+def test_truncated_weights_file(tmp_path):
+    path = export_weights(ImageEncoder("tiny"), tmp_path / "w.safetensors")
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_weights_strict(ImageEncoder("tiny"), path)
+
+
+def test_export_refuses_compiled_wrapper(tmp_path):
+    wrapper = torch.nn.Module()
+    wrapper._orig_mod = ImageEncoder("tiny")
+    with pytest.raises(CheckpointError, match="_orig_mod"):
+        export_weights(wrapper, tmp_path / "w.safetensors")
