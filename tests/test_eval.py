@@ -1,0 +1,420 @@
+"""eval.py and utils.submit: a good submission passes; each kind of broken submission gets its verdict.
+
+One good submission is built once (a random-init "tiny" encoder is enough for structure checks), assembled
+with assemble_submission so that its models.py says ARCH = "tiny". Each broken variant is a copy of it with
+one thing wrong. Most variants run in-process (check_submission, --quick); the good one and two broken ones
+run eval.py for real, to check exit statuses and printed text.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from threadpoolctl import threadpool_limits
+
+from models import ImageEncoder
+from utils.checkpoint import export_weights
+from utils.submit import (SubmissionError, assemble_submission, check_submission, identity_problems,
+                          notebook_identity, pretrained_or_network_uses, word_count)
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL = ROOT / "eval.py"
+ACCURACY_KEYS = ("id_knn", "id_linear", "ood_knn", "ood_linear")
+
+# The probes here fit 160 x 1000 features: threads bring nothing at that size, and on a busy 2-core machine
+# their contention makes each lbfgs iteration tens of times slower. The tests run single-threaded.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+# Tiny data: 8 ID classes (20 train, 10 val each), 8 OOD classes x 20 (OOD: 128 fit, 32 scored).
+N_VAL, N_OOD_SCORED = 80, 32
+
+
+def write_tiny_data(out: Path) -> Path:
+    """The embedded data generator's format, at a size where the exact probes take seconds."""
+    from utils.synthetic import DataSpec, write_dataset
+    write_dataset(out, DataSpec(id_classes=8, train_per_class=20, val_per_class=10, ood_classes=8,
+                                ood_per_class=20), seed=0, progress=False)
+    return out
+
+
+def notebook_text(sciper="123456", last_name='"Doe"', first_name='"Jane"') -> str:
+    """A minimal executed notebook whose identity cell assigns the given Python expressions."""
+    identity = f"SCIPER = {sciper}\nLAST_NAME = {last_name}\nFIRST_NAME = {first_name}\n"
+    cells = [
+        {"cell_type": "markdown", "metadata": {}, "source": ["## 0. SCIPER Number and Name\n"]},
+        {"cell_type": "code", "metadata": {}, "execution_count": 1, "outputs": [],
+         "source": identity.splitlines(keepends=True)},
+        {"cell_type": "code", "metadata": {}, "execution_count": 2,
+         "outputs": [{"output_type": "stream", "name": "stdout", "text": ["ok\n"]}], "source": ["print('ok')\n"]},
+    ]
+    return json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
+REPORT = "# Report\n\nWe trained a small encoder with SimCLR and compared k-NN and linear probes " \
+         "in and out of distribution. " * 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_threaded():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """The files a student hands in, before assembling: tiny weights (arch 'tiny'), notebook, report."""
+    out = tmp_path_factory.mktemp("sources")
+    export_weights(ImageEncoder("tiny"), out / "final_model.safetensors", metadata={"arch": "tiny"})
+    (out / "CS461_Assignment1.ipynb").write_text(notebook_text())
+    (out / "report.md").write_text(REPORT)
+    return out
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, sources):
+    folder = tmp_path_factory.mktemp("good") / "submission"
+    assemble_submission(folder, weights=sources / "final_model.safetensors",
+                        notebook=sources / "CS461_Assignment1.ipynb", report=sources / "report.md",
+                        models=ROOT / "models.py")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def broken(good, tmp_path):
+    """A fresh copy of the good submission, to break in one way."""
+    return Path(shutil.copytree(good, tmp_path / "submission"))
+
+
+def quick(folder, data_dir):
+    return check_submission(folder, data_dir=data_dir, quick=True, progress=False, echo=False)
+
+
+def failed(report) -> set:
+    return {c.name for c in report.failures}
+
+
+def run_eval(*args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EVAL), *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **SINGLE_THREAD_ENV})
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} not found exactly once in {path}"
+    path.write_text(text.replace(old, new))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The good submission: eval.py passes in exact mode, --fast agrees
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exact_run(good, data_dir, tmp_path_factory):
+    result_path = tmp_path_factory.mktemp("eval") / "result.json"
+    process = run_eval("-i", good, "-d", data_dir, "--json", result_path, "--no-progress")
+    return process, json.loads(result_path.read_text())
+
+
+def test_good_submission_passes_the_exact_protocol(exact_run, good):
+    process, result = exact_run
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert "FAIL" not in process.stdout and "checks passed" in process.stdout
+    assert "PASS models.py imports in isolation" in process.stdout
+    assert "weights load strictly" in process.stdout and "arch 'tiny'" in process.stdout
+    assert "PASS notebook identity: SCIPER 123456, Jane Doe" in process.stdout
+    assert result["ok"] and result["mode"] == "exact" and result["folder"] == str(good)
+    assert all(check["ok"] for check in result["checks"])
+    accuracies = result["accuracies_percent"]
+    assert set(accuracies) == set(ACCURACY_KEYS)
+    for key, scored in zip(ACCURACY_KEYS, (N_VAL, N_VAL, N_OOD_SCORED, N_OOD_SCORED)):
+        # Percent, not a fraction: a whole number of correct images out of `scored`, printed as "12.50%".
+        correct = accuracies[key] * scored / 100
+        assert 0 <= accuracies[key] <= 100 and abs(correct - round(correct)) < 1e-6, (key, accuracies[key])
+        assert f"{accuracies[key]:.2f}%" in process.stdout
+    assert re.search(r"ID k-NN\s+\d{1,3}\.\d\d% +\(\d+\.\d s\)", process.stdout)
+    assert {"probe id_linear", "features train"} <= set(result["timings_s"])
+
+
+def test_fast_probes_agree_with_the_exact_ones(exact_run, good, data_dir):
+    exact = exact_run[1]["accuracies_percent"]
+    report = check_submission(good, data_dir=data_dir, fast=True, progress=False, echo=False)
+    assert report.ok and report.mode == "fast", report.summary()
+    for key, scored in zip(ACCURACY_KEYS, (N_VAL, N_VAL, N_OOD_SCORED, N_OOD_SCORED)):
+        # Within 1 point; on these tiny sets one image is already more than a point, so allow one image.
+        assert abs(report.accuracies[key] - exact[key]) <= max(1.0, 100 / scored) + 1e-9, key
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Broken submissions, each with its verdict
+# ----------------------------------------------------------------------------------------------------------
+
+def test_missing_folder(tmp_path, data_dir):
+    report = quick(tmp_path / "nowhere", data_dir)
+    assert failed(report) == {"submission folder"} and "does not exist" in report.failures[0].message
+
+
+def test_missing_file(broken, data_dir):
+    (broken / "report.md").unlink()
+    report = quick(broken, data_dir)
+    assert failed(report) == {"file report.md"}
+    check = report.check("file report.md")
+    assert "missing" in check.message and "copy report.md" in check.fix
+    assert report.check("report.md words") is None   # nothing to count
+
+
+def test_changed_feature_dim(broken, data_dir):
+    edit(broken / "models.py", "feature_dim = 1000", "feature_dim = 512")
+    report = quick(broken, data_dir)
+    assert "class variables" in failed(report)
+    message = report.check("class variables").message
+    assert "feature_dim = 512" in message and "expected 1000" in message
+    # The weights (1000-dim feature layer) no longer fit either.
+    assert "shape mismatches" in report.check("weights load strictly").message
+
+
+def test_renamed_keys(broken, data_dir):
+    weights = load_file(broken / "final_model.safetensors")
+    weights["fc.weight"] = weights.pop("feature_layer.weight")
+    save_file(weights, broken / "final_model.safetensors", metadata={"arch": "tiny"})
+    report = quick(broken, data_dir)
+    assert failed(report) == {"weights load strictly"}
+    message = report.check("weights load strictly").message
+    assert "1 missing keys: feature_layer.weight" in message and "1 unexpected keys: fc.weight" in message
+
+
+def test_weight_with_the_wrong_shape(broken, data_dir):
+    weights = load_file(broken / "final_model.safetensors")
+    weights["feature_layer.bias"] = weights["feature_layer.bias"][:999].clone()
+    save_file(weights, broken / "final_model.safetensors", metadata={"arch": "tiny"})
+    report = quick(broken, data_dir)
+    assert failed(report) == {"weights load strictly"}
+    assert "feature_layer.bias: file (999,) vs model (1000,)" in report.check("weights load strictly").message
+
+
+def test_truncated_weights(broken, data_dir):
+    path = broken / "final_model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    report = quick(broken, data_dir)
+    assert failed(report) == {"weights load strictly"}
+    check = report.check("weights load strictly")
+    assert "not a readable safetensors file" in check.message and "truncated" in check.message
+    assert "export the weights again" in check.fix
+
+
+def test_weights_of_another_architecture(broken, data_dir):
+    # models.py as the user's own (one ARCH line) but building "small" ("resnet18" is slow on a CPU).
+    edit(broken / "models.py", 'ARCH = "tiny"', 'ARCH = "small"')
+    report = quick(broken, data_dir)
+    assert failed(report) == {"weights load strictly"}
+    check = report.check("weights load strictly")
+    assert "weights were trained with arch 'tiny' but models.py builds 'small' (ARCH = \"small\")" in check.message
+    assert 'set ARCH = "tiny" in the submitted models.py' in check.fix
+
+
+def test_nan_features(broken, data_dir):
+    with open(broken / "models.py", "a") as f:
+        f.write("\n\n_get_features = ImageEncoder.get_features\n"
+                "ImageEncoder.get_features = lambda self, x: _get_features(self, x) * float('nan')\n")
+    report = quick(broken, data_dir)
+    assert {"get_features (1 image)", "get_features (batch of 64)"} <= failed(report)
+    assert "NaN or infinite" in report.check("get_features (1 image)").message
+
+
+def test_placeholder_sciper(broken, data_dir):
+    (broken / "CS461_Assignment1.ipynb").write_text(notebook_text(sciper='"<SCIPER>"'))
+    report = quick(broken, data_dir)
+    assert failed(report) == {"notebook identity"}
+    check = report.check("notebook identity")
+    assert "SCIPER is '<SCIPER>'" in check.message and "section 0" in check.fix
+
+
+def test_report_over_500_words(broken, data_dir):
+    (broken / "report.md").write_text("word " * 600)
+    report = quick(broken, data_dir)
+    assert failed(report) == {"report.md words"}
+    assert "600 words, expected at most 500" in report.check("report.md words").message
+
+
+def test_data_in_chw_layout(good, data_dir, tmp_path):
+    chw = Path(shutil.copytree(data_dir, tmp_path / "chw_data"))
+    with np.load(chw / "train.npz") as archive:
+        arrays = dict(archive)
+    arrays["images"] = arrays["images"].transpose(0, 3, 1, 2)
+    np.savez(chw / "train.npz", **arrays)
+    report = check_submission(good, data_dir=chw, progress=False, echo=False)   # full mode: files are loaded
+    assert failed(report) == {"data train"}
+    assert "channels first (CHW)" in report.check("data train").message
+    assert not report.accuracies and "structural check failed" in report.probes_skipped
+
+
+def test_models_py_importing_utils_fails_for_real(broken, data_dir):
+    with open(broken / "models.py", "a") as f:
+        f.write("\nfrom utils.data import SPLIT_FILES  # noqa: E402\n")
+    process = run_eval("-i", broken, "-d", data_dir, "--quick")
+    assert process.returncode == 1, process.stdout + process.stderr
+    assert "FAIL models.py imports: imports project module(s) `utils.data`" in process.stdout
+    assert "FAIL models.py imports in isolation" in process.stdout
+    assert "No module named 'utils'" in process.stdout
+    assert "PASS weights file readable" in process.stdout   # checked on its own while models.py is unusable
+    assert re.search(r"\n2 checks failed: models.py imports, models.py imports in isolation", process.stdout)
+
+
+def test_wrong_data_dir_names_the_places_tried(good, tmp_path):
+    nowhere = tmp_path / "no_such_data"
+    process = run_eval("-i", good, "-d", nowhere, "--quick")
+    assert process.returncode == 1, process.stdout + process.stderr
+    assert f"FAIL data directory: data directory {nowhere} (from --data-dir) does not exist" in process.stdout
+    assert "Places tried" in process.stdout and "course hub: /shared/CS461/cs461_assignment1_data" in process.stdout
+    assert "1 check failed: data directory" in process.stdout
+    assert "%" not in process.stdout   # no accuracies without data, never random substitutes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Units: word counting, notebook identity, pre-trained weights, assembling
+# ----------------------------------------------------------------------------------------------------------
+
+def test_word_count_excludes_code_comments_and_markdown_syntax():
+    text = ("# Results\n\n"
+            "Our **self-supervised** encoder reaches 36.1% — see [the plot](https://example.com/a/b/c.png).\n\n"
+            "```python\nprint('these words are code')\n```\n"
+            "<!-- a comment of many words that nobody reads -->\n"
+            "| probe | k-NN |\n|---|---|\n| ID | 38.1 |\n\n"
+            "1. first point\n- second point\n> quoted <br> line\n")
+    # Results | Our self-supervised encoder reaches 36.1% see the plot | probe k-NN ID 38.1 |
+    # first point | second point | quoted line
+    assert word_count(text) == 1 + 8 + 4 + 2 + 2 + 2
+    assert word_count("") == 0
+    assert word_count("~~~\nunclosed fence swallows the rest\n") == 0
+
+
+def test_notebook_identity_reads_assignments_in_code_cells(tmp_path):
+    cells = [
+        {"cell_type": "markdown", "source": "SCIPER = 999999 in a markdown cell does not count"},
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "SCIPER = 234567  # mine\n",
+                                         "LAST_NAME: str = 'Müller'\n"]},
+        {"cell_type": "code", "source": "!pip list\nFIRST_NAME = input()\n"},
+        {"cell_type": "code", "source": "FIRST_NAME = \"Zoé\"\nif True\n"},   # not Python: read line by line
+    ]
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps({"cells": cells}))
+    assert notebook_identity(path) == {"SCIPER": 234567, "LAST_NAME": "Müller", "FIRST_NAME": "Zoé"}
+
+    path.write_text(json.dumps({"cells": cells[:3]}))
+    identity = notebook_identity(path)
+    assert identity["FIRST_NAME"] == "input()"   # an expression, reported as such
+    assert identity_problems(identity) == ["FIRST_NAME is set by the expression `input()`; expected the name "
+                                           "itself in quotes"]
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        notebook_identity(path)
+
+
+@pytest.mark.parametrize("identity, problem", [
+    ({"SCIPER": "<SCIPER>", "LAST_NAME": "Doe", "FIRST_NAME": "Jane"}, "SCIPER is '<SCIPER>'"),
+    ({"SCIPER": None, "LAST_NAME": "Doe", "FIRST_NAME": "Jane"}, "SCIPER is None"),
+    ({"SCIPER": 0, "LAST_NAME": "Doe", "FIRST_NAME": "Jane"}, "SCIPER is 0 (a placeholder)"),
+    ({"SCIPER": 12345, "LAST_NAME": "Doe", "FIRST_NAME": "Jane"}, "SCIPER is 12345 (5 digits)"),
+    ({"SCIPER": "123456", "LAST_NAME": "Doe", "FIRST_NAME": "Jane"}, "expected an integer: SCIPER = 123456"),
+    ({"SCIPER": 123456, "LAST_NAME": "<LAST_NAME>", "FIRST_NAME": "Jane"}, "LAST_NAME is '<LAST_NAME>'"),
+    ({"SCIPER": 123456, "LAST_NAME": "Doe", "FIRST_NAME": "Your name"}, "FIRST_NAME is 'Your name'"),
+    ({"SCIPER": 123456, "LAST_NAME": "", "FIRST_NAME": "Jane"}, "LAST_NAME is ''"),
+    ({"SCIPER": 123456, "LAST_NAME": "Doe"}, "FIRST_NAME is not assigned anywhere"),
+])
+def test_identity_placeholders_are_refused(identity, problem):
+    problems = identity_problems(identity)
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_filled_identity_is_accepted():
+    assert identity_problems({"SCIPER": 123456, "LAST_NAME": "de la Fontaine", "FIRST_NAME": "Zoé"}) == []
+
+
+def test_pretrained_weights_and_network_use_are_spotted():
+    import ast
+    code = ("import torch, torchvision, requests\n"
+            "a = torchvision.models.resnet18(weights=None)\n"
+            "b = torchvision.models.resnet18(weights='IMAGENET1K_V1')\n"
+            "c = torch.hub.load('repo', 'model')\n"
+            "from torch.hub import load_state_dict_from_url\n")
+    uses = pretrained_or_network_uses(ast.parse(code))
+    assert uses == ["line 1: import requests", "line 3: weights='IMAGENET1K_V1'", "line 4: torch.hub.load",
+                    "line 5: from torch.hub import load_state_dict_from_url"]
+
+
+def test_assemble_rewrites_arch_in_the_copy_only(sources, tmp_path, capsys):
+    own_models = (ROOT / "models.py").read_text()
+    folder = assemble_submission(tmp_path / "out", weights=sources / "final_model.safetensors",
+                                 notebook=sources / "CS461_Assignment1.ipynb", report=sources / "report.md",
+                                 models=ROOT / "models.py")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["models.py", "final_model.safetensors", "CS461_Assignment1.ipynb", "report.md"])
+    copied = (folder / "models.py").read_text()
+    assert re.findall(r'^ARCH = "[^"]*"', copied, re.MULTILINE) == ['ARCH = "tiny"']
+    assert copied.replace('ARCH = "tiny"', 'ARCH = "resnet18"') == own_models
+    assert (ROOT / "models.py").read_text() == own_models   # the user's own file is untouched
+    assert "trained with arch 'tiny'" in capsys.readouterr().out
+
+
+def test_assemble_refuses_placeholders_and_copies_nothing(sources, tmp_path):
+    notebook = tmp_path / "CS461_Assignment1.ipynb"
+    notebook.write_text(notebook_text(sciper="None", last_name='"<LAST_NAME>"'))
+    with pytest.raises(SubmissionError) as info:
+        assemble_submission(tmp_path / "out", weights=sources / "final_model.safetensors", notebook=notebook,
+                            report=sources / "report.md", models=ROOT / "models.py")
+    message = str(info.value)
+    assert "SCIPER is None" in message and "LAST_NAME is '<LAST_NAME>'" in message
+    assert "section 0" in message and "Nothing was copied" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_assemble_needs_exactly_one_arch_line_to_rewrite(sources, tmp_path):
+    models = tmp_path / "models.py"
+    models.write_text((ROOT / "models.py").read_text().replace('ARCH = "resnet18"', 'ARCH = ("resnet18")'))
+    with pytest.raises(SubmissionError, match="expected exactly one"):
+        assemble_submission(tmp_path / "out", weights=sources / "final_model.safetensors",
+                            notebook=sources / "CS461_Assignment1.ipynb", report=sources / "report.md",
+                            models=models)
+    assert not (tmp_path / "out").exists()
+
+
+def test_probe_lines_in_percent_and_the_cpu_warning(monkeypatch, capsys):
+    """Each probe prints its accuracy in percent and its time; a large train set on the CPU in exact mode is
+    announced before the slow linear probe (the threshold is lowered here to keep the data small)."""
+    from utils import probes, submit
+    from utils.data import Split
+
+    monkeypatch.setattr(submit, "LARGE_TRAIN_FOR_CPU", 35)   # train 40 > 35, OOD fit 32
+    rng = np.random.default_rng(0)
+
+    def split(n, classes):
+        labels = np.repeat(np.asarray(classes), n // len(classes))
+        return Split(images=np.zeros((len(labels), 64, 64, 3), np.uint8), labels=labels, class_names=None,
+                     path=Path("memory"))
+
+    splits = {"train": split(40, [3, 7]), "val": split(20, [3, 7]), "ood": split(40, [11, 12])}
+    features = {name: torch.from_numpy(rng.normal(size=(len(s), 8)).astype(np.float32) + s.labels[:, None] % 2)
+                for name, s in splits.items()}
+    report = submit.Report(folder="memory")
+    submit.run_probes(report, probes, features, splits, fast=False, device=torch.device("cpu"))
+    out = capsys.readouterr().out
+    assert set(report.accuracies) == set(ACCURACY_KEYS) and report.ok
+    assert [c.name for c in report.warnings] == ["exact probes on the CPU"]
+    assert "use --fast" in report.warnings[0].fix
+    assert out.index("WARN exact probes on the CPU") < out.index("ID linear")
+    for key, label in zip(ACCURACY_KEYS, ("ID k-NN", "ID linear", "OOD k-NN", "OOD linear")):
+        assert re.search(rf"{label} +{report.accuracies[key]:.2f}% +\(\d+\.\d s\)", out), out
