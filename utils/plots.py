@@ -1,0 +1,771 @@
+"""Figures for the notebook: one call per figure, inputs in, matplotlib Figure out.
+
+Every `plot_*` function is pure (no training, no file reading): it draws what it is given, returns the Figure
+and, when `save_to` (a folder) is given, also writes it there as a PNG with a fixed, descriptive name.
+
+Conventions shared by all figures:
+- images are uint8 (N, 64, 64, 3) RGB HWC (float [0, 1] and CHW tensors are accepted and converted);
+- labels are arbitrary integer ids (e.g. ImageNet ids 7, 312, 998), never assumed to be 0..C-1;
+- `names` is {label: class name} or None (then the id is shown); long names are cut with an ellipsis;
+- no text smaller than 9 pt at the saved size; colour-blind-safe colours (Okabe-Ito) where the number of
+  colours allows, and correct/wrong is shown by a symbol (check / cross) as well as by green / red.
+
+Figures are detached from pyplot before they are returned, so that a notebook shows each figure exactly once:
+as the value of the cell (or with `display(fig)`), not a second time when pyplot flushes open figures.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+# ----------------------------------------------------------------------------------------------------------
+# Style
+
+SAVE_DPI = 120
+MIN_FONT = 9       # smallest text anywhere (tick labels, annotations, legends)
+FONT = 10          # axis labels
+TITLE_FONT = 12    # figure and axes titles
+
+# Okabe & Ito (2008), a palette that stays distinguishable with the common colour-vision deficiencies.
+OKABE_ITO = {
+    "blue": "#0072B2", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+    "vermillion": "#D55E00", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000",
+}
+# Correct / wrong: the course asks for green and red; the symbols below carry the same information for
+# readers who cannot tell the two colours apart.
+CORRECT_COLOR = "#1a9641"
+WRONG_COLOR = "#d7191c"
+CORRECT_MARK = "\u2713"   # check mark
+WRONG_MARK = "\u2717"     # ballot cross
+OTHER_CLASSES_COLOR = "#c8c8c8"
+
+# Class colours for scatter plots: Okabe-Ito for up to 8 classes. Beyond that no palette stays colour-blind
+# safe, so tab20's dark colours then its light ones are used, with a marker shape per block of 9 classes:
+# two classes with the same hue always differ in shape too.
+_CLASS_COLORS_FEW = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "sky", "purple",
+                                            "black", "yellow")]
+_CLASS_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+# The course's week-3 SimCLR baseline under the grading protocol (percent), for plot_id_vs_ood(baselines=...).
+COURSE_BASELINES = {"course SimCLR baseline": {"id_knn": 18.0, "ood_knn": 12.0, "ood_linear": 19.0}}
+
+# Environment variable that forces static figures instead of widgets (nbval runs, exported HTML).
+STATIC_WIDGETS_ENV = "CS461_STATIC_WIDGETS"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small shared helpers
+
+def save_figure(fig: Figure, folder: str | os.PathLike, filename: str) -> Path:
+    """Write `fig` as a PNG to folder/filename (folder created if needed); returns the path.
+
+    bbox_inches="tight" keeps legends placed outside the axes inside the saved image."""
+    path = Path(folder) / filename
+    if path.suffix.lower() != ".png":
+        path = path.with_name(path.name + ".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=SAVE_DPI, bbox_inches="tight", facecolor="white")
+    return path
+
+
+def shorten(text: str, max_len: int = 18) -> str:
+    """`text` cut to at most max_len characters, ending with an ellipsis when it was cut."""
+    text = str(text)
+    return text if len(text) <= max_len else text[: max_len - 1].rstrip() + "\u2026"
+
+
+def class_name(label, names: Mapping | None = None, max_len: int = 18) -> str:
+    """Readable, shortened name of a class id.
+
+    ImageNet names list synonyms ("goldfish, Carassius auratus"): only the first one is kept. Names loaded
+    from JSON have string keys, so both int and str keys are looked up; unknown ids are shown as the id."""
+    label_int = int(label)
+    if names:
+        for key in (label, label_int, str(label_int)):
+            try:
+                if key in names:
+                    return shorten(str(names[key]).split(",")[0].strip(), max_len)
+            except TypeError:   # an unhashable key type in the lookup: try the next form
+                continue
+    return str(label_int)
+
+
+def _to_numpy(x) -> np.ndarray:
+    """numpy array from a numpy array, list or torch tensor (detached, on the CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _display_images(images) -> np.ndarray:
+    """Images ready for imshow: (..., H, W, 3) uint8 or float in [0, 1].
+
+    Accepts the course's uint8 HWC arrays and also (..., 3, H, W) tensors as a data loader yields them."""
+    images = _to_numpy(images)
+    if images.shape[-1] not in (1, 3) and images.shape[-3] in (1, 3):
+        images = np.moveaxis(images, -3, -1)
+    if images.dtype != np.uint8:
+        images = np.clip(images.astype(np.float32), 0.0, 1.0)
+    if images.shape[-1] == 1:
+        images = images[..., 0]
+    return images
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A white figure with constrained layout (keeps titles, labels and legends from overlapping)."""
+    return plt.figure(figsize=(width, height), layout="constrained", facecolor="white")
+
+
+def _finish(fig: Figure, save_to, filename: str) -> Figure:
+    """Detach the figure from pyplot (shown once, by the caller) and save it when a folder is given."""
+    plt.close(fig)
+    if save_to is not None:
+        save_figure(fig, save_to, filename)
+    return fig
+
+
+def _image_panel(ax, image, frame_color: str | None = None, frame_width: float = 3.0) -> None:
+    """Show one image without ticks; a coloured frame (the axes spines) when frame_color is given."""
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(frame_color is not None)
+        if frame_color is not None:
+            spine.set_edgecolor(frame_color)
+            spine.set_linewidth(frame_width)
+
+
+def _records_values(records: Sequence[Mapping], key: str) -> np.ndarray:
+    """Float array of records[i][key]; missing or None values become NaN (matplotlib leaves a gap)."""
+    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in records], dtype=float)
+
+
+def _placeholder(ax, message: str) -> None:
+    """An empty panel that says why it is empty (e.g. a plot drawn before the first evaluation)."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=FONT, color="0.4", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1-2. Training curves
+
+def plot_loss_curves(history: Mapping, save_to=None, filename: str = "loss_curves.png") -> Figure:
+    """Training loss per epoch and validation loss at each evaluation (x = epoch), with the learning rate
+    in a small panel below.
+
+    history: the training engine's dict: "train" (one record per epoch: epoch, step, loss, lr), "eval"
+    (epoch, val_loss, ...) and optionally "log" (step, lr, ...: a finer learning-rate curve)."""
+    train = list(history.get("train", []))
+    evals = list(history.get("eval", []))
+    log = list(history.get("log", []))
+
+    fig = _new_figure(8.0, 5.6)
+    ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax_loss.set_title("Self-supervised loss: training (mean per epoch) and validation", fontsize=TITLE_FONT)
+
+    val_loss = _records_values(evals, "val_loss")
+    if not train and not np.isfinite(val_loss).any():
+        _placeholder(ax_loss, "no epoch recorded yet")
+        _placeholder(ax_lr, "")
+        return _finish(fig, save_to, filename)
+
+    if train:
+        ax_loss.plot(_records_values(train, "epoch"), _records_values(train, "loss"), marker="o", markersize=3,
+                     color=OKABE_ITO["blue"], label="training loss (mean over the epoch)")
+    if np.isfinite(val_loss).any():
+        ax_loss.plot(_records_values(evals, "epoch"), val_loss, marker="s", markersize=5, linestyle="--",
+                     color=OKABE_ITO["vermillion"], label="validation loss (held-out images)")
+    ax_loss.set_ylabel("loss", fontsize=FONT)
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(fontsize=MIN_FONT, loc="best")
+    ax_loss.tick_params(labelsize=MIN_FONT, labelbottom=True)
+
+    lr_epochs, lr_values = _learning_rate_curve(train, log)
+    ax_lr.plot(lr_epochs, lr_values, color=OKABE_ITO["green"])
+    ax_lr.set_xlabel("epoch", fontsize=FONT)
+    ax_lr.set_ylabel("learning rate", fontsize=FONT)
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax_lr.yaxis.get_offset_text().set_fontsize(MIN_FONT)
+    ax_lr.tick_params(labelsize=MIN_FONT)
+    ax_lr.grid(alpha=0.3)
+    return _finish(fig, save_to, filename)
+
+
+def _learning_rate_curve(train: list, log: list) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, lr) for the learning-rate panel: from the per-step log when there is one (it shows the
+    warm-up inside the first epochs), converted to fractional epochs; otherwise one point per epoch."""
+    if log and train and train[0].get("step") and train[0].get("epoch"):
+        steps_per_epoch = train[0]["step"] / train[0]["epoch"]
+        steps = _records_values(log, "step")
+        return steps / steps_per_epoch, _records_values(log, "lr")
+    return _records_values(train, "epoch"), _records_values(train, "lr")
+
+
+# (key in the eval records, legend text, colour, line style): k-NN / linear by colour, ID / OOD by style.
+_PROBE_LINES = [
+    ("id_knn", "ID k-NN (val, seen classes)", OKABE_ITO["blue"], "-"),
+    ("id_linear", "ID linear (val, seen classes)", OKABE_ITO["orange"], "-"),
+    ("ood_knn", "OOD k-NN (unseen classes)", OKABE_ITO["blue"], "--"),
+    ("ood_linear", "OOD linear (unseen classes)", OKABE_ITO["orange"], "--"),
+]
+
+
+def plot_probe_curves(history: Mapping, save_to=None, filename: str = "probe_curves.png") -> Figure:
+    """k-NN and linear probe accuracy (%) at each evaluation during training, in-distribution (solid) and
+    out-of-distribution (dashed). The legend gives each line's last value.
+
+    history["eval"]: records with epoch and id_knn, id_linear, ood_knn, ood_linear in percent (a missing or
+    None value leaves a gap)."""
+    evals = list(history.get("eval", []))
+    fig = _new_figure(8.0, 4.8)
+    ax = fig.subplots()
+    ax.set_title("Probe accuracy during training: seen (ID) vs unseen (OOD) classes", fontsize=TITLE_FONT)
+    if not evals:
+        _placeholder(ax, "no evaluation recorded yet")
+        return _finish(fig, save_to, filename)
+
+    epochs = _records_values(evals, "epoch")
+    for key, label, color, style in _PROBE_LINES:
+        values = _records_values(evals, key)
+        finite = np.isfinite(values)
+        if not finite.any():
+            continue
+        last = values[finite][-1]
+        ax.plot(epochs, values, color=color, linestyle=style, marker="o", markersize=4,
+                label=f"{label}: last {last:.1f}%")
+    ax.set_xlabel("epoch", fontsize=FONT)
+    ax.set_ylabel("accuracy (%)", fontsize=FONT)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=MIN_FONT)
+    # Outside the axes: the curves rise towards the upper right, where a legend would usually sit.
+    ax.legend(fontsize=MIN_FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="probe",
+              title_fontsize=MIN_FONT)
+    return _finish(fig, save_to, filename)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. Predictions on images
+
+def plot_prediction_grid(images, true_labels, pred_labels, names: Mapping | None = None, title: str = "",
+                         n: int = 24, seed: int = 0, columns: int = 8, save_to=None,
+                         filename: str = "predictions.png") -> Figure:
+    """A grid of n images (a seeded random sample), each titled with its predicted class, and the true class
+    when the prediction is wrong; green title and frame (with a check mark) when correct, red (cross) when
+    wrong. The figure title gives the accuracy on the shown sample.
+
+    images: (N, 64, 64, 3) uint8; true_labels, pred_labels: (N,) class ids."""
+    images = _display_images(images)
+    true_labels = _to_numpy(true_labels).reshape(-1)
+    pred_labels = _to_numpy(pred_labels).reshape(-1)
+    if not len(images) == len(true_labels) == len(pred_labels):
+        raise ValueError(f"plot_prediction_grid: {len(images)} images, {len(true_labels)} true labels and "
+                         f"{len(pred_labels)} predictions; expected one of each per image.")
+    shown = np.random.default_rng(seed).choice(len(images), size=min(n, len(images)), replace=False)
+
+    # As many rows as needed, then the columns spread evenly over them (10 images: 2 x 5, not 8 + 2).
+    rows = int(np.ceil(len(shown) / max(1, columns)))
+    columns = int(np.ceil(len(shown) / rows))
+    fig = _new_figure(1.65 * columns, 2.0 * rows + 0.5)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).reshape(-1)
+    n_correct = 0
+    for ax, i in zip(axes, shown):
+        correct = true_labels[i] == pred_labels[i]
+        n_correct += int(correct)
+        color = CORRECT_COLOR if correct else WRONG_COLOR
+        _image_panel(ax, images[i], frame_color=color)
+        predicted = class_name(pred_labels[i], names, 16)
+        if correct:
+            text = f"{CORRECT_MARK} {predicted}"
+        else:
+            text = f"{WRONG_MARK} {predicted}\ntrue: {class_name(true_labels[i], names, 14)}"
+        ax.set_title(text, color=color, fontsize=MIN_FONT)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+
+    accuracy = 100.0 * n_correct / max(len(shown), 1)
+    heading = f"{title}: " if title else ""
+    fig.suptitle(f"{heading}predicted class per image, {n_correct}/{len(shown)} correct ({accuracy:.1f}%) on this "
+                 f"random sample\n{CORRECT_MARK} green = correct, {WRONG_MARK} red = wrong (true class below the "
+                 f"prediction)", fontsize=TITLE_FONT)
+    return _finish(fig, save_to, filename)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. ID vs OOD summary
+
+_PROBES = [("knn", "k-NN probe"), ("linear", "linear probe")]
+_SETS = [("id", "ID (val, seen classes)", OKABE_ITO["blue"], ""),
+         ("ood", "OOD (unseen classes)", OKABE_ITO["orange"], "//")]
+_BASELINE_STYLES = [("--", "D"), (":", "v"), ("-.", "^"), ((0, (5, 1, 1, 1)), "s")]
+
+
+def plot_id_vs_ood(results: Mapping, baselines: Mapping[str, Mapping] | None = None, chance: float | None = None,
+                   title: str = "", save_to=None, filename: str = "id_vs_ood.png") -> Figure:
+    """Grouped bars: k-NN and linear probe accuracy (%), ID vs OOD, each value written on its bar ("36.1%").
+
+    results: {"id_knn", "id_linear", "ood_knn", "ood_linear"} in percent (a missing one leaves no bar).
+    baselines: {name: results-like dict (any subset of the keys)}, drawn as a black mark across the matching
+    bar, e.g. COURSE_BASELINES. chance: chance level in percent (a dotted line), e.g. 100 / n_classes."""
+    fig = _new_figure(7.5, 4.8)
+    ax = fig.subplots()
+    width = 0.38
+    group_x = np.arange(len(_PROBES), dtype=float)
+    top = 0.0
+    for s, (set_key, set_label, color, hatch) in enumerate(_SETS):
+        xs = group_x + (s - 0.5) * width
+        values = np.array([_percent(results, f"{set_key}_{probe}") for probe, _ in _PROBES])
+        bars = ax.bar(xs, np.nan_to_num(values), width=width * 0.95, color=color, hatch=hatch,
+                      edgecolor="white", linewidth=0.5, label=set_label)
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.1f}%" for v in values], padding=2,
+                     fontsize=FONT)
+        top = max(top, np.nanmax(values, initial=0.0))
+
+        for b, (name, base) in enumerate((baselines or {}).items()):
+            style, marker = _BASELINE_STYLES[b % len(_BASELINE_STYLES)]
+            base_values = np.array([_percent(base, f"{set_key}_{probe}") for probe, _ in _PROBES])
+            for x, v in zip(xs, base_values):
+                if not np.isnan(v):
+                    ax.hlines(v, x - width * 0.47, x + width * 0.47, colors="black", linestyles=style, linewidth=2)
+                    top = max(top, v)
+
+    handles, labels = ax.get_legend_handles_labels()
+    for b, name in enumerate(baselines or {}):
+        style, _ = _BASELINE_STYLES[b % len(_BASELINE_STYLES)]
+        handles.append(Line2D([], [], color="black", linestyle=style, linewidth=2))
+        labels.append(name)
+    if chance is not None:
+        handles.append(ax.axhline(chance, color="0.35", linestyle=":", linewidth=1.5))
+        labels.append(f"chance ({chance:.1f}%)")
+
+    ax.set_xticks(group_x, [label for _, label in _PROBES], fontsize=FONT)
+    ax.set_ylabel("accuracy (%)", fontsize=FONT)
+    ax.set_ylim(0, max(top * 1.18, 5.0))   # headroom for the value labels
+    ax.tick_params(axis="y", labelsize=MIN_FONT)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(title or "Probe accuracy on seen (ID) vs unseen (OOD) classes", fontsize=TITLE_FONT)
+    ax.legend(handles, labels, fontsize=MIN_FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _finish(fig, save_to, filename)
+
+
+def _percent(values: Mapping, key: str) -> float:
+    """values[key] as a float, NaN when missing or None."""
+    v = values.get(key)
+    return np.nan if v is None else float(v)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5-6. 2-D embeddings (t-SNE, UMAP)
+
+EMBED_METHODS = {"tsne": "t-SNE", "umap": "UMAP"}
+
+
+def embed_2d(features, method: str = "tsne", seed: int = 0, **options) -> np.ndarray:
+    """2-D coordinates (N, 2) float32 of features (N, D) (numpy or torch) with t-SNE or UMAP.
+
+    Features with D > 50 are first reduced to 50 dimensions with PCA (much faster, same picture).
+    t-SNE: sklearn, perplexity min(30, (N - 1) / 3), PCA initialisation. UMAP: umap-learn, 15 neighbours.
+    Both seeded by `seed`; `options` go to sklearn's TSNE or umap's UMAP (e.g. max_iter=500 for a faster
+    t-SNE) and override the settings above."""
+    method = str(method).lower()
+    if method not in EMBED_METHODS:
+        raise ValueError(f"embed_2d: unknown method {method!r}; use one of {sorted(EMBED_METHODS)}.")
+    x = _to_numpy(features).astype(np.float32, copy=False)
+    if x.ndim != 2:
+        raise ValueError(f"embed_2d: features must be (N, D); got shape {x.shape}.")
+    if len(x) < 5:
+        raise ValueError(f"embed_2d: {method} needs at least 5 points; got {len(x)}.")
+    if not np.isfinite(x).all():
+        raise ValueError("embed_2d: features contain NaN or inf (a diverged model?); nothing to embed.")
+
+    if x.shape[1] > 50:
+        from sklearn.decomposition import PCA
+        x = PCA(n_components=min(50, len(x)), random_state=seed).fit_transform(x).astype(np.float32)
+
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+        settings = {"perplexity": min(30.0, (len(x) - 1) / 3), "init": "pca", "random_state": seed, **options}
+        return TSNE(n_components=2, **settings).fit_transform(x).astype(np.float32)
+
+    # Imported here: umap's first import compiles numba code (several seconds).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImportWarning)   # "Tensorflow not installed; ParametricUMAP ..."
+        import umap
+    # n_jobs=1: a seeded UMAP runs single-threaded anyway; saying so avoids umap's warning about it.
+    settings = {"n_neighbors": min(15, len(x) - 1), "random_state": seed, "n_jobs": 1, **options}
+    return umap.UMAP(n_components=2, **settings).fit_transform(x).astype(np.float32)
+
+
+def most_frequent_classes(labels, max_classes: int) -> np.ndarray:
+    """The max_classes most frequent labels, most frequent first; ties go to the smaller label."""
+    classes, counts = np.unique(_to_numpy(labels).reshape(-1), return_counts=True)
+    order = np.lexsort((classes, -counts))
+    return classes[order[:max_classes]]
+
+
+def class_style(rank: int, n_classes: int) -> tuple[str, str]:
+    """(colour, marker) of the rank-th of n_classes coloured classes: Okabe-Ito circles for up to 8 classes;
+    beyond that tab20 without its greys (9 dark colours, then 9 light) with a new marker shape every 9
+    classes, so every class up to 72 has its own (colour, marker) pair."""
+    if n_classes <= len(_CLASS_COLORS_FEW):
+        return _CLASS_COLORS_FEW[rank], "o"
+    tab20 = [c for c in plt.get_cmap("tab20").colors if len(set(c)) > 1]   # without its greys (= "other")
+    dark_then_light = tab20[0::2] + tab20[1::2]
+    return dark_then_light[rank % 18], _CLASS_MARKERS[(rank // 9) % len(_CLASS_MARKERS)]
+
+
+def _draw_embedding(ax, coords, labels, names, max_classes: int, legend: bool = True) -> None:
+    """Scatter of coords (N, 2) on ax: the max_classes most frequent classes coloured, the others light
+    grey underneath; legend (class names) outside the axes, on the right."""
+    coords = _to_numpy(coords)
+    labels = _to_numpy(labels).reshape(-1)
+    if coords.shape != (len(labels), 2):
+        raise ValueError(f"coords must be (N, 2) with one label per point; got {coords.shape} and "
+                         f"{len(labels)} labels.")
+    coloured = most_frequent_classes(labels, max_classes)
+    others = ~np.isin(labels, coloured)
+    n_other_classes = len(np.unique(labels[others]))
+    if others.any():
+        ax.scatter(coords[others, 0], coords[others, 1], s=6, color=OTHER_CLASSES_COLOR, linewidths=0,
+                   label=f"{n_other_classes} other classes", zorder=1)
+    for rank, label in enumerate(coloured):
+        color, marker = class_style(rank, len(coloured))
+        mask = labels == label
+        ax.scatter(coords[mask, 0], coords[mask, 1], s=16, color=color, marker=marker, linewidths=0.3,
+                   edgecolors="white", label=class_name(label, names, 20), zorder=2)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("component 1 (no unit)", fontsize=MIN_FONT)
+    ax.set_ylabel("component 2 (no unit)", fontsize=MIN_FONT)
+    if legend:
+        ax.legend(fontsize=MIN_FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=1.5,
+                  frameon=False, handletextpad=0.3, borderaxespad=0.0)
+
+
+def plot_embedding(coords, labels, names: Mapping | None = None, title: str = "", max_classes: int = 20,
+                   save_to=None, filename: str = "embedding.png") -> Figure:
+    """Scatter of 2-D coordinates (N, 2) (from embed_2d) coloured by class (N,): the max_classes most frequent
+    classes in colour with their names in a legend outside the axes, the others light grey."""
+    fig = _new_figure(8.0, 6.0)
+    ax = fig.subplots()
+    _draw_embedding(ax, coords, labels, names, max_classes)
+    ax.set_title(title or "2-D embedding of the features, coloured by class", fontsize=TITLE_FONT)
+    return _finish(fig, save_to, filename)
+
+
+def embedding_sample(labels, max_points: int, max_classes: int, seed: int = 0) -> np.ndarray:
+    """Indices of at most max_points points for a readable, fast embedding: all points of the max_classes
+    most frequent classes (the ones that get colours), then random others as grey context. Seeded."""
+    labels = _to_numpy(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    in_coloured = np.isin(labels, most_frequent_classes(labels, max_classes))
+    coloured = rng.permutation(np.flatnonzero(in_coloured))[:max_points]
+    others = rng.permutation(np.flatnonzero(~in_coloured))[: max_points - len(coloured)]
+    return np.sort(np.concatenate([coloured, others]))
+
+
+def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | None = None,
+                                 methods: Sequence[str] = ("tsne", "umap"), max_points: int = 1500,
+                                 max_classes: int = 20, seed: int = 0, save_to=None,
+                                 filename: str = "embeddings_tsne_umap.png") -> Figure:
+    """One figure, one row per feature set and one column per method: e.g. validation (seen classes) and OOD
+    (unseen classes), each with t-SNE and UMAP. Computes the embeddings (embed_2d) on a seeded sample of at
+    most max_points points per set (embedding_sample): all points of the max_classes most frequent classes,
+    coloured, and grey context points.
+
+    sets: {row title: (features (N, D), labels (N,))}, e.g.
+          {"validation (seen classes)": (val_f, val_y), "OOD (unseen classes)": (ood_f, ood_y)}."""
+    methods = [str(m).lower() for m in methods]
+    for method in methods:
+        if method not in EMBED_METHODS:
+            raise ValueError(f"plot_embeddings_side_by_side: unknown method {method!r}; use one of "
+                             f"{sorted(EMBED_METHODS)}.")
+    fig = _new_figure(6.2 * len(methods) + 1.6, 5.2 * len(sets))
+    axes = np.array(fig.subplots(len(sets), len(methods), squeeze=False))
+    for row, (set_title, (features, labels)) in enumerate(sets.items()):
+        labels = _to_numpy(labels).reshape(-1)
+        keep = embedding_sample(labels, max_points, max_classes, seed)
+        features = _to_numpy(features)[keep]
+        for col, method in enumerate(methods):
+            coords = embed_2d(features, method=method, seed=seed)
+            ax = axes[row, col]
+            _draw_embedding(ax, coords, labels[keep], names, max_classes, legend=col == len(methods) - 1)
+            ax.set_title(f"{set_title}: {EMBED_METHODS[method]} ({len(keep)} points)", fontsize=TITLE_FONT - 1)
+    fig.suptitle("Feature space in 2-D: do classes form clusters, for seen and for unseen classes?",
+                 fontsize=TITLE_FONT)
+    return _finish(fig, save_to, filename)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 7. Confusion among the most confused classes
+
+def most_confused_classes(true_labels, pred_labels, k: int = 10) -> np.ndarray:
+    """Up to k class ids taken from the most frequent errors first: off-diagonal (true, predicted) pairs
+    sorted by count (ties: smaller ids), both classes of each pair added in turn. The most confused pair
+    is therefore always included. Without errors: the k most frequent true classes."""
+    true_labels = _to_numpy(true_labels).reshape(-1)
+    pred_labels = _to_numpy(pred_labels).reshape(-1)
+    wrong = true_labels != pred_labels
+    pairs, counts = np.unique(np.stack([true_labels[wrong], pred_labels[wrong]], axis=1), axis=0,
+                              return_counts=True)
+    chosen: list = []
+    by_count = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))
+    for pair in pairs[by_count]:
+        for label in pair:
+            if label not in chosen and len(chosen) < k:
+                chosen.append(label)
+    if len(chosen) < k:   # few errors: fill with the most frequent classes
+        for label in most_frequent_classes(true_labels, len(np.unique(true_labels))):
+            if label not in chosen and len(chosen) < k:
+                chosen.append(label)
+    return np.array(chosen)
+
+
+def plot_confusion_top(true_labels, pred_labels, names: Mapping | None = None, k: int = 10, save_to=None,
+                       filename: str = "confusion_top.png") -> Figure:
+    """Confusion matrix restricted to the k most confused classes (most_confused_classes), as % of each true
+    class's images (rows), annotated; a last column "other classes" holds the predictions outside the k, so
+    that each row sums to 100%.
+
+    true_labels, pred_labels: (N,) class ids."""
+    import seaborn as sns   # imported here: only this figure needs it
+
+    true_labels = _to_numpy(true_labels).reshape(-1)
+    pred_labels = _to_numpy(pred_labels).reshape(-1)
+    classes = most_confused_classes(true_labels, pred_labels, k)
+    percent = np.full((len(classes), len(classes) + 1), np.nan)
+    for r, true_class in enumerate(classes):
+        preds = pred_labels[true_labels == true_class]
+        if len(preds) == 0:
+            continue   # a class that is only ever predicted: an empty row
+        for c, pred_class in enumerate(classes):
+            percent[r, c] = 100.0 * np.mean(preds == pred_class)
+        percent[r, -1] = 100.0 * np.mean(~np.isin(preds, classes))
+    # Zero cells stay blank: the eye goes to the confusions that exist.
+    annotations = np.where(np.nan_to_num(percent) >= 0.5, np.vectorize(lambda v: f"{v:.0f}")(percent), "")
+
+    size = 3.5 + 0.6 * len(classes)
+    fig = _new_figure(size + 1.5, size)
+    ax = fig.subplots()
+    tick_names = [class_name(c, names, 16) for c in classes]
+    sns.heatmap(percent, ax=ax, annot=annotations, fmt="", cmap="Blues", vmin=0, vmax=100,
+                annot_kws={"fontsize": MIN_FONT}, linewidths=0.5, linecolor="white",
+                xticklabels=tick_names + ["other classes"], yticklabels=tick_names,
+                cbar_kws={"label": "% of the true class's images"})
+    ax.figure.axes[-1].yaxis.label.set_fontsize(FONT)
+    ax.figure.axes[-1].tick_params(labelsize=MIN_FONT)
+    ax.set_xlabel("predicted class", fontsize=FONT)
+    ax.set_ylabel("true class", fontsize=FONT)
+    ax.tick_params(labelsize=MIN_FONT)
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+    ax.set_title(f"Confusions among the {len(classes)} most confused classes (row = true class, % of its images)",
+                 fontsize=TITLE_FONT)
+    return _finish(fig, save_to, filename)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 8. Retrieval: nearest neighbours
+
+def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labels, names: Mapping | None = None,
+                    distances=None, predictions=None, title: str = "", save_to=None,
+                    filename: str = "neighbours.png") -> Figure:
+    """Retrieval grid: each row a query image then its nearest neighbours; a neighbour's frame and label are
+    green (check mark) when it has the query's class, red (cross) otherwise.
+
+    query_images: (Q, 64, 64, 3); query_labels: (Q,); neighbour_images: (Q, k, 64, 64, 3);
+    neighbour_labels: (Q, k); optional distances (Q, k) shown under the neighbours and predictions (Q,)
+    (e.g. the neighbours' majority vote) shown under the query."""
+    query_images = _display_images(query_images)
+    neighbour_images = _display_images(neighbour_images)
+    query_labels = _to_numpy(query_labels).reshape(-1)
+    neighbour_labels = _to_numpy(neighbour_labels).reshape(len(query_labels), -1)
+    n_queries, k = neighbour_labels.shape
+    if len(query_images) != n_queries or neighbour_images.shape[:2] != (n_queries, k):
+        raise ValueError(f"plot_neighbours: {len(query_images)} queries with {n_queries} labels, neighbour "
+                         f"images {neighbour_images.shape[:2]} vs labels {neighbour_labels.shape}; expected "
+                         f"(Q, k) for both.")
+    distances = None if distances is None else _to_numpy(distances).reshape(n_queries, k)
+
+    fig = _new_figure(1.7 * (k + 1) + 0.4, 2.05 * n_queries + 0.5)
+    # A narrow empty column separates the query from its neighbours.
+    grid = fig.add_gridspec(n_queries, k + 2, width_ratios=[1, 0.12] + [1] * k)
+    for q in range(n_queries):
+        ax = fig.add_subplot(grid[q, 0])
+        _image_panel(ax, query_images[q], frame_color="black")
+        text = f"query: {class_name(query_labels[q], names, 16)}"
+        if predictions is not None:
+            prediction = _to_numpy(predictions).reshape(-1)[q]
+            mark = CORRECT_MARK if prediction == query_labels[q] else WRONG_MARK
+            text += f"\nvote: {class_name(prediction, names, 14)} {mark}"
+        ax.set_xlabel(text, fontsize=MIN_FONT)
+        if q == 0:
+            ax.set_title("query", fontsize=FONT)
+        for j in range(k):
+            same = neighbour_labels[q, j] == query_labels[q]
+            color = CORRECT_COLOR if same else WRONG_COLOR
+            ax = fig.add_subplot(grid[q, j + 2])
+            _image_panel(ax, neighbour_images[q, j], frame_color=color)
+            text = f"{CORRECT_MARK if same else WRONG_MARK} {class_name(neighbour_labels[q, j], names, 16)}"
+            if distances is not None:
+                text += f"\ndistance {distances[q, j]:.2f}"
+            ax.set_xlabel(text, fontsize=MIN_FONT, color=color)
+            if q == 0:
+                ax.set_title(f"neighbour {j + 1}", fontsize=FONT)
+    fig.suptitle(title or "Nearest neighbours in feature space (green = same class as the query, red = other)",
+                 fontsize=TITLE_FONT)
+    return _finish(fig, save_to, filename)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 9. Interactive neighbour explorer (static figure without a widget front-end)
+
+def widgets_available() -> bool:
+    """True when widgets can be shown: inside a Jupyter (ZMQ) kernel with ipywidgets installed, unless the
+    environment variable CS461_STATIC_WIDGETS is "1" (nbval runs and HTML exports, where a widget would
+    show as nothing)."""
+    if os.environ.get(STATIC_WIDGETS_ENV) == "1":
+        return False
+    try:
+        from IPython import get_ipython
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
+
+
+def nearest_neighbours(features: np.ndarray, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices (k,), distances (k,)) of the k points nearest to features[index] by Euclidean distance,
+    nearest first, the query itself excluded. features: (N, D) numpy."""
+    distances = np.sqrt(((features - features[index]) ** 2).sum(axis=1))
+    distances[index] = np.inf                                  # never return the query itself
+    k = min(k, len(features) - 1)
+    candidates = np.argpartition(distances, k - 1)[:k]
+    order = np.lexsort((candidates, distances[candidates]))   # by distance, ties by index
+    nearest = candidates[order]
+    return nearest, distances[nearest]
+
+
+def majority_vote(labels) -> int:
+    """The most common label; ties go to the smallest label."""
+    values, counts = np.unique(_to_numpy(labels).reshape(-1), return_counts=True)
+    return values[np.argmax(counts)].item()   # np.unique sorts, argmax takes the first maximum
+
+
+class NeighbourExplorer:
+    """State and callbacks of the interactive explorer (kept apart from the widgets so they can be tested).
+
+    images: (N, 64, 64, 3) uint8; features: (N, D) numpy or torch; labels: (N,)."""
+
+    def __init__(self, images, features, labels, names: Mapping | None = None, k: int = 5, seed: int = 0):
+        self.images = _display_images(images)
+        self.features = _to_numpy(features).astype(np.float32, copy=False)
+        self.labels = _to_numpy(labels).reshape(-1)
+        if self.features.ndim != 2 or not len(self.images) == len(self.features) == len(self.labels):
+            raise ValueError(f"neighbour_explorer: {len(self.images)} images, features {self.features.shape} and "
+                             f"{len(self.labels)} labels; expected features (N, D) and one label per image.")
+        if len(self.images) < 2:
+            raise ValueError("neighbour_explorer: needs at least 2 images.")
+        self.names = names
+        self.k = min(k, len(self.images) - 1)
+        self.rng = np.random.default_rng(seed)
+        self.current: dict = {}
+        self.output = None   # the ipywidgets.Output the figure is drawn into, set by build_widget
+        self.slider = None
+
+    def query(self, index: int) -> dict:
+        """Neighbours and vote for image `index`: {index, label, neighbours, distances, neighbour_labels,
+        prediction}."""
+        index = int(index)
+        neighbours, distances = nearest_neighbours(self.features, index, self.k)
+        neighbour_labels = self.labels[neighbours]
+        return {"index": index, "label": self.labels[index].item(), "neighbours": neighbours,
+                "distances": distances, "neighbour_labels": neighbour_labels,
+                "prediction": majority_vote(neighbour_labels)}
+
+    def figure(self, indices: Sequence[int], title: str = "", save_to=None,
+               filename: str = "neighbour_explorer.png") -> Figure:
+        """plot_neighbours for the given query indices, with distances and the neighbours' vote."""
+        results = [self.query(i) for i in indices]
+        return plot_neighbours(self.images[[r["index"] for r in results]], [r["label"] for r in results],
+                               self.images[np.stack([r["neighbours"] for r in results])],
+                               np.stack([r["neighbour_labels"] for r in results]), names=self.names,
+                               distances=np.stack([r["distances"] for r in results]),
+                               predictions=[r["prediction"] for r in results], title=title,
+                               save_to=save_to, filename=filename)
+
+    def static_figure(self, n_queries: int = 4, save_to=None) -> Figure:
+        """A few random queries in one figure: what the notebook shows without a widget front-end."""
+        indices = self.rng.choice(len(self.images), size=min(n_queries, len(self.images)), replace=False)
+        return self.figure(indices, title=f"Nearest neighbours ({self.k}) of {len(indices)} random images, by "
+                                          f"Euclidean distance of the features (green = same class)",
+                           save_to=save_to)
+
+    def show(self, index: int) -> Figure:
+        """Compute and draw image `index` in the output area; returns the figure."""
+        self.current = self.query(index)
+        c = self.current
+        verdict = CORRECT_MARK if c["prediction"] == c["label"] else WRONG_MARK
+        fig = self.figure([index], title=f"image {index}: true {class_name(c['label'], self.names, 24)}, "
+                                         f"{self.k}-NN vote {class_name(c['prediction'], self.names, 24)} {verdict}")
+        self.current["figure"] = fig
+        if self.output is not None:
+            from IPython.display import display
+            with self.output:
+                self.output.clear_output(wait=True)
+                display(fig)
+        return fig
+
+    def on_index_change(self, change: Mapping) -> None:
+        """Slider callback (ipywidgets' change dict: the new index is change["new"])."""
+        self.show(change["new"])
+
+    def on_random(self, _button=None) -> None:
+        """'random image' button callback: move the slider to a random index (which redraws)."""
+        index = int(self.rng.integers(len(self.images)))
+        if index == self.slider.value:
+            self.show(index)
+        self.slider.value = index
+
+    def build_widget(self):
+        """The widget: an index slider, a 'random image' button and the output area, shown at index 0."""
+        import ipywidgets as widgets
+
+        self.slider = widgets.IntSlider(value=0, min=0, max=len(self.images) - 1, description="image",
+                                        continuous_update=False, layout=widgets.Layout(width="60%"))
+        button = widgets.Button(description="random image", icon="random")
+        self.output = widgets.Output()
+        self.slider.observe(self.on_index_change, names="value")
+        button.on_click(self.on_random)
+        box = widgets.VBox([widgets.HBox([self.slider, button]), self.output])
+        box.explorer = self   # reachable from the returned widget (tests, curious students)
+        self.show(self.slider.value)
+        return box
+
+
+def neighbour_explorer(images, features, labels, names: Mapping | None = None, k: int = 5,
+                       interactive: bool | None = None, n_static: int = 4, seed: int = 0, save_to=None):
+    """Browse images and their k nearest neighbours in feature space (Euclidean), with the neighbours'
+    majority vote as the predicted class (ties: smallest label).
+
+    images: (N, 64, 64, 3) uint8; features: (N, D) numpy or torch; labels: (N,) class ids.
+    interactive: None = widgets when a front-end can show them (widgets_available()), True = widgets,
+    False = a static figure of n_static random queries (saved as neighbour_explorer.png when save_to is set).
+    Returns the ipywidgets widget (its `.explorer` holds the state and callbacks) or the Figure."""
+    explorer = NeighbourExplorer(images, features, labels, names=names, k=k, seed=seed)
+    if interactive is None:
+        interactive = widgets_available()
+    if not interactive:
+        return explorer.static_figure(n_static, save_to=save_to)
+    return explorer.build_widget()
