@@ -1,0 +1,838 @@
+"""The embedded default data set: a deterministic, course-format miniature of the real task.
+
+Users without the course files, the tests and CI need data of the real shape. This module draws 64x64 RGB
+images of synthetic objects and writes `train.npz`, `val.npz` and `ood.npz` exactly in the course's format:
+
+    images       uint8 (N, 64, 64, 3), RGB, HWC
+    labels       int64 (N,), sparse ids from range(1000) (like ImageNet-1k ids), never 0..C-1
+    class_names  str (C,)   class_names[i] names the label class_ids[i]
+    class_ids    int64 (C,)
+    meta         0-d str array: JSON of the generator settings (preset, spec, seed, version, split)
+
+Everything is readable with np.load(allow_pickle=False). Same seed -> byte-identical files.
+
+The world. A class is what an object IS: one (shape, texture, part) combination, e.g. "striped star with
+eyes" (12 shapes x 7 textures x 6 parts = 504 combinations). A seeded permutation of all combinations gives
+the in-distribution classes (the first C_id) and the OOD classes (the next C_ood): OOD classes are unseen
+combinations of the same building blocks, as in the course where OOD classes are other ImageNet classes.
+Texture and parts are drawn in object-local coordinates, so they move, scale and rotate with the object.
+
+Nuisances (independent per image, what good augmentations should remove): position, scale, rotation, object
+colour (random hue/saturation/value; the texture's second tone and the part colour are derived from it, so
+colour never identifies the class), lighting (brightness, contrast, a linear illumination gradient),
+background clutter (smooth colour gradient, low-contrast blobs, small distractor shapes) and pixel noise.
+
+Speed: numpy, vectorised over the images of one class (the loop is over classes). Each class of each split
+has its own random stream, SeedSequence([seed, tag, split, combination]), so images do not depend on the
+order of generation or on the other classes.
+
+CLI: python -m utils.synthetic [--out DIR] [--size small|course] [--seed N] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+GENERATOR_VERSION = 1
+IMAGE_SIZE = 64
+SPLITS = ("train", "val", "ood")
+SPLIT_FILES = {"train": "train.npz", "val": "val.npz", "ood": "ood.npz"}
+DEFAULT_OUT_DIR = "cs461_assignment1_data"
+LABEL_RANGE = 1000                  # labels are distinct ids drawn from range(1000), like ImageNet-1k ids
+PROGRESS_BAR_MIN_IMAGES = 20_000    # a progress bar only where generation takes long enough to want one
+
+# Fixed words mixed into every SeedSequence, so our streams never coincide with a user's plain seed.
+_SEED_TAG = 0xC5461
+_WORLD_STREAM = 0
+_SPLIT_STREAM = {"train": 1, "val": 2, "ood": 3}
+
+# A fixed zip timestamp (the earliest zip allows): np.savez would embed the current time.
+_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class SyntheticDataError(ValueError):
+    """Generated data on disk does not match what was asked for, or would be overwritten. Says how to fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sizes
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How many classes and images per class each split has.
+
+    train/val share the same `id_classes` classes; ood has `ood_classes` other classes.
+    """
+    id_classes: int
+    train_per_class: int
+    val_per_class: int
+    ood_classes: int
+    ood_per_class: int
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DataSpec.{name} = {value!r}; expected a positive integer.")
+        total = self.id_classes + self.ood_classes
+        if total > len(CLASS_COMBOS):
+            raise ValueError(f"DataSpec asks for {self.id_classes} ID + {self.ood_classes} OOD = {total} classes; "
+                             f"the synthetic world has only {len(CLASS_COMBOS)} (shape, texture, part) "
+                             f"combinations. Ask for fewer classes.")
+
+    def split_counts(self, split: str) -> tuple[int, int]:
+        """(number of classes, images per class) of one split."""
+        _check_split(split)
+        return {"train": (self.id_classes, self.train_per_class),
+                "val": (self.id_classes, self.val_per_class),
+                "ood": (self.ood_classes, self.ood_per_class)}[split]
+
+    def num_images(self) -> int:
+        """Total number of images over the three splits."""
+        return sum(c * n for c, n in (self.split_counts(s) for s in SPLITS))
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}; expected one of {SPLITS}.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pixel grid and object-local coordinates
+# ----------------------------------------------------------------------------------------------------------
+# Image coordinates span [-1, 1] in both directions (y up), so one unit is 32 pixels.
+
+PIXELS_PER_UNIT = IMAGE_SIZE / 2
+_centres = ((np.arange(IMAGE_SIZE, dtype=np.float32) + 0.5) / PIXELS_PER_UNIT - 1.0).astype(np.float32)
+GRID_X = _centres[None, None, :]             # (1, 1, W)
+GRID_Y = -_centres[None, :, None]            # (1, H, 1), row 0 at the top
+
+
+def local_coords(cx, cy, angle, scale, grid_x=GRID_X, grid_y=GRID_Y):
+    """Object-local coordinates of every pixel for n objects.
+
+    cx, cy, angle, scale: (n,) centre (image units), rotation (radians), size (image units per local unit).
+    grid_x (1 or n, 1, W), grid_y (1 or n, H, 1): pixel centres in image units (default: the whole image).
+    Returns u, v: float32 (n, H, W); the object's own frame, in which shapes are drawn with radius about 1.
+    """
+    dx = grid_x - cx[:, None, None]
+    dy = grid_y - cy[:, None, None]
+    cos = (np.cos(angle) / scale)[:, None, None].astype(np.float32)
+    sin = (np.sin(angle) / scale)[:, None, None].astype(np.float32)
+    return cos * dx + sin * dy, cos * dy - sin * dx
+
+
+def soft_mask(distance, scale, softness_px=0.6):
+    """Anti-aliased coverage in [0, 1] from a signed distance (negative inside), (n, H, W) -> (n, 1, H, W).
+
+    `distance` is in local units; times scale * PIXELS_PER_UNIT it is in pixels, so every edge has the same
+    softness on screen whatever the object's size.
+    """
+    px = distance * (scale * (PIXELS_PER_UNIT / softness_px)).astype(np.float32)[:, None, None]
+    return (0.5 - 0.5 * np.tanh(0.5 * px))[:, None]      # = sigmoid(-px), without overflow warnings
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Signed distances of primitives (negative inside), vectorised over (n, H, W) coordinate arrays
+# ----------------------------------------------------------------------------------------------------------
+
+def length(u, v):
+    """sqrt(u^2 + v^2): numpy's hypot is several times slower and its overflow care is not needed here."""
+    return np.sqrt(u * u + v * v)
+
+
+def sd_circle(u, v, radius, cu=0.0, cv=0.0):
+    return length(u - cu, v - cv) - radius
+
+
+def sd_box(u, v, half_u, half_v, cu=0.0, cv=0.0):
+    qu = np.abs(u - cu) - half_u
+    qv = np.abs(v - cv) - half_v
+    outside = length(np.maximum(qu, 0), np.maximum(qv, 0))
+    return outside + np.minimum(np.maximum(qu, qv), 0)
+
+
+def sd_convex_polygon(u, v, vertices):
+    """Max over edges of the distance to the edge's line: exact inside, a slight underestimate near corners.
+
+    vertices: counter-clockwise (k, 2) sequence of (u, v).
+    """
+    vertices = np.asarray(vertices, dtype=np.float32)
+    result = None
+    for (au, av), (bu, bv) in zip(vertices, np.roll(vertices, -1, axis=0)):
+        nu, nv = bv - av, au - bu                          # outward normal of a counter-clockwise edge
+        norm = np.hypot(nu, nv)
+        d = ((u - au) * (nu / norm) + (v - av) * (nv / norm))
+        result = d if result is None else np.maximum(result, d)
+    return result
+
+
+def regular_polygon(sides, radius, rotation=np.pi / 2):
+    """(sides, 2) vertices of a regular polygon, counter-clockwise, first vertex at `rotation`."""
+    angles = rotation + 2 * np.pi * np.arange(sides) / sides
+    return np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes: what the object is, in local units (radius about 0.9)
+# ----------------------------------------------------------------------------------------------------------
+
+def shape_circle(u, v):
+    return sd_circle(u, v, 0.85)
+
+
+def shape_square(u, v):
+    return sd_box(u, v, 0.72, 0.72)
+
+
+def shape_triangle(u, v):
+    return sd_convex_polygon(u, v, regular_polygon(3, 1.05))
+
+
+def shape_hexagon(u, v):
+    return sd_convex_polygon(u, v, regular_polygon(6, 0.9, rotation=0.0))
+
+
+def shape_diamond(u, v):
+    return sd_convex_polygon(u, v, [(0.0, -0.98), (0.58, 0.0), (0.0, 0.98), (-0.58, 0.0)])
+
+
+def shape_star(u, v):
+    """Five-pointed star: radial distance to a boundary that zig-zags between an inner and outer radius."""
+    radius = length(u, v)
+    turns = np.arctan2(u, v) * (5 / (2 * np.pi))                     # five tips per turn
+    phase = turns - np.floor(turns)                                  # 0 at a tip, 0.5 between tips
+    zigzag = np.abs(phase - 0.5) * 2                                     # 1 at tips, 0 between
+    boundary = 0.42 + (1.0 - 0.42) * zigzag
+    return (radius - boundary) * 0.55        # the slope of a radial distance to a zig-zag edge is about 1/0.55
+
+
+def shape_cross(u, v):
+    return np.minimum(sd_box(u, v, 0.88, 0.28), sd_box(u, v, 0.28, 0.88))
+
+
+def shape_ring(u, v):
+    return np.abs(length(u, v) - 0.66) - 0.3
+
+
+def shape_heart(u, v):
+    """A square turned 45 degrees (the point) with two discs on its upper edges (the lobes)."""
+    half = 0.52
+    centre_v = -0.12
+    diag = half * np.sqrt(2)
+    ru, rv = (u + (v - centre_v)) / np.sqrt(2), ((v - centre_v) - u) / np.sqrt(2)
+    point = sd_box(ru, rv, half, half)
+    left = sd_circle(u, v, half, -diag / 2, centre_v + diag / 2)
+    right = sd_circle(u, v, half, diag / 2, centre_v + diag / 2)
+    return np.minimum(point, np.minimum(left, right))
+
+
+def shape_crescent(u, v):
+    return np.maximum(sd_circle(u, v, 0.9), -sd_circle(u, v, 0.72, 0.42, 0.12))
+
+
+def shape_arrow(u, v):
+    shaft = sd_box(u, v, 0.5, 0.17, cu=-0.4)
+    head = sd_convex_polygon(u, v, [(0.05, -0.62), (0.95, 0.0), (0.05, 0.62)])
+    return np.minimum(shaft, head)
+
+
+def shape_half_disc(u, v):
+    return np.maximum(sd_circle(u, v, 1.0, 0.0, -0.4), -(v + 0.4))
+
+
+SHAPES = {
+    "circle": shape_circle, "square": shape_square, "triangle": shape_triangle, "hexagon": shape_hexagon,
+    "diamond": shape_diamond, "star": shape_star, "cross": shape_cross, "ring": shape_ring,
+    "heart": shape_heart, "crescent": shape_crescent, "arrow": shape_arrow, "half-disc": shape_half_disc,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Textures: where the object shows its second tone, t in [0, 1], in local coordinates
+# ----------------------------------------------------------------------------------------------------------
+# Periods are in local units (about 0.38 = 5 to 8 pixels at the sizes drawn): visible at 64x64, yet fine.
+
+_PERIOD = 0.38
+
+
+def _soft(x, gain=3.0):
+    """Cheap soft threshold of a wave around 0 -> [0, 1] (the texture's own anti-aliasing)."""
+    return np.clip(0.5 + gain * x, 0.0, 1.0)
+
+
+def texture_solid(u, v):
+    return None                                      # one tone only
+
+
+def texture_stripes(u, v):
+    return _soft(np.sin(u * (2 * np.pi / _PERIOD)))
+
+
+def texture_checker(u, v):
+    k = 2 * np.pi / (1.6 * _PERIOD)
+    return _soft(np.sin(u * k) * np.sin(v * k), gain=4.0)
+
+
+def texture_dots(u, v):
+    cell = 1.05 * _PERIOD
+    du = u / cell - np.round(u / cell)
+    dv = v / cell - np.round(v / cell)
+    return _soft(0.3 - length(du, dv), gain=8.0)
+
+
+def texture_rings(u, v):
+    return _soft(np.sin(length(u, v) * (2 * np.pi / _PERIOD)))
+
+
+def texture_waves(u, v):
+    return _soft(np.sin((v + 0.14 * np.sin(u * (2 * np.pi / 0.75))) * (2 * np.pi / _PERIOD)))
+
+
+def texture_grid(u, v):
+    cell = 1.2 * _PERIOD
+    du = np.abs(u / cell - np.round(u / cell))
+    dv = np.abs(v / cell - np.round(v / cell))
+    return _soft(0.12 - np.minimum(du, dv), gain=10.0)
+
+
+TEXTURES = {
+    "solid": texture_solid, "striped": texture_stripes, "checkered": texture_checker, "dotted": texture_dots,
+    "ringed": texture_rings, "wavy": texture_waves, "grid-patterned": texture_grid,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parts: what the object has, in local coordinates. "Behind" parts are drawn under the body, "front" over it.
+# ----------------------------------------------------------------------------------------------------------
+
+def part_eyes(u, v, body):
+    return np.minimum(sd_circle(u, v, 0.15, -0.3, 0.22), sd_circle(u, v, 0.15, 0.3, 0.22))
+
+
+def part_stem(u, v, body):
+    return sd_box(u, v, 0.09, 0.32, cv=-1.05)
+
+
+def part_satellites(u, v, body):
+    d = None
+    for angle in (np.pi / 4, 3 * np.pi / 4, 5 * np.pi / 4, 7 * np.pi / 4):
+        s = sd_circle(u, v, 0.14, 1.22 * np.cos(angle), 1.22 * np.sin(angle))
+        d = s if d is None else np.minimum(d, s)
+    return d
+
+
+def part_crown(u, v, body):
+    d = None
+    for cu in (-0.42, 0.0, 0.42):
+        s = sd_convex_polygon(u, v, [(cu - 0.17, 0.6), (cu + 0.17, 0.6), (cu, 1.35)])
+        d = s if d is None else np.minimum(d, s)
+    return d
+
+
+def part_outline(u, v, body):
+    return np.abs(body) - 0.075
+
+
+PARTS = {"none": None, "eyes": part_eyes, "stem": part_stem, "satellites": part_satellites,
+         "crown": part_crown, "outline": part_outline}
+PARTS_BEHIND = {"stem", "satellites", "crown"}
+
+_PART_PHRASES = {"none": "", "eyes": " with eyes", "stem": " with a stem", "satellites": " with satellites",
+                 "crown": " with a crown", "outline": " with an outline"}
+
+# Every (shape, texture, part) combination, in a fixed order: the world the classes are drawn from.
+CLASS_COMBOS: list[tuple[str, str, str]] = list(itertools.product(SHAPES, TEXTURES, PARTS))
+
+
+def class_name(combo: tuple[str, str, str]) -> str:
+    """'striped star with eyes' for ('star', 'striped', 'eyes')."""
+    shape, texture, part = combo
+    return f"{texture} {shape}{_PART_PHRASES[part]}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The classes of a seed: which combinations are ID / OOD, and their labels
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class: its position in the seed's permutation, label id, combination and name."""
+    combo_index: int
+    label: int
+    combo: tuple[str, str, str]
+    name: str
+
+
+def world_classes(seed: int = 0) -> list[ClassInfo]:
+    """All combinations in the seed's order, each with its label; the first C_id are ID, the next C_ood OOD.
+
+    The label of a combination depends on the seed only (not on the spec), and labels are distinct.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _SEED_TAG, _WORLD_STREAM]))
+    order = rng.permutation(len(CLASS_COMBOS))
+    labels = rng.permutation(LABEL_RANGE)[: len(CLASS_COMBOS)]
+    return [ClassInfo(int(i), int(label), CLASS_COMBOS[i], class_name(CLASS_COMBOS[i]))
+            for i, label in zip(order, labels)]
+
+
+def split_classes(split: str, spec: DataSpec, seed: int = 0) -> list[ClassInfo]:
+    """The classes of one split: ID classes for train/val, the following OOD classes for ood."""
+    _check_split(split)
+    classes = world_classes(seed)
+    if split == "ood":
+        return classes[spec.id_classes: spec.id_classes + spec.ood_classes]
+    return classes[: spec.id_classes]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Colours
+# ----------------------------------------------------------------------------------------------------------
+
+def hsv_to_rgb(h, s, v):
+    """h, s, v: (n,) in [0, 1] -> (n, 3) float32 RGB in [0, 1]."""
+    h6 = (h % 1.0) * 6.0
+    k = (np.array([5.0, 3.0, 1.0], dtype=np.float32)[None, :] + h6[:, None]) % 6.0
+    return (v[:, None] - v[:, None] * s[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
+
+
+def random_colours(rng, n, sat=(0.0, 1.0), val=(0.0, 1.0)):
+    """(n, 3) random RGB colours with uniform hue and saturation/value in the given ranges."""
+    return hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(*sat, n), rng.uniform(*val, n))
+
+
+def object_tones(rng, n):
+    """The object's colours, all derived from one random colour per image so colour never names the class.
+
+    Returns body (n, 3), second texture tone (n, 3) and part colour (n, 3): a bright body gets a darker
+    second tone and dark parts, a dark body lighter ones, so texture and parts always show.
+    """
+    value = rng.uniform(0.3, 1.0, n).astype(np.float32)
+    body = hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.25, 1.0, n), value)
+    bright = (value > 0.62)[:, None]
+    contrast = rng.uniform(0.5, 0.75, n).astype(np.float32)[:, None]
+    second = np.where(bright, body * (1 - contrast), body + (1 - body) * contrast)
+    part_value = np.where(value > 0.62, rng.uniform(0.0, 0.25, n), rng.uniform(0.85, 1.0, n))
+    part = hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.0, 0.8, n), part_value.astype(np.float32))
+    return body, second.astype(np.float32), part
+
+
+def composite(canvas, colour, coverage):
+    """Paint `colour` over `canvas` where `coverage` is 1, in place.
+
+    canvas: (n, 3, H, W); colour: (n, 3) or (n, 3, H, W); coverage: (n, 1, H, W) in [0, 1].
+    """
+    if colour.ndim == 2:
+        colour = colour[:, :, None, None]
+    canvas += coverage * (colour - canvas)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Drawing one class
+# ----------------------------------------------------------------------------------------------------------
+# Speed notes (numpy on a small CPU): the canvas is float32 channels-first (n, 3, H, W) while drawing, so that
+# masks (n, 1, H, W) and colours (n, 3, 1, 1) broadcast over long contiguous rows (3x faster than HWC, where
+# numpy's inner loop would run over 3 channels); images are drawn in chunks of RENDER_CHUNK so temporaries
+# stay in the CPU cache. The chunk size is part of the generator: changing it changes the random draws,
+# hence the bytes (bump GENERATOR_VERSION).
+
+RENDER_CHUNK = 32
+BLOBS = 3
+DISTRACTORS = 3
+DISTRACTOR_WINDOW = 20      # pixels; a distractor (radius <= 8 px with its soft edge) fits in this window
+
+# Standard normal quantiles of 256 equally likely bins: Gaussian noise from random bytes by table look-up,
+# about 5x faster than rng.standard_normal.
+_GAUSS_TABLE = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(256)], dtype=np.float32)
+
+
+def draw_background(rng, n):
+    """Smooth random two-colour gradient plus a few low-contrast blobs: (n, 3, H, W) float32, about [0, 1].
+
+    Every term is separable, colour * f(y) * g(x), so the whole background is one batched matrix product
+    (n, H, K) @ (n, K, 3 * W) over K = 3 + BLOBS terms instead of several full-size passes.
+    """
+    start = random_colours(rng, n, sat=(0.0, 0.7), val=(0.15, 0.95))
+    end = random_colours(rng, n, sat=(0.0, 0.7), val=(0.15, 0.95))
+    direction = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
+    blob_x, blob_y = rng.uniform(-1, 1, (2, n, BLOBS)).astype(np.float32)
+    blob_width = rng.uniform(0.2, 0.5, (n, BLOBS)).astype(np.float32)
+    blob_tint = rng.uniform(-0.15, 0.15, (n, BLOBS, 3)).astype(np.float32)
+
+    xs, ys = GRID_X.reshape(1, 1, -1), GRID_Y.reshape(1, 1, -1)                 # (1, 1, 64) each
+    ones = np.ones((n, 1, IMAGE_SIZE), dtype=np.float32)
+    # Gradient: colour(x, y) = mid + 0.35 * (cos(d) x + sin(d) y) * (end - start), written as three terms.
+    span = 0.35 * (end - start)
+    grad_y = np.concatenate([ones, ones, np.broadcast_to(ys, (n, 1, IMAGE_SIZE))], axis=1)     # (n, 3, H)
+    grad_x = np.concatenate([ones, np.broadcast_to(xs, (n, 1, IMAGE_SIZE)), ones], axis=1)     # (n, 3, W)
+    grad_colour = np.stack([(start + end) / 2, np.cos(direction)[:, None] * span,
+                            np.sin(direction)[:, None] * span], axis=1)                       # (n, 3, 3)
+    # Gaussian blobs: exp(-(dx^2 + dy^2) / 2w^2) = exp(-dx^2 / 2w^2) * exp(-dy^2 / 2w^2).
+    inv = (1 / (2 * blob_width ** 2))[..., None]
+    blob_fy = np.exp(-((ys - blob_y[..., None]) ** 2) * inv)                                 # (n, BLOBS, H)
+    blob_fx = np.exp(-((xs - blob_x[..., None]) ** 2) * inv)                                 # (n, BLOBS, W)
+
+    factor_y = np.concatenate([grad_y, blob_fy], axis=1)                                      # (n, K, H)
+    factor_x = np.concatenate([grad_x, blob_fx], axis=1)                                      # (n, K, W)
+    colour = np.concatenate([grad_colour, blob_tint], axis=1)                                 # (n, K, 3)
+    row_terms = (colour[..., None] * factor_x[:, :, None, :]).reshape(n, -1, 3 * IMAGE_SIZE)  # (n, K, 3*W)
+    canvas = np.matmul(factor_y.transpose(0, 2, 1), row_terms)                                # (n, H, 3*W)
+    canvas = canvas.reshape(n, IMAGE_SIZE, 3, IMAGE_SIZE).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(canvas, dtype=np.float32)
+
+
+def pixel_window(cx, cy, size):
+    """Per-image square windows of `size` pixels around centres (cx, cy), clipped to the image.
+
+    Returns rows (n, size, 1), cols (n, 1, size) integer pixel indices, and the window's pixel centres in
+    image units: grid_x (n, 1, size), grid_y (n, size, 1).
+    """
+    col_centre = (cx + 1) * PIXELS_PER_UNIT - 0.5
+    row_centre = (1 - cy) * PIXELS_PER_UNIT - 0.5
+    offsets = np.arange(size)
+    col0 = np.clip(np.round(col_centre).astype(int) - size // 2, 0, IMAGE_SIZE - size)
+    row0 = np.clip(np.round(row_centre).astype(int) - size // 2, 0, IMAGE_SIZE - size)
+    cols = (col0[:, None] + offsets)[:, None, :]
+    rows = (row0[:, None] + offsets)[:, :, None]
+    return rows, cols, _centres[cols], -_centres[rows]
+
+
+@dataclass
+class DistractorLayers:
+    """Pre-drawn clutter for n images: DISTRACTORS slots of small windows, painted later chunk by chunk.
+
+    coverage (n, slots, S, S) in [0, 1] (0 where an image has fewer distractors), colour (n, slots, 3),
+    rows (n, slots, S, 1) and cols (n, slots, 1, S): where each window lies in the image.
+    """
+    coverage: np.ndarray
+    colour: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+
+
+def draw_distractors(rng, n) -> DistractorLayers:
+    """0..DISTRACTORS small solid shapes per image, of random types, poses and colours (clutter).
+
+    They are small (radius 3 to 7 px), solid and without parts, so a class object is never one of them.
+    Each is drawn only inside a small window around its centre (a 64x64 pass would be 10x the work), and for
+    a whole class at once: grouping images by shape type would cost many tiny numpy calls per chunk.
+    """
+    shape_funcs = list(SHAPES.values())
+    size = DISTRACTOR_WINDOW
+    count = rng.integers(0, DISTRACTORS + 1, n)
+    kinds = rng.integers(0, len(shape_funcs), (DISTRACTORS, n))
+    cx, cy = rng.uniform(-0.95, 0.95, (2, DISTRACTORS, n)).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi, (DISTRACTORS, n)).astype(np.float32)
+    scale = rng.uniform(0.11, 0.22, (DISTRACTORS, n)).astype(np.float32)
+    colour = random_colours(rng, DISTRACTORS * n, sat=(0.0, 1.0), val=(0.1, 1.0)).reshape(DISTRACTORS, n, 3)
+    # Flatten (slot, image) pairs so each shape type is evaluated once for the whole class.
+    kinds, cx, cy, angle, scale = (a.reshape(-1) for a in (kinds, cx, cy, angle, scale))
+    active = (np.arange(DISTRACTORS)[:, None] < count[None, :]).reshape(-1)
+    rows, cols, grid_x, grid_y = pixel_window(cx, cy, size)
+    coverage = np.zeros((DISTRACTORS * n, size, size), dtype=np.float32)
+    for kind, shape in enumerate(shape_funcs):
+        idx = np.flatnonzero((kinds == kind) & active)
+        if len(idx):
+            u, v = local_coords(cx[idx], cy[idx], angle[idx], scale[idx], grid_x[idx], grid_y[idx])
+            coverage[idx] = soft_mask(shape(u, v), scale[idx])[:, 0]
+
+    def image_major(a):                     # (slots * n, ...) -> (n, slots, ...)
+        return np.swapaxes(a.reshape(DISTRACTORS, n, *a.shape[1:]), 0, 1)
+    return DistractorLayers(image_major(coverage), np.swapaxes(colour, 0, 1), image_major(rows), image_major(cols))
+
+
+def paint_distractors(canvas, layers: DistractorLayers, first: int) -> None:
+    """Paint the distractors of images first .. first + len(canvas) over `canvas` (m, 3, H, W), in place."""
+    m = len(canvas)
+    images = np.arange(m)[:, None, None]
+    for slot in range(DISTRACTORS):
+        rows = layers.rows[first:first + m, slot]
+        cols = layers.cols[first:first + m, slot]
+        coverage = layers.coverage[first:first + m, slot, :, :, None]
+        colour = layers.colour[first:first + m, slot, None, None, :]
+        # Advanced indices around a slice put their dimensions first: the patch is (m, S, S, 3).
+        patch = canvas[images, :, rows, cols]
+        patch += coverage * (colour - patch)
+        canvas[images, :, rows, cols] = patch
+
+
+def draw_object(rng, canvas, combo):
+    """Paint the class object (shape with texture and part) over `canvas` (n, 3, H, W) in place."""
+    n = len(canvas)
+    shape_fn, texture_fn, part_fn = SHAPES[combo[0]], TEXTURES[combo[1]], PARTS[combo[2]]
+    cx, cy = rng.uniform(-0.3, 0.3, (2, n)).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
+    scale = rng.uniform(0.42, 0.64, n).astype(np.float32)
+    body_colour, second_colour, part_colour = object_tones(rng, n)
+
+    u, v = local_coords(cx, cy, angle, scale)
+    body = shape_fn(u, v)
+    part = part_fn(u, v, body) if part_fn is not None else None
+    if part is not None and combo[2] in PARTS_BEHIND:
+        composite(canvas, part_colour, soft_mask(part, scale))
+    tone = texture_fn(u, v)
+    if tone is None:
+        fill = body_colour
+    else:
+        fill = body_colour[:, :, None, None] + tone[:, None] * (second_colour - body_colour)[:, :, None, None]
+    composite(canvas, fill, soft_mask(body, scale))
+    if part is not None and combo[2] not in PARTS_BEHIND:
+        composite(canvas, part_colour, soft_mask(part, scale))
+
+
+def apply_lighting_and_noise(rng, canvas):
+    """Global contrast and brightness, a linear illumination gradient and Gaussian pixel noise, in place.
+
+    out = ((x - 0.5) * contrast + 0.5 + brightness) * illumination + noise, folded into one multiply-add.
+    """
+    n = len(canvas)
+    contrast = rng.uniform(0.65, 1.25, n).astype(np.float32)[:, None, None, None]
+    brightness = rng.uniform(-0.15, 0.15, n).astype(np.float32)[:, None, None, None]
+    direction = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
+    strength = rng.uniform(0.0, 0.35, n).astype(np.float32)[:, None, None]
+    illumination = (1.0 + strength * (np.cos(direction) * GRID_X + np.sin(direction) * GRID_Y))[:, None]
+    canvas *= contrast * illumination
+    canvas += (0.5 + brightness - 0.5 * contrast) * illumination
+    noise_std = rng.uniform(0.01, 0.05, n).astype(np.float32)[:, None, None, None]
+    noise = _GAUSS_TABLE.take(rng.integers(0, 256, canvas.shape, dtype=np.uint8))
+    noise *= noise_std
+    canvas += noise
+
+
+def to_uint8_hwc(canvas):
+    """float (n, 3, H, W) in [0, 1] -> uint8 (n, H, W, 3), rounded and clipped."""
+    canvas *= 255.0
+    canvas += 0.5
+    np.clip(canvas, 0, 255, out=canvas)
+    return canvas.astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def render_class(combo: tuple[str, str, str], n: int, rng: np.random.Generator) -> np.ndarray:
+    """n images of one class: uint8 (n, 64, 64, 3), each with its own pose, colours, lighting and clutter."""
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    distractors = draw_distractors(rng, n)
+    for start in range(0, n, RENDER_CHUNK):
+        m = min(RENDER_CHUNK, n - start)
+        canvas = draw_background(rng, m)
+        paint_distractors(canvas, distractors, start)
+        draw_object(rng, canvas, combo)
+        apply_lighting_and_noise(rng, canvas)
+        images[start:start + m] = to_uint8_hwc(canvas)
+    return images
+
+
+def class_rng(seed: int, split: str, combo_index: int) -> np.random.Generator:
+    """The random stream of one class in one split: independent of generation order and of other classes."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _SEED_TAG, _SPLIT_STREAM[split], combo_index]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Splits and files
+# ----------------------------------------------------------------------------------------------------------
+
+def generate_split(split: str, spec: DataSpec, seed: int = 0, progress: bool = False) -> dict:
+    """One split in the course format.
+
+    Returns {"images": uint8 (N, 64, 64, 3), "labels": int64 (N,), "class_names": str (C,),
+    "class_ids": int64 (C,)}, N = C * images per class, grouped by class in class order.
+    """
+    classes = split_classes(split, spec, seed)
+    _, per_class = spec.split_counts(split)
+    images = np.empty((len(classes) * per_class, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    for i, info in enumerate(_progress(classes, progress, f"{split} classes")):
+        images[i * per_class: (i + 1) * per_class] = render_class(info.combo, per_class,
+                                                                  class_rng(seed, split, info.combo_index))
+    class_ids = np.array([c.label for c in classes], dtype=np.int64)
+    return {"images": images,
+            "labels": np.repeat(class_ids, per_class),
+            "class_names": np.array([c.name for c in classes], dtype=str),
+            "class_ids": class_ids}
+
+
+def _progress(items, enabled: bool, description: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=description, unit="class", leave=False)
+
+
+def resolve_spec(size: str | DataSpec) -> tuple[str, DataSpec]:
+    """(preset name or 'custom', spec) for a preset name or an explicit DataSpec."""
+    if isinstance(size, DataSpec):
+        for name, spec in SIZES.items():
+            if spec == size:
+                return name, spec
+        return "custom", size
+    if size not in SIZES:
+        raise ValueError(f"size {size!r}; expected one of {sorted(SIZES)} or a DataSpec(...).")
+    return size, SIZES[size]
+
+
+def make_meta(split: str, size: str | DataSpec, seed: int) -> dict:
+    """The generator settings stored in each file's `meta` key (as JSON)."""
+    name, spec = resolve_spec(size)
+    return {"generator": "utils.synthetic", "version": GENERATOR_VERSION, "size": name, "spec": asdict(spec),
+            "seed": int(seed), "split": split}
+
+
+def write_npz_deterministic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write an uncompressed npz whose bytes depend only on `arrays`, atomically.
+
+    Fixed zip timestamps (np.savez would embed the current time); ZIP_STORED so np.load reads fast; written to
+    a temporary file in the same folder and renamed, so an interrupted write never leaves a half file.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
+            for key, array in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE_TIME)
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                array = np.asarray(array)
+                if not array.flags.c_contiguous:        # (not ascontiguousarray always: it makes 0-d 1-d)
+                    array = np.ascontiguousarray(array)
+                with archive.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_split(out_dir: str | os.PathLike, split: str, size: str | DataSpec = "small", seed: int = 0,
+                progress: bool = False) -> Path:
+    """Generate one split and write it to out_dir/<split>.npz (overwriting). Returns the path."""
+    _, spec = resolve_spec(size)
+    arrays = generate_split(split, spec, seed, progress=progress)
+    arrays["meta"] = np.array(json.dumps(make_meta(split, size, seed), sort_keys=True))
+    path = Path(out_dir) / SPLIT_FILES[split]
+    write_npz_deterministic(path, arrays)
+    return path
+
+
+def write_dataset(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | DataSpec = "small", seed: int = 0,
+                  overwrite: bool = False, progress: bool = True) -> dict[str, Path]:
+    """Generate train.npz, val.npz and ood.npz in out_dir. Returns {split: path}.
+
+    Refuses (SyntheticDataError, before generating anything) if one of the files exists, unless overwrite.
+    progress: show a tqdm bar over classes for sizes large enough to take a while (course).
+    """
+    name, spec = resolve_spec(size)
+    out_dir = Path(out_dir)
+    paths = {split: out_dir / SPLIT_FILES[split] for split in SPLITS}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise SyntheticDataError(
+            f"{', '.join(existing)} already exist(s); refusing to overwrite. Expected an empty or missing "
+            f"folder. Fix: pass overwrite=True (CLI: --force), choose another folder, or delete the file(s).")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    show_bar = progress and spec.num_images() >= PROGRESS_BAR_MIN_IMAGES
+    for split in SPLITS:
+        write_split(out_dir, split, spec if name == "custom" else name, seed, progress=show_bar)
+    return paths
+
+
+def read_meta(path: str | os.PathLike) -> dict | None:
+    """The generator settings stored in a file, or None for a file without `meta` (e.g. the course's data)."""
+    with np.load(path, allow_pickle=False) as archive:
+        if "meta" not in archive.files:
+            return None
+        return json.loads(str(archive["meta"][()]))
+
+
+def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | DataSpec = "small",
+                        seed: int = 0) -> Path:
+    """Make sure out_dir holds train/val/ood.npz; generate only the missing ones. Returns out_dir.
+
+    Prints one line saying what it did. Existing generated files must match size and seed (else
+    SyntheticDataError saying how to fix it); files without `meta` (the real course data) are left alone.
+    """
+    name, spec = resolve_spec(size)
+    out_dir = Path(out_dir)
+    found, foreign, missing = [], [], []
+    for split in SPLITS:
+        path = out_dir / SPLIT_FILES[split]
+        if not path.exists():
+            missing.append(split)
+            continue
+        meta = read_meta(path)
+        if meta is None:
+            foreign.append(path.name)
+            continue
+        expected = make_meta(split, spec if name == "custom" else name, seed)
+        keys = ("version", "spec", "seed")
+        if any(meta.get(k) != expected[k] for k in keys):
+            show = lambda m: {k: m.get(k) for k in ("size", "seed", "version", "spec")}  # noqa: E731
+            raise SyntheticDataError(
+                f"{path} holds a different generated data set. Expected {show(expected)}, found {show(meta)}. "
+                f"Fix: delete the folder {out_dir} to regenerate it, or pass the matching size/seed "
+                f"(size={meta.get('size')!r}, seed={meta.get('seed')!r}).")
+        found.append(path.name)
+
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split in missing:
+        write_split(out_dir, split, spec if name == "custom" else name, seed,
+                    progress=spec.num_images() >= PROGRESS_BAR_MIN_IMAGES)
+    elapsed = time.perf_counter() - start
+
+    parts = []
+    if missing:
+        parts.append(f"generated {', '.join(SPLIT_FILES[s] for s in missing)} ({name}, seed {seed}) "
+                     f"in {elapsed:.1f} s")
+    if found:
+        parts.append(f"found {', '.join(found)}")
+    if foreign:
+        parts.append(f"found {', '.join(foreign)} without generator metadata (not the generated set: "
+                     f"left as is)")
+    print(f"Default data in {out_dir}: " + "; ".join(parts), flush=True)
+    return out_dir
+
+
+SIZES: dict[str, DataSpec] = {
+    # Trains meaningfully on a 2-core CPU in a few minutes.
+    "small": DataSpec(id_classes=20, train_per_class=150, val_per_class=25, ood_classes=20, ood_per_class=50),
+    # The course's sizes: 100,000 train / 10,000 val / 10,000 OOD (speed benchmarks).
+    "course": DataSpec(id_classes=200, train_per_class=500, val_per_class=50, ood_classes=200, ood_per_class=50),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.synthetic",
+                                     description="Generate the embedded default data set (course format).")
+    parser.add_argument("--out", default=DEFAULT_OUT_DIR, help=f"output folder (default ./{DEFAULT_OUT_DIR})")
+    parser.add_argument("--size", default="small", choices=sorted(SIZES), help="size preset (default small)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        paths = write_dataset(args.out, args.size, args.seed, overwrite=args.force, progress=True)
+    except SyntheticDataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    spec = SIZES[args.size]
+    print(f"Wrote {spec.num_images():,} images ({args.size}, seed {args.seed}) to "
+          f"{', '.join(str(p) for p in paths.values())} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
