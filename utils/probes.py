@@ -1,0 +1,545 @@
+"""Probes: how good are an encoder's features? k-NN and linear classifiers on frozen features.
+
+Two layers live here.
+
+1. The course's functions, same names, signatures and results as the course's `utils.py`, so that students'
+   notebooks run unchanged: `extract_features_and_labels`, `run_knn_probe`, `run_linear_probe`. The probes
+   return a FRACTION in [0, 1] (0.3612), exactly like the course's.
+
+2. The project's API, which says what it does in its name and returns PERCENT (36.12):
+   - `encode_images(model, images)`: uint8 (N, 64, 64, 3) images -> (N, D) features, exactly the grader's
+     input (ToTensor: x / 255, no mean/std), in eval mode, float32.
+   - `knn_predict` / `fit_linear_probe`: torch versions of scikit-learn's KNeighborsClassifier(n_neighbors=5)
+     and LogisticRegression(max_iter=1000) that run on the features' device (seconds on a GPU).
+   - `knn_accuracy` / `linear_accuracy`: percent, with `fast=True` (torch) or `fast=False` (scikit-learn,
+     exactly the course's probes).
+   - `evaluate_protocol` / `evaluate_encoder`: the grader's whole protocol (ID: fit on train, score on val;
+     OOD: the course's 80/20 split of the OOD set) as one call returning a `ProtocolResult`.
+
+Speed: scikit-learn's probes (fast=False) on course-sized data (100k x 1000 features, 200 classes) take many
+minutes on a CPU, the logistic regression most of all. The fast torch paths are meant for a GPU (seconds); on
+a CPU they do the same amount of work as scikit-learn (the k-NN in float64 there, for exact agreement), so
+they are fine for small data and no faster than scikit-learn on 100k.
+
+Labels are arbitrary integers (the course's are ImageNet ids such as 3, 17, 998): nothing here assumes
+0..C-1. Classes are always the sorted unique training labels, as in scikit-learn.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from utils.data import ood_split
+
+# Largest (queries x train points) distance block held at once by knn_predict: 2**26 entries is 256 MB in
+# float32 (GPU) and 512 MB in float64 (CPU). With 100k training points this means ~670 queries per block.
+MAX_DISTANCE_BLOCK = 2 ** 26
+
+# scipy's L-BFGS-B ftol as scikit-learn sets it (64 float64 epsilons): stop when the loss no longer moves.
+_FTOL = 64 * float(np.finfo(np.float64).eps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 1. The course's functions (fractions; same behaviour as the course's utils.py)
+# ----------------------------------------------------------------------------------------------------------
+
+def extract_features_and_labels(model, dataloader, normalize=False):
+    """The course's feature extraction: `model.get_features` over a DataLoader, under torch.no_grad().
+
+    Each batch `(x, y)` from the loader: x (B, 3, H, W) float goes to the model's device, features come back
+    to the CPU. Returns `(features (N, D) float CPU tensor, labels (N,) CPU tensor)`, labels concatenated as
+    the loader gives them. With normalize=True the features are L2-normalised per row (the grader does NOT
+    normalise: numbers computed on normalised features are not the grader's numbers).
+
+    Pitfall, kept on purpose because the course's function behaves this way: it does NOT call model.eval().
+    A model left in train mode extracts features with batch-norm batch statistics (and active dropout), which
+    differ from the grader's. Call `model.eval()` first, or use `encode_images`, which does it for you.
+    """
+    device = next(model.parameters()).device
+    features, labels = [], []
+    with torch.no_grad():
+        for x, y in dataloader:
+            features.append(model.get_features(x.to(device)).cpu())
+            labels.append(torch.as_tensor(y).cpu())
+    features = torch.cat(features)
+    labels = torch.cat(labels)
+    if normalize:
+        features = F.normalize(features, dim=1)
+    return features, labels
+
+
+def run_knn_probe(train_features, train_labels, test_features, test_labels):
+    """The course's k-NN probe: KNeighborsClassifier(n_neighbors=5) (Euclidean, uniform vote).
+
+    Returns the accuracy as a FRACTION in [0, 1]. Slow on a CPU for course-sized data (10k queries against
+    100k points of dimension 1000); `knn_accuracy(..., fast=True)` gives the same predictions on a GPU.
+    """
+    from sklearn.metrics import accuracy_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(n_neighbors=5, n_jobs=-1)
+    knn.fit(_numpy(train_features), _numpy(train_labels))
+    return float(accuracy_score(_numpy(test_labels), knn.predict(_numpy(test_features))))
+
+
+def run_linear_probe(train_features, train_labels, test_features, test_labels):
+    """The course's linear probe: LogisticRegression(max_iter=1000) (lbfgs, multinomial, L2 with C=1, no
+    feature scaling).
+
+    Returns the accuracy as a FRACTION in [0, 1]. On course-sized data (100k x 1000, 200 classes) it takes
+    many minutes on a CPU; `linear_accuracy(..., fast=True)` minimises the same objective on a GPU.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    clf = LogisticRegression(max_iter=1000)  # the course also passes n_jobs=-1: a no-op since sklearn 1.8
+    clf.fit(_numpy(train_features), _numpy(train_labels))
+    return float(accuracy_score(_numpy(test_labels), clf.predict(_numpy(test_features))))
+
+
+def _numpy(x):
+    """Torch tensors (on any device) -> numpy; anything else is passed through to scikit-learn as is."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2a. Encoding images exactly as the grader does
+# ----------------------------------------------------------------------------------------------------------
+
+def encode_images(model, images, *, batch_size: int = 256, device=None, progress: bool = False) -> torch.Tensor:
+    """Features of uint8 images as the grader computes them: (N, H, W, 3) uint8 -> (N, D) float32 on the CPU.
+
+    `images`: uint8, HWC, RGB, as numpy array or torch tensor (a tensor may already be on the device). Each
+    batch is converted like torchvision's ToTensor: `x.float() / 255`, permuted to (B, 3, H, W); no mean/std
+    normalisation. `model.get_features` runs under torch.inference_mode, in float32 (autocast off, full fp32
+    matmuls), with the model in eval() mode; each submodule's train/eval mode is restored afterwards.
+    `device` defaults to the model's device. `progress=True` shows a tqdm bar.
+    """
+    _check_images(images)
+    device = torch.device(device) if device is not None else _model_device(model)
+    saved_modes = {module: module.training for module in model.modules()}
+    model.eval()
+    chunks = []
+    try:
+        with torch.inference_mode(), _fp32_exact(), torch.autocast(device.type, enabled=False):
+            starts = range(0, len(images), batch_size)
+            for start in tqdm(starts, desc="encode", disable=not progress, leave=False):
+                batch = torch.as_tensor(images[start:start + batch_size]).to(device, non_blocking=True)
+                x = batch.permute(0, 3, 1, 2).float().div(255).contiguous()
+                chunks.append(model.get_features(x).float().cpu())
+    finally:
+        for module, was_training in saved_modes.items():
+            module.train(was_training)
+    if not chunks:
+        raise ValueError("encode_images: expected at least one image, found an empty array")
+    return torch.cat(chunks)  # outside inference_mode: an ordinary tensor
+
+
+def _check_images(images) -> None:
+    dtype_ok = images.dtype in (np.uint8, torch.uint8)
+    if not dtype_ok or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"encode_images: expected uint8 images of shape (N, H, W, 3) (HWC, RGB, as in the "
+                         f"course's npz files), found dtype {images.dtype} and shape {tuple(images.shape)}")
+
+
+def _model_device(model) -> torch.device:
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _fp32_exact():
+    """Full-precision float32 matmuls inside (no TF32), whatever training set globally: TF32 keeps ~10 bits
+    of mantissa, enough to reorder near neighbours and to stall lbfgs. Restores the previous setting."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2b. Checking and converting (features, labels)
+# ----------------------------------------------------------------------------------------------------------
+
+def _as_features(name: str, features) -> torch.Tensor:
+    features = torch.as_tensor(features)
+    if features.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D (N, D) feature array, found shape {tuple(features.shape)}")
+    if not features.is_floating_point():
+        features = features.float()
+    return features
+
+
+def _as_labels(name: str, labels, n: int) -> torch.Tensor:
+    try:
+        labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: expected integer class labels, could not convert them ({err})") from err
+    if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"{name}: expected a 1-D array of integer labels, found dtype {labels.dtype} "
+                         f"and shape {tuple(labels.shape)}")
+    if len(labels) != n:
+        raise ValueError(f"{name}: features/labels length mismatch: {n} feature rows but {len(labels)} labels")
+    return labels
+
+
+def _check_same_dim(train_f: torch.Tensor, test_f: torch.Tensor) -> None:
+    if train_f.shape[1] != test_f.shape[1]:
+        raise ValueError(f"train features have {train_f.shape[1]} dimensions but test features have "
+                         f"{test_f.shape[1]}: both must come from the same encoder")
+
+
+def _resolve_device(device, fallback: torch.device) -> torch.device:
+    """None -> the GPU when there is one (the fast path is meant for it), else where the features are."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda") if torch.cuda.is_available() else fallback
+
+
+def _knn_dtype(device: torch.device, dtype) -> torch.dtype:
+    """float64 on the CPU (scikit-learn's k-NN computes distances in float64 even for float32 features, and
+    the CPU cost is small next to the matmul), float32 on a GPU (fast; centring keeps the ranking exact but
+    for near-ties)."""
+    if dtype is not None:
+        return dtype
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2c. k-NN on the device
+# ----------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def knn_predict(train_f, train_y, test_f, *, k: int = 5, chunk_size: int = 2048, dtype=None):
+    """k-nearest-neighbour classification, the same predictions as KNeighborsClassifier(n_neighbors=k).
+
+    train_f (N, D), train_y (N,) integer labels (any values), test_f (M, D): tensors or numpy arrays.
+    Computed on train_f's device (test_f is moved there chunk by chunk), in float64 on a CPU and float32 on
+    a GPU unless `dtype` says otherwise. Returns (pred_labels (M,), neighbour_idx (M, k)), on that device;
+    neighbour_idx holds row indices into train_f, nearest first.
+
+    Distances: squared Euclidean via ||b||^2 - 2 a.b (the ||a||^2 term is the same for every candidate of a
+    query, so it cannot change the ranking), after subtracting the training mean from both sides to limit
+    cancellation. Vote: uniform over the k neighbours; among tied classes the smallest label wins, as in
+    scikit-learn (it encodes labels as sorted classes_ and takes the first maximum).
+    Exact distance ties between training points are broken arbitrarily here and in scikit-learn alike.
+    """
+    train_f = _as_features("train features", train_f)
+    test_f = _as_features("test features", test_f)
+    train_y = _as_labels("train labels", train_y, len(train_f))
+    _check_same_dim(train_f, test_f)
+    if not 1 <= k <= len(train_f):
+        raise ValueError(f"knn_predict: expected 1 <= k <= number of training points ({len(train_f)}), "
+                         f"found k={k}")
+
+    device = train_f.device
+    dtype = _knn_dtype(device, dtype)
+    classes, train_class_idx = torch.unique(train_y.to(device), sorted=True, return_inverse=True)
+    center = train_f.to(dtype).mean(dim=0)
+    train = train_f.to(dtype) - center
+    train_sq = (train * train).sum(dim=1)  # (N,)
+
+    rows = max(1, min(chunk_size, MAX_DISTANCE_BLOCK // len(train)))
+    preds, neighbours = [], []
+    with _fp32_exact():
+        for start in range(0, len(test_f), rows):
+            query = test_f[start:start + rows].to(device=device, dtype=dtype) - center
+            # (rows, N): squared distance minus the query's own ||a||^2
+            scores = torch.addmm(train_sq, query, train.T, beta=1, alpha=-2)
+            idx = scores.topk(k, dim=1, largest=False, sorted=True).indices
+            votes = torch.zeros(len(query), len(classes), device=device)
+            votes.scatter_add_(1, train_class_idx[idx], torch.ones(idx.shape, device=device))
+            preds.append(classes[votes.argmax(dim=1)])  # argmax returns the first maximum: smallest label
+            neighbours.append(idx)
+    if not preds:
+        return classes[:0], torch.empty(0, k, dtype=torch.long, device=device)
+    return torch.cat(preds), torch.cat(neighbours)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2d. The linear probe on the device: scikit-learn's LogisticRegression objective, minimised by torch LBFGS
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LinearProbe:
+    """A fitted multinomial logistic regression. W (K, D), b (K,), classes (K,) sorted labels.
+
+    For two classes it holds scikit-learn's binary model as W = [0; w], b = [0; b0]: softmax of
+    [0, w.x + b0] is exactly [1 - sigmoid, sigmoid].
+    """
+    W: torch.Tensor
+    b: torch.Tensor
+    classes: torch.Tensor
+    objective: float = float("nan")   # final value of the minimised objective (see logistic_objective)
+    n_iter: int = 0                   # LBFGS iterations used
+    converged: bool = True            # stopped by tolerance before max_iter
+
+    def decision_function(self, x) -> torch.Tensor:
+        """(M, D) features -> (M, K) logits, on W's device."""
+        x = _as_features("features", x).to(device=self.W.device, dtype=self.W.dtype)
+        if x.shape[1] != self.W.shape[1]:
+            raise ValueError(f"LinearProbe expects {self.W.shape[1]}-dimensional features, found {x.shape[1]}")
+        with torch.no_grad(), _fp32_exact():
+            return torch.addmm(self.b, x, self.W.T)
+
+    def predict(self, x) -> torch.Tensor:
+        """(M, D) features -> (M,) labels (values from `classes`)."""
+        return self.classes[self.decision_function(x).argmax(dim=1)]
+
+    def predict_proba(self, x) -> torch.Tensor:
+        """(M, D) features -> (M, K) class probabilities, columns in the order of `classes`."""
+        return torch.softmax(self.decision_function(x), dim=1)
+
+
+def logistic_objective(W, b, features, class_idx, *, C: float = 1.0) -> float:
+    """scikit-learn's lbfgs LogisticRegression objective, divided by N, in float64:
+
+        mean_i CE(W x_i + b, y_i) + ||W||^2 / (2 C N)
+
+    (sklearn minimises sum_i CE_i + ||W||^2 / (2C); its _logistic.py passes l2_reg_strength = 1 / (C * N)
+    to a loss that averages over samples and adds l2_reg_strength / 2 * ||W||^2. The intercept is not
+    penalised.) W (K, D), b (K,), features (N, D), class_idx (N,) in 0..K-1 (positions in sorted classes).
+    For a binary scikit-learn model (coef_ (1, D)) pass W = [0; coef_], b = [0, intercept_].
+    """
+    W, b = torch.as_tensor(W, dtype=torch.float64).cpu(), torch.as_tensor(b, dtype=torch.float64).cpu()
+    x = torch.as_tensor(features).to(device="cpu", dtype=torch.float64)
+    y = torch.as_tensor(class_idx).to("cpu").long()
+    with torch.no_grad():
+        return float(_objective(x @ W.T + b, y, W, C, len(x)))
+
+
+def _objective(logits: torch.Tensor, class_idx: torch.Tensor, W: torch.Tensor, C: float, n: int) -> torch.Tensor:
+    return F.cross_entropy(logits, class_idx) + (W * W).sum() / (2.0 * C * n)
+
+
+def fit_linear_probe(train_f, train_y, *, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-5,
+                     history_size: int = 10, dtype=None, tolerance_change=None) -> LinearProbe:
+    """Fit scikit-learn's LogisticRegression(C=C, max_iter=max_iter, tol=tol) model with torch LBFGS.
+
+    train_f (N, D) features, train_y (N,) integer labels (any values). Minimises exactly scikit-learn's
+    objective (see `logistic_objective`): mean cross-entropy + ||W||^2 / (2 C N), intercept unpenalised, no
+    feature scaling, starting from zeros; two classes use scikit-learn's binary parametrisation (one weight
+    vector). Full batch on train_f's device, in float32 (as scikit-learn does for float32 features) unless
+    `dtype` says otherwise: float64 reached the same objective to 1e-6 relative in our checks, at twice the
+    cost, and float32 everywhere means the CPU tests exercise the numerics the GPU runs.
+
+    Stopping: max |gradient| <= tol (scipy's pgtol, the criterion scikit-learn uses), a loss change below
+    `tolerance_change` (default 64 float64 epsilons, scipy's ftol; in float32 this means "no change at all":
+    a float32 threshold of 64 float32 epsilons stopped ill-conditioned fits ~1% above sklearn's objective),
+    or max_iter iterations (then a RuntimeWarning, like scikit-learn's ConvergenceWarning).
+    tol defaults to 1e-5, ten times tighter than scikit-learn's 1e-4: at 1e-4 lbfgs stops anywhere in the
+    flat bottom of the objective (sklearn's own answer moves by up to ~0.7 accuracy points between 1e-4 and
+    the true minimum), so the tighter tolerance lands on the minimum itself, with an objective <= sklearn's.
+    On a GPU course-sized data (100k x 1000, 200 classes) takes seconds; on a CPU it is as slow as sklearn.
+    """
+    train_f = _as_features("train features", train_f)
+    train_y = _as_labels("train labels", train_y, len(train_f))
+    device = train_f.device
+    dtype = dtype or torch.float32
+    classes, class_idx = torch.unique(train_y.to(device), sorted=True, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"fit_linear_probe: expected at least 2 classes in the labels, found {len(classes)}")
+    x = train_f.to(dtype)
+    n, d = x.shape
+    binary = len(classes) == 2
+    n_free = 1 if binary else len(classes)  # binary: one weight vector for class 1 vs class 0, as sklearn
+
+    W = torch.zeros(n_free, d, device=device, dtype=dtype, requires_grad=True)
+    b = torch.zeros(n_free, device=device, dtype=dtype, requires_grad=True)
+
+    def logits_of(W, b):
+        z = torch.addmm(b, x, W.T)
+        return torch.cat([torch.zeros_like(z), z], dim=1) if binary else z
+
+    optimizer = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, max_eval=15 * max_iter,
+                                  tolerance_grad=tol,
+                                  tolerance_change=_FTOL if tolerance_change is None else tolerance_change,
+                                  history_size=history_size, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = _objective(logits_of(W, b), class_idx, W, C, n)
+        loss.backward()
+        return loss
+
+    with _fp32_exact():
+        optimizer.step(closure)
+        with torch.no_grad():
+            final = float(_objective(logits_of(W, b), class_idx, W, C, n))
+    n_iter = int(optimizer.state[W].get("n_iter", 0))
+    converged = n_iter < max_iter
+    if not converged:
+        warnings.warn(f"fit_linear_probe: LBFGS reached max_iter={max_iter} before the gradient tolerance "
+                      f"{tol} (as scikit-learn's ConvergenceWarning); raise max_iter for a tighter fit",
+                      RuntimeWarning, stacklevel=2)
+
+    W, b = W.detach(), b.detach()
+    if binary:
+        W = torch.cat([torch.zeros_like(W), W])
+        b = torch.cat([torch.zeros_like(b), b])
+    return LinearProbe(W=W, b=b, classes=classes, objective=final, n_iter=n_iter, converged=converged)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2e. Accuracies in percent, fast (torch) or exact (scikit-learn, as the course)
+# ----------------------------------------------------------------------------------------------------------
+
+def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = 5, fast: bool = True, device=None) -> float:
+    """k-NN accuracy in PERCENT (36.12, not 0.3612).
+
+    fast=True: `knn_predict` on `device` (None: the GPU when there is one, else the features' device).
+    fast=False: scikit-learn's KNeighborsClassifier(n_neighbors=k), the course's probe (slow on a CPU for
+    course-sized data: minutes).
+    """
+    train_f, train_y, test_f, test_y = _checked_pairs(train_f, train_y, test_f, test_y)
+    if not fast:
+        from sklearn.neighbors import KNeighborsClassifier
+        knn = KNeighborsClassifier(n_neighbors=k, n_jobs=-1).fit(_numpy(train_f), _numpy(train_y))
+        return _percent(torch.as_tensor(knn.predict(_numpy(test_f))), test_y)
+    device = _resolve_device(device, train_f.device)
+    pred, _ = knn_predict(train_f.to(device), train_y.to(device), test_f, k=k)
+    return _percent(pred, test_y)
+
+
+def linear_accuracy(train_f, train_y, test_f, test_y, *, fast: bool = True, C: float = 1.0,
+                    max_iter: int = 1000, device=None) -> float:
+    """Linear-probe accuracy in PERCENT.
+
+    fast=True: `fit_linear_probe` on `device` (None: the GPU when there is one, else the features' device).
+    fast=False: scikit-learn's LogisticRegression(C=C, max_iter=max_iter), the course's probe (many minutes
+    on a CPU for course-sized data).
+    """
+    train_f, train_y, test_f, test_y = _checked_pairs(train_f, train_y, test_f, test_y)
+    if not fast:
+        from sklearn.linear_model import LogisticRegression
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(_numpy(train_f), _numpy(train_y))
+        return _percent(torch.as_tensor(clf.predict(_numpy(test_f))), test_y)
+    device = _resolve_device(device, train_f.device)
+    probe = fit_linear_probe(train_f.to(device), train_y.to(device), C=C, max_iter=max_iter)
+    return _percent(probe.predict(test_f), test_y)
+
+
+def _checked_pairs(train_f, train_y, test_f, test_y):
+    train_f = _as_features("train features", train_f)
+    test_f = _as_features("test features", test_f)
+    train_y = _as_labels("train labels", train_y, len(train_f))
+    test_y = _as_labels("test labels", test_y, len(test_f))
+    _check_same_dim(train_f, test_f)
+    if len(test_f) == 0:
+        raise ValueError("expected at least one test point to score, found none")
+    return train_f, train_y, test_f, test_y
+
+
+def _percent(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    return 100.0 * float((pred.cpu() == truth.cpu()).double().mean())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 2f. The grader's protocol
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ProtocolResult:
+    """The grader's four numbers, in PERCENT, with timings and set sizes.
+
+    id_*: probes fit on train features, scored on val. ood_*: the course's OOD split (80% fit, 20% score).
+    seconds: wall time per step (encode_* when evaluate_encoder encoded the images, then the four probes).
+    """
+    id_knn: float
+    id_linear: float
+    ood_knn: float
+    ood_linear: float
+    fast: bool
+    n_train: int
+    n_val: int
+    n_ood_fit: int
+    n_ood_score: int
+    seconds: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        how = "fast torch probes" if self.fast else "scikit-learn probes (as the course)"
+        total = sum(self.seconds.values())
+        return "\n".join([
+            f"Probe protocol ({how}; {total:.1f} s)",
+            f"{'':24}{'k-NN (k=5)':>12}{'linear':>10}",
+            f"{'ID  (train -> val)':24}{self.id_knn:>11.2f}%{self.id_linear:>9.2f}%",
+            f"{'OOD (80% -> 20%)':24}{self.ood_knn:>11.2f}%{self.ood_linear:>9.2f}%",
+            f"n: train {self.n_train}, val {self.n_val}, OOD fit {self.n_ood_fit}, OOD score {self.n_ood_score}",
+            "seconds: " + ", ".join(f"{step} {s:.2f}" for step, s in self.seconds.items()),
+        ])
+
+
+def evaluate_protocol(train, val, ood, *, fast: bool = True, progress: bool = True, device=None) -> ProtocolResult:
+    """The grader's protocol on features already extracted (raw get_features outputs, (N, 1000)).
+
+    train, val, ood: (features (N, D), labels (N,)) pairs. ID: probes fit on train, scored on val.
+    OOD: `ood_split(len(ood))` (the course's RandomState(42) permutation): fit on the 80%, score on the 20%.
+    fast=True runs the torch probes on `device` (None: the GPU when there is one); fast=False runs
+    scikit-learn exactly like the course, which on course-sized data takes many minutes on a CPU.
+    """
+    train_f, train_y = _as_pair("train", train)
+    val_f, val_y = _as_pair("val", val)
+    ood_f, ood_y = _as_pair("ood", ood)
+    for name, f in (("val", val_f), ("ood", ood_f)):
+        if f.shape[1] != train_f.shape[1]:
+            raise ValueError(f"{name} features have {f.shape[1]} dimensions, train features {train_f.shape[1]}: "
+                             f"all three sets must come from the same encoder")
+    fit_idx, score_idx = (torch.from_numpy(i) for i in ood_split(len(ood_f)))
+    ood_fit = (ood_f[fit_idx], ood_y[fit_idx])
+    ood_score = (ood_f[score_idx], ood_y[score_idx])
+
+    steps = [
+        ("id_knn", knn_accuracy, (train_f, train_y), (val_f, val_y)),
+        ("id_linear", linear_accuracy, (train_f, train_y), (val_f, val_y)),
+        ("ood_knn", knn_accuracy, ood_fit, ood_score),
+        ("ood_linear", linear_accuracy, ood_fit, ood_score),
+    ]
+    scores, seconds = {}, {}
+    bar = tqdm(steps, desc="probes", disable=not progress, leave=False)
+    for name, probe, (fit_f, fit_y), (test_f, test_y) in bar:
+        bar.set_postfix_str(name)
+        start = time.perf_counter()
+        scores[name] = probe(fit_f, fit_y, test_f, test_y, fast=fast, device=device)
+        seconds[name] = time.perf_counter() - start
+    return ProtocolResult(**scores, fast=fast, n_train=len(train_f), n_val=len(val_f),
+                          n_ood_fit=len(fit_idx), n_ood_score=len(score_idx), seconds=seconds)
+
+
+def _as_pair(name: str, pair):
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"{name}: expected a (features, labels) pair, found {type(pair).__name__}")
+    features = _as_features(f"{name} features", pair[0])
+    return features, _as_labels(f"{name} labels", pair[1], len(features))
+
+
+def evaluate_encoder(model, train_images, train_labels, val_images, val_labels, ood_images, ood_labels, *,
+                     fast: bool = True, batch_size: int = 256, progress: bool = True) -> ProtocolResult:
+    """Encode the three image sets as the grader does (`encode_images`), then run `evaluate_protocol`.
+
+    Images uint8 (N, 64, 64, 3); labels (N,) integers. The probes run on the model's device when fast=True.
+    The result's `seconds` holds encode_train/encode_val/encode_ood and the four probe steps.
+    """
+    encoded, seconds = {}, {}
+    for name, images in (("train", train_images), ("val", val_images), ("ood", ood_images)):
+        start = time.perf_counter()
+        encoded[name] = encode_images(model, images, batch_size=batch_size, progress=progress)
+        seconds[f"encode_{name}"] = time.perf_counter() - start
+    result = evaluate_protocol((encoded["train"], train_labels), (encoded["val"], val_labels),
+                               (encoded["ood"], ood_labels), fast=fast, progress=progress,
+                               device=_model_device(model))
+    result.seconds = {**seconds, **result.seconds}
+    return result
