@@ -9,8 +9,9 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from utils.synthetic import (CLASS_COMBOS, SIZES, SPLIT_FILES, DataSpec, SyntheticDataError, ensure_default_data,
-                             generate_split, main, read_meta, write_dataset, write_npz_deterministic)
+from utils.synthetic import (CLASS_COMBOS, PARTS, SHAPES, SIZES, SPLIT_FILES, TEXTURES, DataSpec, SyntheticDataError,
+                             ensure_default_data, generate_split, local_coords, main, read_meta, write_dataset,
+                             write_npz_deterministic)
 
 # Tiny: a few classes and images, for tests that only need real shapes (well under a second to generate).
 TINY = DataSpec(id_classes=4, train_per_class=6, val_per_class=3, ood_classes=3, ood_per_class=5)
@@ -59,6 +60,24 @@ def test_presets_have_the_documented_sizes():
     assert SIZES["small"] == DataSpec(20, 150, 25, 20, 50)
     assert SIZES["course"] == DataSpec(200, 500, 50, 200, 50)
     assert [SIZES["course"].split_counts(s) for s in ("train", "val", "ood")] == [(200, 500), (200, 50), (200, 50)]
+
+
+def test_every_building_block_draws_something_in_float32():
+    """Each shape covers a sensible part of its frame, each texture varies, each part has area; all float32."""
+    one = np.ones(1, dtype=np.float32)
+    u, v = local_coords(0 * one, 0 * one, 0 * one, one / 1.5)          # local frame [-1.5, 1.5]^2
+    for name, shape in SHAPES.items():
+        body = shape(u, v)
+        assert body.dtype == np.float32, name
+        assert 0.08 < (body < 0).mean() < 0.5, (name, (body < 0).mean())
+        assert body[0, 0, 0] > 0 and body[0, -1, -1] > 0, name               # corners are outside
+        for part_name, part in PARTS.items():
+            if part is not None:
+                distance = part(u, v, body)
+                assert distance.dtype == np.float32 and (distance < 0).mean() > 0.005, (name, part_name)
+    for name, texture in TEXTURES.items():
+        tone = texture(u, v)
+        assert tone is None if name == "solid" else (tone.dtype == np.float32 and tone.std() > 0.2), name
 
 
 def test_dataspec_rejects_impossible_sizes():
@@ -283,6 +302,12 @@ def test_ensure_default_data_rejects_other_generated_data(tiny_dir):
     assert "train.npz" in message and "'seed': 1" in message and "'seed': 0" in message and "delete" in message
     with pytest.raises(SyntheticDataError, match="size='custom'"):
         ensure_default_data(tiny_dir, "small", seed=0)
+
+
+def test_ensure_default_data_names_an_unreadable_file(tmp_path):
+    (tmp_path / "ood.npz").write_bytes(b"half a file")
+    with pytest.raises(SyntheticDataError, match="ood.npz.*delete"):
+        ensure_default_data(tmp_path, TINY, seed=0)
 
 
 def test_ensure_default_data_leaves_foreign_files_alone(tmp_path, capsys):

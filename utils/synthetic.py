@@ -230,8 +230,9 @@ def shape_heart(u, v):
     """A square turned 45 degrees (the point) with two discs on its upper edges (the lobes)."""
     half = 0.52
     centre_v = -0.12
-    diag = half * np.sqrt(2)
-    ru, rv = (u + (v - centre_v)) / np.sqrt(2), ((v - centre_v) - u) / np.sqrt(2)
+    root2 = 2 ** 0.5                      # a Python float: numpy float64 scalars would upcast float32 arrays
+    diag = half * root2
+    ru, rv = (u + (v - centre_v)) / root2, ((v - centre_v) - u) / root2
     point = sd_box(ru, rv, half, half)
     left = sd_circle(u, v, half, -diag / 2, centre_v + diag / 2)
     right = sd_circle(u, v, half, diag / 2, centre_v + diag / 2)
@@ -328,7 +329,7 @@ def part_stem(u, v, body):
 def part_satellites(u, v, body):
     d = None
     for angle in (np.pi / 4, 3 * np.pi / 4, 5 * np.pi / 4, 7 * np.pi / 4):
-        s = sd_circle(u, v, 0.14, 1.22 * np.cos(angle), 1.22 * np.sin(angle))
+        s = sd_circle(u, v, 0.14, float(1.22 * np.cos(angle)), float(1.22 * np.sin(angle)))
         d = s if d is None else np.minimum(d, s)
     return d
 
@@ -641,12 +642,13 @@ def class_rng(seed: int, split: str, combo_index: int) -> np.random.Generator:
 # Splits and files
 # ----------------------------------------------------------------------------------------------------------
 
-def generate_split(split: str, spec: DataSpec, seed: int = 0, progress: bool = False) -> dict:
-    """One split in the course format.
+def generate_split(split: str, spec: DataSpec | str, seed: int = 0, progress: bool = False) -> dict:
+    """One split in the course format. spec: a DataSpec or a preset name of SIZES.
 
     Returns {"images": uint8 (N, 64, 64, 3), "labels": int64 (N,), "class_names": str (C,),
     "class_ids": int64 (C,)}, N = C * images per class, grouped by class in class order.
     """
+    _, spec = resolve_spec(spec)
     classes = split_classes(split, spec, seed)
     _, per_class = spec.split_counts(split)
     images = np.empty((len(classes) * per_class, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -746,11 +748,24 @@ def write_dataset(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | Data
 
 
 def read_meta(path: str | os.PathLike) -> dict | None:
-    """The generator settings stored in a file, or None for a file without `meta` (e.g. the course's data)."""
-    with np.load(path, allow_pickle=False) as archive:
-        if "meta" not in archive.files:
-            return None
-        return json.loads(str(archive["meta"][()]))
+    """The generator settings stored in a file, or None for a file without `meta` (e.g. the course's data).
+
+    SyntheticDataError if the file is not a readable npz or its `meta` is not the generator's JSON.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "meta" not in archive.files:
+                return None
+            meta = json.loads(str(archive["meta"][()]))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError) as error:
+        raise SyntheticDataError(
+            f"{path}: cannot read it as an npz data file with generator metadata ({type(error).__name__}: "
+            f"{error}). Expected a file written by utils.synthetic or the course's data. Fix: delete the file "
+            f"(it is regenerated on the next run) or replace it with a complete copy.") from error
+    if not isinstance(meta, dict):
+        raise SyntheticDataError(f"{path}: 'meta' holds {meta!r}; expected a JSON object of generator settings. "
+                                 f"Fix: delete the file to regenerate it.")
+    return meta
 
 
 def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | DataSpec = "small",
