@@ -279,8 +279,9 @@ def test_linear_accuracy_is_percent_fast_close_to_exact():
 @pytest.fixture(scope="module")
 def protocol_features():
     """ID: 20 classes, 1500 train + 400 val. OOD: 20 other classes, 1000 points (800 fit / 200 score)."""
-    x, y, id_ids = gaussian_clusters(1900, 100, 20, seed=7, spread=0.35)
-    ox, oy, ood_ids = gaussian_clusters(1000, 100, 20, seed=8, spread=0.35, label_pool=500)
+    x, y, _ = gaussian_clusters(1900, 100, 20, seed=7, spread=0.35)
+    ox, oy, _ = gaussian_clusters(1000, 100, 20, seed=8, spread=0.35)
+    oy = oy + 1000  # other classes than the ID ones, as in the course
     as_t = torch.from_numpy
     return (as_t(x[:1500]), as_t(y[:1500])), (as_t(x[1500:]), as_t(y[1500:])), (as_t(ox), as_t(oy))
 
@@ -305,7 +306,7 @@ def test_evaluate_protocol_fast_agrees_with_exact_in_percent(protocol_features):
     assert (exact.n_train, exact.n_val) == (1500, 400)
 
 
-def test_protocol_result_prints_percentages_and_serialises(protocol_features):
+def test_protocol_result_prints_percentages_and_serialises():
     result = probes.ProtocolResult(id_knn=36.1234, id_linear=35.0, ood_knn=24.4, ood_linear=0.3, fast=True,
                                    n_train=100, n_val=10, n_ood_fit=8, n_ood_score=2, seconds={"id_knn": 0.5})
     text = str(result)
