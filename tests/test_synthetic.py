@@ -176,6 +176,7 @@ def test_colour_does_not_identify_the_class():
     mean_colour = lambda d: d["images"].reshape(len(d["images"]), -1, 3).mean(axis=1)  # noqa: E731
     knn = KNeighborsClassifier(n_neighbors=5).fit(mean_colour(train), train["labels"])
     accuracy = knn.score(mean_colour(val), val["labels"])
+    print(f"\nmean-colour k-NN accuracy {accuracy:.3f} (chance {1 / spec.id_classes:.3f})")
     assert accuracy < 1 / spec.id_classes + 0.12, accuracy
 
 
@@ -184,7 +185,7 @@ def test_colour_does_not_identify_the_class():
 # ----------------------------------------------------------------------------------------------------------
 
 def tiny_cnn(num_classes):
-    """A 4x4 patch stem then three small conv blocks: about 10 s of CPU an epoch of "small" on two cores.
+    """A 4x4 patch stem then three small conv blocks: 3 s an epoch of "small" on two idle CPU cores.
 
     Returns (features (N, 128), classifier) sharing the same layers.
     """
@@ -216,7 +217,7 @@ def test_supervised_features_beat_raw_pixels(small_dir):
     x, xv = to_tensor(train["images"]), to_tensor(val["images"])
     y = torch.from_numpy(np.searchsorted(np.sort(train["class_ids"]), train["labels"]))   # ids -> 0..C-1
     features, model = tiny_cnn(len(train["class_ids"]))
-    epochs, batch = 3, 64
+    epochs, batch = 4, 64
     steps = epochs * ((len(x) + batch - 1) // batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=steps)
@@ -240,7 +241,8 @@ def test_supervised_features_beat_raw_pixels(small_dir):
     print(f"\nval k-NN accuracy: chance {chance:.3f}, raw pixels {raw:.3f}, tiny supervised CNN {supervised:.3f} "
           f"({epochs} epochs in {time.perf_counter() - start:.1f} s)")
     assert raw < chance + 0.08, "raw pixels should be close to chance: nuisances must dominate pixel distances"
-    assert supervised >= raw + 0.15, (chance, raw, supervised)
+    # Measured (2 CPU cores): chance 0.05, raw pixels 0.064, this CNN 0.45 after 4 epochs (0.81 after 15).
+    assert supervised >= raw + 0.20, (chance, raw, supervised)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -299,7 +301,7 @@ def test_ensure_default_data_rejects_other_generated_data(tiny_dir):
     with pytest.raises(SyntheticDataError) as error:
         ensure_default_data(tiny_dir, TINY, seed=1)
     message = str(error.value)
-    assert "train.npz" in message and "'seed': 1" in message and "'seed': 0" in message and "delete" in message
+    assert "train.npz" in message and "seed=1" in message and "seed=0" in message and "delete" in message
     with pytest.raises(SyntheticDataError, match="size='custom'"):
         ensure_default_data(tiny_dir, "small", seed=0)
 

@@ -22,9 +22,11 @@ colour (random hue/saturation/value; the texture's second tone and the part colo
 colour never identifies the class), lighting (brightness, contrast, a linear illumination gradient),
 background clutter (smooth colour gradient, low-contrast blobs, small distractor shapes) and pixel noise.
 
-Speed: numpy, vectorised over the images of one class (the loop is over classes). Each class of each split
-has its own random stream, SeedSequence([seed, tag, split, combination]), so images do not depend on the
-order of generation or on the other classes.
+Speed: numpy, vectorised over the images of one class (the loop is over classes; images in chunks of 32 for
+the CPU cache). Measured on a shared 2-core CPU: "small" (4,500 images) about 2.5 s, "course" (120,000)
+about 60 s (160 s under heavy load from other processes). Each class of each split has its own random stream,
+SeedSequence([seed, tag, split, combination]), so images do not depend on the order of generation or on
+the other classes.
 
 CLI: python -m utils.synthetic [--out DIR] [--size small|course] [--seed N] [--force]
 """
@@ -732,7 +734,7 @@ def write_dataset(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | Data
     Refuses (SyntheticDataError, before generating anything) if one of the files exists, unless overwrite.
     progress: show a tqdm bar over classes for sizes large enough to take a while (course).
     """
-    name, spec = resolve_spec(size)
+    _, spec = resolve_spec(size)
     out_dir = Path(out_dir)
     paths = {split: out_dir / SPLIT_FILES[split] for split in SPLITS}
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -743,7 +745,7 @@ def write_dataset(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | Data
     out_dir.mkdir(parents=True, exist_ok=True)
     show_bar = progress and spec.num_images() >= PROGRESS_BAR_MIN_IMAGES
     for split in SPLITS:
-        write_split(out_dir, split, spec if name == "custom" else name, seed, progress=show_bar)
+        write_split(out_dir, split, spec, seed, progress=show_bar)
     return paths
 
 
@@ -768,6 +770,13 @@ def read_meta(path: str | os.PathLike) -> dict | None:
     return meta
 
 
+def _describe(meta: dict) -> str:
+    """One line naming the settings of a generated file, e.g. for error messages."""
+    spec = meta.get("spec")
+    spec = ", ".join(f"{k}={spec[k]}" for k in sorted(spec)) if isinstance(spec, dict) else spec
+    return f"size={meta.get('size')!r} seed={meta.get('seed')!r} version={meta.get('version')!r} ({spec})"
+
+
 def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | DataSpec = "small",
                         seed: int = 0) -> Path:
     """Make sure out_dir holds train/val/ood.npz; generate only the missing ones. Returns out_dir.
@@ -787,12 +796,12 @@ def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str 
         if meta is None:
             foreign.append(path.name)
             continue
-        expected = make_meta(split, spec if name == "custom" else name, seed)
+        expected = make_meta(split, spec, seed)
         keys = ("version", "spec", "seed")
         if any(meta.get(k) != expected[k] for k in keys):
-            show = lambda m: {k: m.get(k) for k in ("size", "seed", "version", "spec")}  # noqa: E731
             raise SyntheticDataError(
-                f"{path} holds a different generated data set. Expected {show(expected)}, found {show(meta)}. "
+                f"{path} holds a different generated data set. Expected {_describe(expected)}, found "
+                f"{_describe(meta)}. "
                 f"Fix: delete the folder {out_dir} to regenerate it, or pass the matching size/seed "
                 f"(size={meta.get('size')!r}, seed={meta.get('seed')!r}).")
         found.append(path.name)
@@ -800,7 +809,7 @@ def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str 
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in missing:
-        write_split(out_dir, split, spec if name == "custom" else name, seed,
+        write_split(out_dir, split, spec, seed,
                     progress=spec.num_images() >= PROGRESS_BAR_MIN_IMAGES)
     elapsed = time.perf_counter() - start
 
