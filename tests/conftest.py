@@ -1,0 +1,24 @@
+"""Shared fixtures: small embedded data sets generated once per test session."""
+import pytest
+
+from utils.synthetic import DataSpec, write_dataset
+
+# Small enough for a few seconds of CPU training, big enough that self-supervision visibly helps.
+TINY = DataSpec(id_classes=8, train_per_class=40, val_per_class=10, ood_classes=8, ood_per_class=20)
+LEARN = DataSpec(id_classes=10, train_per_class=100, val_per_class=20, ood_classes=10, ood_per_class=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A tiny course-format data set (8 ID classes x 40 train), for tests that only need real shapes."""
+    out = tmp_path_factory.mktemp("tiny_data")
+    write_dataset(out, TINY, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def learn_data_dir(tmp_path_factory):
+    """A data set large enough to show learning (10 ID classes x 100 train)."""
+    out = tmp_path_factory.mktemp("learn_data")
+    write_dataset(out, LEARN, seed=1, progress=False)
+    return out

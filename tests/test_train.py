@@ -1,0 +1,134 @@
+"""The training engine on the CPU: it learns, its settings are validated, and a killed run resumes exactly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import ImageEncoder
+from utils import probes
+from utils.checkpoint import list_checkpoints
+from utils.data import load_splits
+from utils.train import (TrainConfig, TrainError, largest_fitting_batch, parse_overrides, prepare_data, seed_all,
+                         train)
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING_KEYS = {"elapsed_s", "img_per_s"}
+
+
+def tiny_config(data_dir, out_dir, **overrides):
+    settings = dict(arch="tiny", epochs=3, batch_size=64, lr=2e-3, eval_every=1, checkpoint_every=1,
+                    eval_linear_iters=50, log_every=2, data_dir=str(data_dir), out_dir=str(out_dir),
+                    progress=False, seed=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def without_timing(history):
+    """History with wall-clock fields removed: everything else must be reproducible."""
+    return {part: [{k: v for k, v in rec.items() if k not in TIMING_KEYS} for rec in records]
+            for part, records in history.items()}
+
+
+def test_training_learns_beyond_a_random_network(learn_data_dir, tmp_path):
+    cfg = tiny_config(learn_data_dir, tmp_path, epochs=8, batch_size=100, eval_every=8, lr=3e-3)
+    data = prepare_data(load_splits(learn_data_dir), torch.device("cpu"))
+    seed_all(cfg.seed)
+    random_net = ImageEncoder("tiny")
+    random_knn = probes.knn_accuracy(probes.encode_images(random_net, data.train.images), data.train.labels,
+                                     probes.encode_images(random_net, data.val.images), data.val.labels)
+    result = train(cfg, data)
+    losses = [r["loss"] for r in result.history["train"]]
+    assert losses[-1] < losses[0] - 0.1, losses
+    final = result.history["eval"][-1]
+    print(f"random-init k-NN {random_knn:.1f}%, trained k-NN {final['id_knn']:.1f}%, losses {losses}")
+    assert final["id_knn"] > random_knn + 5, (random_knn, final)
+    assert result.weights_path.is_file() and result.metrics_path.is_file()
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["steps"] == 8 * (1000 // 100) and metrics["final"]["id_knn"] == final["id_knn"]
+
+
+def test_killed_run_resumes_to_the_same_history(tiny_data_dir, tmp_path):
+    args = ["arch=tiny", "epochs=4", "batch_size=64", "eval_every=1", "checkpoint_every=1", "eval_linear_iters=50",
+            "log_every=2", "seed=3", "progress=false", f"data_dir={tiny_data_dir}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight = subprocess.run([sys.executable, "-m", "utils.train", *args, f"out_dir={tmp_path / 'a'}"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+
+    killed_dir = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "utils.train", *args, f"out_dir={killed_dir}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not list(killed_dir.glob("*/checkpoints/ckpt_*.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoints = list_checkpoints(next(killed_dir.glob("*/checkpoints")))
+    assert checkpoints and checkpoints[-1].name != "ckpt_step00000020.pt", "the run finished before it was killed"
+
+    resumed = subprocess.run([sys.executable, "-m", "utils.train", *args, f"out_dir={killed_dir}"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming" in resumed.stdout
+    a = json.loads(next((tmp_path / "a").glob("*/training_metrics.json")).read_text())
+    b = json.loads(next(killed_dir.glob("*/training_metrics.json")).read_text())
+    assert a["steps"] == b["steps"] == 4 * (320 // 64)
+    for part in ("train", "eval", "log"):
+        assert without_timing({part: b[part]}) == without_timing({part: a[part]}), part
+
+
+def test_changed_settings_start_a_new_run(tiny_data_dir, tmp_path):
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    first = train(tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0), data)
+    second = train(tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0, lr=1e-3), data)
+    assert first.run_dir != second.run_dir
+    with pytest.raises(TrainError, match="belongs to another run"):
+        train(tiny_config(tiny_data_dir, tmp_path, epochs=1, lr=5e-4, run_name=first.run_dir.name), data)
+
+
+def test_time_budget_fits_the_schedule(tiny_data_dir, tmp_path):
+    cfg = tiny_config(tiny_data_dir, tmp_path, time_budget_min=0.05, epochs=1000, eval_every=0)
+    result = train(cfg)
+    train_minutes = json.loads(result.metrics_path.read_text())["train_minutes"]
+    assert 0.05 <= train_minutes < 0.05 + 0.05
+    assert result.history["log"][-1]["lr"] < 0.05 * cfg.lr      # the cosine reached its end
+
+
+@pytest.mark.parametrize("loss", ["vicreg", "lejepa"])
+def test_other_objectives_run(tiny_data_dir, tmp_path, loss):
+    result = train(tiny_config(tiny_data_dir, tmp_path, loss=loss, epochs=1, eval_every=0))
+    assert np.isfinite(result.history["train"][-1]["loss"])
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = parse_overrides(["batch_size=32", "lr=0.5", "compile=true", "loss=vicreg"])
+    assert (cfg.batch_size, cfg.lr, cfg.compile, cfg.loss) == (32, 0.5, True, "vicreg")
+    with pytest.raises(ValueError, match="Did you mean batch_size"):
+        parse_overrides(["batchsize=32"])
+    with pytest.raises(ValueError, match="batch_size expects int, got 'big'"):
+        parse_overrides(["batch_size=big"])
+    with pytest.raises(ValueError, match="loss must be one of"):
+        parse_overrides(["loss=byol"])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["lr"])
+
+
+def test_batch_larger_than_data_is_refused(tiny_data_dir, tmp_path):
+    with pytest.raises(ValueError, match="larger than the training set"):
+        train(tiny_config(tiny_data_dir, tmp_path, batch_size=10_000))
+
+
+def test_out_of_memory_advice_finds_the_largest_batch_that_fits():
+    def fits_up_to_100(batch):
+        if batch > 100:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    assert largest_fitting_batch(fits_up_to_100, 512) == 64
+    assert largest_fitting_batch(fits_up_to_100, 8) == 0
