@@ -483,8 +483,9 @@ def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | Non
     most max_points points per set (embedding_sample): all points of the max_classes most frequent classes,
     coloured, and grey context points.
 
-    sets: {row title: (features (N, D), labels (N,))}, e.g.
-          {"validation (seen classes)": (val_f, val_y), "OOD (unseen classes)": (ood_f, ood_y)}."""
+    sets: {row title: (features (N, D), labels (N,)) or (features, labels, names of that set)}, e.g.
+          {"validation (seen classes)": (val_f, val_y), "OOD (unseen classes)": (ood_f, ood_y)}.
+          Per-set names matter when two sets reuse the same ids for different classes."""
     methods = [str(m).lower() for m in methods]
     for method in methods:
         if method not in EMBED_METHODS:
@@ -492,14 +493,15 @@ def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | Non
                              f"{sorted(EMBED_METHODS)}.")
     fig = _new_figure(6.2 * len(methods) + 1.6, 5.2 * len(sets))
     axes = np.array(fig.subplots(len(sets), len(methods), squeeze=False))
-    for row, (set_title, (features, labels)) in enumerate(sets.items()):
-        labels = _to_numpy(labels).reshape(-1)
+    for row, (set_title, entry) in enumerate(sets.items()):
+        features, labels = entry[0], _to_numpy(entry[1]).reshape(-1)
+        set_names = entry[2] if len(entry) > 2 else names
         keep = embedding_sample(labels, max_points, max_classes, seed)
         features = _to_numpy(features)[keep]
         for col, method in enumerate(methods):
             coords = embed_2d(features, method=method, seed=seed)
             ax = axes[row, col]
-            _draw_embedding(ax, coords, labels[keep], names, max_classes, legend=col == len(methods) - 1)
+            _draw_embedding(ax, coords, labels[keep], set_names, max_classes, legend=col == len(methods) - 1)
             ax.set_title(f"{set_title}: {EMBED_METHODS[method]} ({len(keep)} points)", fontsize=TITLE_FONT - 1)
     fig.suptitle("Feature space in 2-D: do classes form clusters, for seen and for unseen classes?",
                  fontsize=TITLE_FONT)
@@ -769,3 +771,67 @@ def neighbour_explorer(images, features, labels, names: Mapping | None = None, k
     if not interactive:
         return explorer.static_figure(n_static, save_to=save_to)
     return explorer.build_widget()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 10. The data and the views the objective sees (notebook section 1), and the learning-rate schedule (section 4)
+
+def plot_image_grid(images, labels, names: Mapping | None = None, title: str = "", classes: int = 8,
+                    per_class: int = 8, save_to=None, filename: str = "training_images.png") -> Figure:
+    """One row per class (the first `classes` class ids), `per_class` images each, class name on the left.
+
+    images: (N, 64, 64, 3) uint8; labels: (N,) class ids."""
+    images = _display_images(images)
+    labels = _to_numpy(labels).reshape(-1)
+    shown = np.unique(labels)[:classes]
+    fig = _new_figure(1.3 * per_class + 1.6, 1.35 * len(shown) + 0.6)
+    axes = np.array(fig.subplots(len(shown), per_class, squeeze=False))
+    for row, label in enumerate(shown):
+        idx = np.flatnonzero(labels == label)[:per_class]
+        for col in range(per_class):
+            ax = axes[row, col]
+            if col < len(idx):
+                _image_panel(ax, images[idx[col]])
+            else:
+                ax.set_visible(False)
+        axes[row, 0].set_ylabel(class_name(label, names, 22), rotation=0, ha="right", va="center",
+                                fontsize=MIN_FONT)
+        axes[row, 0].yaxis.set_visible(True)
+    fig.suptitle(title or "Training images, one row per class", fontsize=TITLE_FONT)
+    return _finish(fig, save_to, filename)
+
+
+def plot_views(images, views: Sequence, save_to=None, filename: str = "augmented_views.png") -> Figure:
+    """Each row: an original image, then its augmented views (as the objective sees them).
+
+    images: (B, 64, 64, 3) uint8; views: list of V arrays (B, 3, S, S) float in [0, 1]."""
+    images = _display_images(images)
+    views = [np.clip(_to_numpy(v).transpose(0, 2, 3, 1), 0, 1) for v in views]
+    fig = _new_figure(1.5 * (len(views) + 1), 1.5 * len(images) + 0.7)
+    axes = np.array(fig.subplots(len(images), len(views) + 1, squeeze=False))
+    for row in range(len(images)):
+        _image_panel(axes[row, 0], images[row])
+        for col, view in enumerate(views, start=1):
+            _image_panel(axes[row, col], view[row])
+    axes[0, 0].set_title("original", fontsize=MIN_FONT)
+    for col in range(1, len(views) + 1):
+        axes[0, col].set_title(f"view {col} ({views[col - 1].shape[1]} px)", fontsize=MIN_FONT)
+    fig.suptitle("Augmented views: independent random crop, flip, colour, blur per image", fontsize=TITLE_FONT)
+    return _finish(fig, save_to, filename)
+
+
+def plot_lr_schedule(lr: float, warmup: float, final_ratio: float = 0.0, save_to=None,
+                     filename: str = "lr_schedule.png") -> Figure:
+    """The learning rate over training progress (0 = start, 1 = end of the epochs or the time budget)."""
+    from utils.optim import lr_factor
+    progress = np.linspace(0, 1, 401)
+    fig = _new_figure(6.0, 3.0)
+    ax = fig.subplots()
+    ax.plot(progress * 100, [lr * lr_factor(p, warmup, final_ratio) for p in progress], color=OKABE_ITO["blue"])
+    ax.set_xlabel("training progress (%)", fontsize=FONT)
+    ax.set_ylabel("learning rate", fontsize=FONT)
+    ax.set_title(f"Linear warmup over {warmup:.0%} of the run, then cosine to {final_ratio:g} x {lr:g}",
+                 fontsize=TITLE_FONT - 1)
+    ax.tick_params(labelsize=MIN_FONT)
+    ax.grid(alpha=0.3)
+    return _finish(fig, save_to, filename)

@@ -860,3 +860,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def is_generated(path: str | os.PathLike) -> bool:
+    """True when an npz file was written by this generator (it carries our `meta` key)."""
+    try:
+        return read_meta(path) is not None
+    except SyntheticDataError:      # unreadable as ours: load_npz reports what is wrong with it
+        return False
