@@ -114,7 +114,7 @@ ones, so what survives the augmentations (shape, texture, parts) is what it keep
 plots.plot_image_grid(train_split.images, train_split.labels, train_split.class_names,
                       title="Training images (one row per class)", save_to=FIGURES);"""),
     ("code", """view_configs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength)
-examples = torch.from_numpy(train_split.images[:6])
+examples = torch.from_numpy(train_split.images[np.random.default_rng(0).choice(len(train_split), 6, replace=False)])
 views = augment.make_views(examples, view_configs, generator=torch.Generator().manual_seed(0))
 plots.plot_views(examples.numpy(), [v.numpy() for v in views], save_to=FIGURES);"""),
     ("md", """The training images go to the device once, as uint8 (the course's 100,000 images take 1.2 GB);
