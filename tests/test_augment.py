@@ -355,7 +355,13 @@ def test_view_config_accepts_lists_and_is_hashable():
     assert hash(cfg) == hash(ViewConfig(crop_scale=(0.3, 1.0), blur_sigma=(0.1, 1.0)))
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_global=0), dict(n_local=-1), dict(strength=-1.0)])
+def test_crop_min_scale_sets_the_global_views_only():
+    cfgs = default_views(n_global=2, n_local=1, crop_min_scale=0.5)
+    assert [c.crop_scale for c in cfgs] == [(0.5, 1.0), (0.5, 1.0), (0.05, 0.4)]
+
+
+@pytest.mark.parametrize("kwargs", [dict(n_global=0), dict(n_local=-1), dict(strength=-1.0),
+                                    dict(crop_min_scale=0.0), dict(crop_min_scale=1.5)])
 def test_default_views_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         default_views(**kwargs)

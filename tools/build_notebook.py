@@ -113,7 +113,8 @@ ones, so what survives the augmentations (shape, texture, parts) is what it keep
     ("code", """train_split = splits["train"]
 plots.plot_image_grid(train_split.images, train_split.labels, train_split.class_names,
                       title="Training images (one row per class)", save_to=FIGURES);"""),
-    ("code", """view_configs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength)
+    ("code", """view_configs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
+                                     cfg.crop_min_scale)
 examples = torch.from_numpy(train_split.images[np.random.default_rng(0).choice(len(train_split), 6, replace=False)])
 views = augment.make_views(examples, view_configs, generator=torch.Generator().manual_seed(0))
 plots.plot_views(examples.numpy(), [v.numpy() for v in views], save_to=FIGURES);"""),

@@ -10,6 +10,8 @@
     probes.py     k-NN / linear probes: course-exact (scikit-learn) and fast (torch), the grader's protocol
     plots.py      curves, prediction grids, ID-vs-OOD, t-SNE/UMAP, confusion, neighbours, explorer
     submit.py     assemble and check the submission folder (eval.py is its command line)
+    provenance.py device, commit and date recorded with every measured figure
+    demo.py       `make demo`: the notebook executed headless, then eval.py, then a results record
 
 The course's names are importable from here, with the course's signatures and behaviour, so a notebook
 written for the course runs unchanged:

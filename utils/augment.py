@@ -131,7 +131,7 @@ class ViewConfig:
 
 
 def default_views(n_global: int = 2, n_local: int = 0, local_size: int = 32,
-                  strength: float = 1.0) -> list[ViewConfig]:
+                  strength: float = 1.0, crop_min_scale: float = 0.2) -> list[ViewConfig]:
     """The view recipe used for training: n_global 64-px views, then n_local small multi-crop views.
 
     Global views follow BYOL's asymmetric pair (Grill et al. 2020): view 1 is always blurred and never
@@ -142,6 +142,8 @@ def default_views(n_global: int = 2, n_local: int = 0, local_size: int = 32,
 
     strength scales the colour jitter (brightness, contrast, saturation, hue; hue capped at 0.5):
     0 disables it, 1 is the BYOL strength, 2 is close to SimCLR's (0.8, 0.8, 0.8, 0.2).
+    crop_min_scale is the smallest crop area of a global view (fraction of the image): crops that miss the
+    object leave two views that share only background, which teaches background matching.
 
     Returns a list of n_global + n_local ViewConfig, global ones first (losses.lejepa relies on that order).
     """
@@ -151,10 +153,13 @@ def default_views(n_global: int = 2, n_local: int = 0, local_size: int = 32,
         raise ValueError(f"n_local must be an int >= 0, got {n_local!r}")
     if not strength >= 0:
         raise ValueError(f"strength must be >= 0, got {strength!r}")
+    if not 0 < crop_min_scale <= 1:
+        raise ValueError(f"crop_min_scale must be in (0, 1], got {crop_min_scale!r}")
     jitter = dict(brightness=0.4 * strength, contrast=0.4 * strength, saturation=0.4 * strength,
                   hue=min(0.1 * strength, 0.5))
-    view_1 = ViewConfig(blur_p=1.0, solarize_p=0.0, **jitter)
-    view_2 = ViewConfig(blur_p=0.1, solarize_p=0.2, **jitter)
+    crop = dict(crop_scale=(crop_min_scale, 1.0))
+    view_1 = ViewConfig(blur_p=1.0, solarize_p=0.0, **crop, **jitter)
+    view_2 = ViewConfig(blur_p=0.1, solarize_p=0.2, **crop, **jitter)
     global_views = [view_1 if i % 2 == 0 else view_2 for i in range(n_global)]
     local_view = ViewConfig(size=local_size, crop_scale=(0.05, 0.4), blur_p=0.5, solarize_p=0.0, **jitter)
     return global_views + [local_view] * n_local

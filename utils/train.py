@@ -51,7 +51,8 @@ class TrainConfig:
     global_views: int = 2
     local_views: int = 0
     local_size: int = 32
-    aug_strength: float = 1.0
+    aug_strength: float = 1.0           # colour-jitter strength (1: BYOL's, 2: about SimCLR's)
+    crop_min_scale: float = 0.2         # smallest crop area of a global view, as a fraction of the image
     # optimisation
     epochs: int = 100
     time_budget_min: float = 0.0        # > 0: train for this many minutes; the schedule fits the budget
@@ -96,6 +97,8 @@ class TrainConfig:
             (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.warmup < 1, f"warmup is a fraction of the run in [0, 1), got {self.warmup}"),
+            (0 < self.crop_min_scale <= 1, f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}"),
+            (self.aug_strength >= 0, f"aug_strength must be >= 0, got {self.aug_strength}"),
             (self.time_budget_min >= 0, f"time_budget_min must be >= 0, got {self.time_budget_min}"),
         ]
         for ok, message in checks:
@@ -369,7 +372,8 @@ def train(cfg: TrainConfig, data: TrainData | None = None) -> TrainResult:
         model = model.to(memory_format=torch.channels_last)
     optimizer = optim.build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, device)
     run_model = torch.compile(model) if cfg.compile else model
-    view_cfgs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength)
+    view_cfgs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
+                                      cfg.crop_min_scale)
     objective = make_objective(cfg)
     autocast = autocast_context(device, cfg.precision)
     order_gen = torch.Generator(device=device).manual_seed(cfg.seed)

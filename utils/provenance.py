@@ -1,0 +1,42 @@
+"""Where and from what a figure was measured: device, software, commit, date. Every results file records it."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit(root: Path = ROOT) -> dict:
+    """{"commit": full hash or None, "dirty": True when tracked files differ from it (None if unknown)}."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = git("status", "--porcelain", "--untracked-files=no")
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+
+
+def device_description(device: torch.device | str | None = None) -> str:
+    """"NVIDIA H100 80GB HBM3" for a GPU; "cpu: <processor>, <n> cores" otherwise."""
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    return f"cpu: {name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def provenance(device: torch.device | str | None = None) -> dict:
+    """The record every results file starts with."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": device_description(device), "torch": torch.__version__,
+            "python": platform.python_version(), **git_commit()}
