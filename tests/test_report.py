@@ -1,0 +1,23 @@
+"""report.md stays within the course's limit and quotes its numbers from the committed results file."""
+import json
+import re
+from pathlib import Path
+
+from utils.submit import word_count
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = (ROOT / "report.md").read_text()
+
+
+def test_report_is_within_500_words():
+    assert word_count(REPORT) <= 500
+
+
+def test_demo_row_matches_its_results_file():
+    source = re.search(r"`(benchmarks/results/demo-[^`]+\.json)`", REPORT)
+    assert source, "report.md must name the results file its demo numbers come from"
+    accuracies = json.loads((ROOT / source.group(1)).read_text())["eval_accuracies_percent"]
+    row = next(line for line in REPORT.splitlines() if line.startswith("| kit's generated data"))
+    quoted = [float(x) for x in re.findall(r"([\d.]+)%", row)]
+    expected = [accuracies[k] for k in ("id_knn", "id_linear", "ood_knn", "ood_linear")]
+    assert quoted == [round(x, 2) for x in expected], (quoted, expected)
