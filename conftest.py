@@ -1,9 +1,14 @@
 """Root conftest: the notebook under nbval runs in the short CPU profile, headless, writing into a temporary
-folder (the kernel nbval starts inherits this environment)."""
+folder that is removed when the test session ends (the kernel nbval starts inherits this environment)."""
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("CS461_PROFILE", "short")
 os.environ.setdefault("CS461_STATIC_WIDGETS", "1")
-os.environ.setdefault("CS461_OUTPUT_DIR", tempfile.mkdtemp(prefix="cs461_nbval_"))
+if "CS461_OUTPUT_DIR" not in os.environ:
+    _output_dir = tempfile.mkdtemp(prefix="cs461_nbval_")
+    atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
+    os.environ["CS461_OUTPUT_DIR"] = _output_dir
 os.environ.setdefault("CS461_SUBMISSION_DIR", os.path.join(os.environ["CS461_OUTPUT_DIR"], "submission"))
