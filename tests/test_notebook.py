@@ -54,4 +54,6 @@ def test_only_checked_cells_keep_outputs_and_they_are_small():
         if cell.outputs:
             assert cell.source.startswith("# NBVAL_CHECK_OUTPUT"), cell.source[:80]
             assert all(o["output_type"] == "stream" for o in cell.outputs)
+            # nbval fails a cell that has outputs but no execution count ("unrun reference cell")
+            assert isinstance(cell.execution_count, int), cell.source[:80]
     assert len(json.dumps(nbformat.writes(nb))) < 200_000

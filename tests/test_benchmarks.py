@@ -1,0 +1,91 @@
+"""The GPU benchmarks run on the CPU in a tiny configuration, so they cannot rot between GPU sessions."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from utils.synthetic import DataSpec, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import common  # noqa: E402
+import quality  # noqa: E402
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_script(name, *args):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def only_json(folder: Path, pattern: str) -> dict:
+    files = sorted(folder.glob(pattern))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def assert_provenance(record):
+    assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool)
+    assert record["device"] and record["torch"] and record["date"]
+
+
+def test_speed_tiny_writes_every_figure(tmp_path):
+    stdout = run_script("speed.py", "--tiny", "--out", tmp_path)
+    record = only_json(tmp_path, "speed-tiny-*.json")
+    assert_provenance(record)
+    assert record["config"]["arch"] == "tiny" and record["config"]["flops_per_step"] > 0
+    rows = {r["variant"]: r for r in record["variants"]}
+    assert set(rows) == {"course_pipeline", "engine", "ceiling"}          # compile is CUDA-only
+    assert "engine_compiled" in record["skipped"]
+    for row in rows.values():
+        assert row["views_per_s"] > 0 and math.isfinite(row["epoch_s"]) and len(row["repeat_s"]) == 2
+        assert row["epoch_s"] == pytest.approx(2 * record["config"]["images"] / row["views_per_s"])
+    assert rows["engine"]["model_tflops_per_s"] > 0 and rows["course_pipeline"]["model_tflops_per_s"] is None
+    evaluation = record["evaluation"]
+    assert evaluation["fast"]["seconds"] > 0 and evaluation["exact"]["seconds"] > 0
+    assert 0 <= evaluation["max_abs_difference_points"] <= 1.0          # fast probes agree with scikit-learn
+    targets = record["targets"]
+    assert set(targets) == {"engine_vs_course_pipeline", "engine_vs_ceiling", "engine_mfu_h100",
+                            "fast_eval_seconds", "fast_vs_exact_points"}
+    assert targets["engine_mfu_h100"]["met"] is None                   # not measured on a CPU: never invented
+    assert "not measured" in stdout
+
+
+def test_quality_tiny_averages_ood_draws(tmp_path):
+    data, other = tmp_path / "data", tmp_path / "other"
+    spec = DataSpec(id_classes=4, train_per_class=30, val_per_class=10, ood_classes=4, ood_per_class=20)
+    write_dataset(data, spec, seed=0, progress=False)
+    write_dataset(other, spec, seed=1, progress=False)
+    run_script("quality.py", "--tiny", "batch_size=16", "--data-dir", data, "--out", tmp_path, "--ood-files",
+               data / "ood.npz", other / "ood.npz")
+    record = only_json(tmp_path, "quality-ntxent-tiny-*.json")
+    assert_provenance(record)
+    assert record["config"]["batch_size"] == 16 and record["config"]["arch"] == "tiny"
+    assert record["data"]["n_train"] == 120 and record["epochs_reached"] == 1
+    acc = record["accuracies_percent"]
+    draws = [d["ood_linear"] for d in acc["ood_draws"]]
+    assert len(draws) == 2 and acc["ood_linear"]["mean"] == pytest.approx(sum(draws) / 2)
+    assert all(0 <= acc[k] <= 100 for k in ("id_knn", "id_linear"))
+
+
+def test_recipes_are_valid_configs_and_overrides_apply():
+    for name in quality.RECIPES:
+        assert quality.recipe_config(name, []).arch == "resnet18"
+    cfg = quality.recipe_config("student_baseline", ["lr=1e-3"])
+    assert (cfg.lr, cfg.batch_size, cfg.temperature) == (1e-3, 1024, 0.1)
+    with pytest.raises(SystemExit, match="unknown recipe"):
+        quality.recipe_config("nope", [])
+
+
+def test_mfu_and_peaks():
+    assert common.mfu(1e12, 100.0, 1e15) == pytest.approx(0.1)
+    assert common.mfu(1e12, 100.0, None) is None
+    assert common.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert common.median([3.0, 1.0, 2.0]) == 2.0
