@@ -33,6 +33,8 @@ __all__ = ["ImageEncoder", "ARCH", "ARCHITECTURES"]
 # (training, probes, the pre-submission check) can run on a laptop CPU in minutes.
 ARCHITECTURES = {
     "resnet18": dict(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), stem_stride=1, proj_hidden=2048),
+    # The same network with a stride-2 stem: stages at 32, 16, 8, 4 px, a quarter of the FLOPs.
+    "resnet18_s2": dict(widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), stem_stride=2, proj_hidden=2048),
     "small": dict(widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem_stride=1, proj_hidden=1024),
     "tiny": dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), stem_stride=2, proj_hidden=512),
 }

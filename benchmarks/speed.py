@@ -130,6 +130,20 @@ def ceiling_runner(model, optimizer, batch_size, device, precision):
     return run
 
 
+def measure_variant(name, args, device, images, images_on_device, flops, peak, precision, channels_last) -> dict:
+    """One row of the table: a fresh model and optimizer, fed the way the variant says."""
+    model, optimizer = fresh_model(args.arch, device, channels_last and name != "course_pipeline")
+    if name == "course_pipeline":
+        make = lambda: course_pipeline_runner(images, model, optimizer, args.batch_size, args.workers, device)  # noqa: E731
+        return measure(name, make, args, device, args.images, None, peak, steps=args.course_steps)
+    if name in ("engine", "engine_compiled"):
+        run_model = torch.compile(model) if name == "engine_compiled" else model
+        make = lambda: engine_runner(images_on_device, run_model, optimizer, args.batch_size, device, precision)  # noqa: E731
+        return measure(name, make, args, device, args.images, flops, peak)
+    make = lambda: ceiling_runner(model, optimizer, args.batch_size, device, precision)  # noqa: E731
+    return measure(name, make, args, device, args.images, flops, peak)
+
+
 def model_flops_per_step(arch: str, batch_size: int, device: torch.device, precision: str) -> float:
     """FLOPs of one forward + backward of the model on 2 x batch_size 64-px images (torch's flop counter:
     convolutions and matmuls, 2 FLOPs per multiply-add). Counted on a fresh model so no state changes."""
@@ -153,8 +167,10 @@ def fresh_model(arch: str, device: torch.device, channels_last: bool):
     return model, build_optimizer("adamw", model, 1e-3, 1e-4, device)
 
 
-def measure(name, make_runner, args, device, n_images, flops_per_step, peak):
-    """Warm up, then time `args.steps` steps `args.repeats` times; the figures use the median repeat."""
+def measure(name, make_runner, args, device, n_images, flops_per_step, peak, steps=None):
+    """Warm up, then time `steps` (default args.steps) steps `args.repeats` times; the figures use the median
+    repeat."""
+    steps = steps or args.steps
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -163,13 +179,14 @@ def measure(name, make_runner, args, device, n_images, flops_per_step, peak):
     run(args.warmup)
     common.synchronize(device)
     warmup_s = time.perf_counter() - warmup_start
-    times = common.time_repeats(lambda: run(args.steps), args.repeats, device)
-    step_s = common.median(times) / args.steps
+    times = common.time_repeats(lambda: run(steps), args.repeats, device)
+    step_s = common.median(times) / steps
     views_per_s = 2 * args.batch_size / step_s
     row = {"variant": name, "views_per_s": views_per_s, "images_per_s": views_per_s / 2,
-           "epoch_s": 2 * n_images / views_per_s, "step_ms": 1000 * step_s, "repeat_s": times,
-           "warmup_s": warmup_s,
+           "epoch_s": 2 * n_images / views_per_s, "step_ms": 1000 * step_s, "steps_per_repeat": steps,
+           "repeat_s": times, "warmup_s": warmup_s,
            "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+           "model_gflops_per_step": flops_per_step / 1e9 if flops_per_step else None,
            "model_tflops_per_s": None, "mfu": None}
     if flops_per_step is not None:
         row["model_tflops_per_s"] = flops_per_step / step_s / 1e12
@@ -233,13 +250,20 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30; tiny: 1)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats, median reported (default 3; tiny: 2)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 4; tiny: 0)")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--course-steps", type=int, default=None,
+                        help="timed steps per repeat of course_pipeline, which is much slower (default 30; tiny: 2)")
+    parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS),
+                        help="training variants to time (none: only the evaluation)")
+    parser.add_argument("--ceiling-archs", nargs="*", default=[],
+                        help="other architectures whose ceiling (model speed alone) is timed too, e.g. to choose one")
     parser.add_argument("--skip-eval", action="store_true", help="no evaluation timing")
     parser.add_argument("--skip-exact-eval", action="store_true", help="time only the fast evaluation")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(common.ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
-    defaults = (dict(arch="tiny", batch_size=16, images=256, steps=2, warmup=1, repeats=2, workers=0) if args.tiny
-                else dict(arch=ARCH, batch_size=512, images=100_000, steps=200, warmup=30, repeats=3, workers=4))
+    defaults = (dict(arch="tiny", batch_size=16, images=256, steps=2, course_steps=2, warmup=1, repeats=2, workers=0)
+                if args.tiny else
+                dict(arch=ARCH, batch_size=512, images=100_000, steps=200, course_steps=30, warmup=30, repeats=3,
+                     workers=4))
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -263,18 +287,24 @@ def main(argv=None) -> int:
             skipped[name] = "skipped: torch.compile is measured on CUDA only"
             continue
         print(f"measuring {name} ...", flush=True)
-        model, optimizer = fresh_model(args.arch, device, channels_last and name != "course_pipeline")
-        if name == "course_pipeline":
-            make = lambda: course_pipeline_runner(images, model, optimizer, args.batch_size, args.workers, device)  # noqa: E731
-            rows.append(measure(name, make, args, device, args.images, None, peak))
-        elif name in ("engine", "engine_compiled"):
-            run_model = torch.compile(model) if name == "engine_compiled" else model
-            make = lambda: engine_runner(images_on_device, run_model, optimizer, args.batch_size, device, precision)  # noqa: E731
-            rows.append(measure(name, make, args, device, args.images, flops, peak))
-        else:
+        try:
+            rows.append(measure_variant(name, args, device, images, images_on_device, flops, peak, precision,
+                                        channels_last))
+        except Exception as error:   # one broken variant must not cost the others' figures (one device call)
+            skipped[name] = f"failed: {type(error).__name__}: {error}"
+            print(f"  {skipped[name]}", flush=True)
+    for arch in args.ceiling_archs:
+        name = f"ceiling[{arch}]"
+        print(f"measuring {name} ...", flush=True)
+        try:
+            arch_flops = model_flops_per_step(arch, args.batch_size, device, precision)
+            model, optimizer = fresh_model(arch, device, channels_last)
             make = lambda: ceiling_runner(model, optimizer, args.batch_size, device, precision)  # noqa: E731
-            rows.append(measure(name, make, args, device, args.images, flops, peak))
-        del model, optimizer
+            rows.append({**measure(name, make, args, device, args.images, arch_flops, peak), "arch": arch})
+            del model, optimizer
+        except Exception as error:
+            skipped[name] = f"failed: {type(error).__name__}: {error}"
+            print(f"  {skipped[name]}", flush=True)
 
     by_name = {r["variant"]: r for r in rows}
     evaluation = None
@@ -282,7 +312,11 @@ def main(argv=None) -> int:
         sizes = (dict(classes=10, train_per_class=100, val_per_class=10, ood_per_class=20, dim=1000) if args.tiny
                  else dict(classes=200, train_per_class=500, val_per_class=50, ood_per_class=50, dim=1000))
         print("timing the grader's protocol ...", flush=True)
-        evaluation = time_evaluation(sizes, exact=not args.skip_exact_eval, device=device)
+        try:
+            evaluation = time_evaluation(sizes, exact=not args.skip_exact_eval, device=device)
+        except Exception as error:
+            skipped["evaluation"] = f"failed: {type(error).__name__}: {error}"
+            print(f"  {skipped['evaluation']}", flush=True)
     record = {
         "benchmark": "speed", **provenance(device),
         "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "precision": "bf16" if device.type == "cuda"
@@ -294,7 +328,8 @@ def main(argv=None) -> int:
     }
     path = common.write_results(common.results_path(Path(args.out), "speed", device, "tiny" if args.tiny else ""),
                                 record)
-    common.print_table(rows, ["variant", "views_per_s", "epoch_s", "step_ms", "peak_memory_gib", "mfu"])
+    if rows:
+        common.print_table(rows, ["variant", "views_per_s", "epoch_s", "step_ms", "peak_memory_gib", "mfu"])
     if evaluation:
         for mode in ("fast", "exact"):
             if evaluation[mode]:
