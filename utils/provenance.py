@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def git_commit(root: Path = ROOT) -> dict:
     """{"commit": full hash or None, "dirty": True when tracked files differ from it (None if unknown)}.
 
-    Where the checkout has no git history (a copy of the working tree sent to a GPU machine), the commit is
-    taken from $CS461_COMMIT when set, and the record says so ("commit_from")."""
-    if not (root / ".git").exists() and os.environ.get("CS461_COMMIT"):
+    $CS461_COMMIT, when set, wins and the record says so ("commit_from"): a copy of the working tree sent to a
+    GPU machine may carry no git history, or another commit's, so the command that sends it names the commit."""
+    if os.environ.get("CS461_COMMIT"):
         return {"commit": os.environ["CS461_COMMIT"], "dirty": None, "commit_from": "CS461_COMMIT"}
     def git(*args):
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
