@@ -365,7 +365,7 @@ def test_assemble_rewrites_arch_in_the_copy_only(sources, tmp_path, capsys):
         ["models.py", "final_model.safetensors", "CS461_Assignment1.ipynb", "report.md"])
     copied = (folder / "models.py").read_text()
     assert re.findall(r'^ARCH = "[^"]*"', copied, re.MULTILINE) == ['ARCH = "tiny"']
-    assert copied.replace('ARCH = "tiny"', 'ARCH = "resnet18"') == own_models
+    assert copied.replace('ARCH = "tiny"', 'ARCH = "resnet18_s2"') == own_models
     assert (ROOT / "models.py").read_text() == own_models   # the user's own file is untouched
     assert "trained with arch 'tiny'" in capsys.readouterr().out
 
@@ -384,7 +384,7 @@ def test_assemble_refuses_placeholders_and_copies_nothing(sources, tmp_path):
 
 def test_assemble_needs_exactly_one_arch_line_to_rewrite(sources, tmp_path):
     models = tmp_path / "models.py"
-    models.write_text((ROOT / "models.py").read_text().replace('ARCH = "resnet18"', 'ARCH = ("resnet18")'))
+    models.write_text((ROOT / "models.py").read_text().replace('ARCH = "resnet18_s2"', 'ARCH = ("resnet18_s2")'))
     with pytest.raises(SubmissionError, match="expected exactly one"):
         assemble_submission(tmp_path / "out", weights=sources / "final_model.safetensors",
                             notebook=sources / "CS461_Assignment1.ipynb", report=sources / "report.md",

@@ -21,7 +21,7 @@ def test_fixed_class_variables():
 
 def test_no_argument_constructor_builds_the_submitted_architecture():
     model = ImageEncoder()
-    assert model.arch == models.ARCH == "resnet18"
+    assert model.arch == models.ARCH == "resnet18_s2"
     assert sum(p.numel() for p in model.parameters()) > 10_000_000
 
 
