@@ -256,6 +256,7 @@ def parse_args(argv=None):
                         help="training variants to time (none: only the evaluation)")
     parser.add_argument("--ceiling-archs", nargs="*", default=[],
                         help="other architectures whose ceiling (model speed alone) is timed too, e.g. to choose one")
+    parser.add_argument("--tag", default="", help="added to the results file name")
     parser.add_argument("--skip-eval", action="store_true", help="no evaluation timing")
     parser.add_argument("--skip-exact-eval", action="store_true", help="time only the fast evaluation")
     parser.add_argument("--out", default=os.environ.get("OUT") or str(common.ROOT / "benchmarks" / "results"))
@@ -290,6 +291,7 @@ def main(argv=None) -> int:
         try:
             rows.append(measure_variant(name, args, device, images, images_on_device, flops, peak, precision,
                                         channels_last))
+            write_record(args, device, flops, peak, channels_last, rows, skipped, None)   # kept if cut short
         except Exception as error:   # one broken variant must not cost the others' figures (one device call)
             skipped[name] = f"failed: {type(error).__name__}: {error}"
             print(f"  {skipped[name]}", flush=True)
@@ -301,12 +303,12 @@ def main(argv=None) -> int:
             model, optimizer = fresh_model(arch, device, channels_last)
             make = lambda: ceiling_runner(model, optimizer, args.batch_size, device, precision)  # noqa: E731
             rows.append({**measure(name, make, args, device, args.images, arch_flops, peak), "arch": arch})
+            write_record(args, device, flops, peak, channels_last, rows, skipped, None)
             del model, optimizer
         except Exception as error:
             skipped[name] = f"failed: {type(error).__name__}: {error}"
             print(f"  {skipped[name]}", flush=True)
 
-    by_name = {r["variant"]: r for r in rows}
     evaluation = None
     if not args.skip_eval:
         sizes = (dict(classes=10, train_per_class=100, val_per_class=10, ood_per_class=20, dim=1000) if args.tiny
@@ -317,17 +319,7 @@ def main(argv=None) -> int:
         except Exception as error:
             skipped["evaluation"] = f"failed: {type(error).__name__}: {error}"
             print(f"  {skipped['evaluation']}", flush=True)
-    record = {
-        "benchmark": "speed", **provenance(device),
-        "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "precision": "bf16" if device.type == "cuda"
-                   else "fp32", "channels_last": channels_last, "data": "random uint8 64x64 images",
-                   "flops_per_step": flops, "flops_note": "one forward+backward on 2 x batch_size images, "
-                   "torch.utils.flop_counter (2 FLOPs per multiply-add)", "peak_bf16_flops": peak},
-        "variants": rows, "skipped": skipped, "evaluation": evaluation,
-        "targets": targets(by_name, evaluation, device),
-    }
-    path = common.write_results(common.results_path(Path(args.out), "speed", device, "tiny" if args.tiny else ""),
-                                record)
+    record, path = write_record(args, device, flops, peak, channels_last, rows, skipped, evaluation)
     if rows:
         common.print_table(rows, ["variant", "views_per_s", "epoch_s", "step_ms", "peak_memory_gib", "mfu"])
     if evaluation:
@@ -337,6 +329,22 @@ def main(argv=None) -> int:
     print(f"targets: {record['targets']}")
     print(f"wrote {path}")
     return 0
+
+
+def write_record(args, device, flops, peak, channels_last, rows, skipped, evaluation):
+    """The results file as measured so far (rewritten after each variant). Returns (record, path)."""
+    by_name = {r["variant"]: r for r in rows}
+    record = {
+        "benchmark": "speed", **provenance(device),
+        "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "precision": "bf16" if device.type == "cuda"
+                   else "fp32", "channels_last": channels_last, "data": "random uint8 64x64 images",
+                   "flops_per_step": flops, "flops_note": "one forward+backward on 2 x batch_size images, "
+                   "torch.utils.flop_counter (2 FLOPs per multiply-add)", "peak_bf16_flops": peak},
+        "variants": rows, "skipped": skipped, "evaluation": evaluation,
+        "targets": targets(by_name, evaluation, device),
+    }
+    path = common.results_path(Path(args.out), "speed", device, "tiny" if args.tiny else args.tag)
+    return record, common.write_results(path, record)
 
 
 def targets(by_name: dict, evaluation: dict | None, device: torch.device) -> dict:
