@@ -91,3 +91,23 @@ def test_mfu_and_peaks():
     assert common.mfu(1e12, 100.0, None) is None
     assert common.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert common.median([3.0, 1.0, 2.0]) == 2.0
+
+
+def test_speed_keeps_other_figures_when_one_variant_fails(tmp_path):
+    run_script("speed.py", "--tiny", "--out", tmp_path, "--variants", "ceiling", "--skip-eval", "--tag", "t",
+               "--ceiling-archs", "small", "no_such_arch")
+    record = only_json(tmp_path, "speed-tiny-*.json")
+    assert [r["variant"] for r in record["variants"]] == ["ceiling", "ceiling[small]"]
+    tiny, small = record["variants"]
+    assert small["arch"] == "small" and small["model_gflops_per_step"] > tiny["model_gflops_per_step"] > 0
+    assert record["skipped"]["ceiling[no_such_arch]"].startswith("failed: ValueError: unknown arch 'no_such_arch'")
+
+
+def test_profile_tiny_groups_the_step_time(tmp_path):
+    stdout = run_script("profile_step.py", "--tiny", "--out", tmp_path)
+    record = only_json(tmp_path, "profile-tiny-*.json")
+    assert_provenance(record)
+    assert record["device_ms_per_step"] > 0 and record["top_ops"]
+    assert sum(record["group_share"].values()) == pytest.approx(1.0)
+    assert record["group_share"].get("convolution", 0) > 0            # a conv net spends time in convolutions
+    assert "groups:" in stdout
