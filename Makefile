@@ -32,4 +32,4 @@ clean-data:
 	rm -rf cs461_assignment1_data
 
 clean:
-	rm -rf $(VENV) cs461_assignment1_data checkpoints figures demo_output .pytest_cache
+	rm -rf $(VENV) cs461_assignment1_data checkpoints figures demo_output short_run .pytest_cache

@@ -21,3 +21,15 @@ def test_demo_row_matches_its_results_file():
     quoted = [float(x) for x in re.findall(r"([\d.]+)%", row)]
     expected = [accuracies[k] for k in ("id_knn", "id_linear", "ood_knn", "ood_linear")]
     assert quoted == [round(x, 2) for x in expected], (quoted, expected)
+
+
+def test_real_data_row_matches_the_shipped_models_results_file():
+    source = re.search(r"`(benchmarks/results/quality-[^`]+shipped-exact-eval[^`]+\.json)`", REPORT)
+    assert source, "report.md must name the results file its real-data numbers come from"
+    record = json.loads((ROOT / source.group(1)).read_text())
+    assert record["protocol"] == "scikit-learn, exactly as the grader"
+    acc = record["accuracies_percent"]
+    expected = [acc["id_knn"], acc["id_linear"], acc["ood_knn"]["mean"], acc["ood_linear"]["mean"]]
+    row = next(line for line in REPORT.splitlines() if line.startswith("| Tiny ImageNet"))
+    quoted = [float(x) for x in re.findall(r"([\d.]+)%", row)]
+    assert quoted == [round(x, 2) for x in expected], (quoted, expected)
