@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--fast", action="store_true",
                       help="torch probes (GPU when available) instead of scikit-learn; same protocol")
     mode.add_argument("--quick", action="store_true", help="structure checks only: no data loading, no probes")
-    parser.add_argument("--json", metavar="PATH", default=None, help="also write the result as JSON to PATH")
+    parser.add_argument("--json", metavar="PATH", nargs="?", const="-", default=None,
+                        help="also write the result as JSON to PATH (to standard output when no PATH is given)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -81,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary())
     if not report.ok:
         print("Fix the FAIL lines above and run `python eval.py` again before submitting.")
-    if args.json:
+    if args.json == "-":
+        print(json.dumps(report.as_dict(), indent=2))
+    elif args.json:
         path = expand_path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")

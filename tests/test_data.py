@@ -42,6 +42,10 @@ def test_class_names_indexed_by_label_without_ids(tmp_path):
 @pytest.mark.parametrize("case, make, expected", [
     ("float in [0,1]", lambda im, lb: dict(images=im / 255.0, labels=lb), ["float64", "uint8", "* 255"]),
     ("int64 pixels", lambda im, lb: dict(images=im.astype(np.int64), labels=lb), ["int64", "astype(np.uint8)"]),
+    ("int pixels above 255", lambda im, lb: dict(images=im.astype(np.int32) * 4, labels=lb),
+     ["int32", "rescale the values to 0..255"]),
+    ("float pixels in 0..255", lambda im, lb: dict(images=im.astype(np.float32), labels=lb),
+     ["float32", "np.clip(images, 0, 255).round().astype(np.uint8)"]),
     ("CHW layout", lambda im, lb: dict(images=im.transpose(0, 3, 1, 2), labels=lb), ["CHW", "transpose(0, 2, 3, 1)"]),
     ("wrong size", lambda im, lb: dict(images=im[:, :32, :32], labels=lb), ["32x32", "64x64"]),
     ("3-d images", lambda im, lb: dict(images=im[..., 0], labels=lb), ["4 dimensions"]),

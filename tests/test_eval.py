@@ -418,3 +418,10 @@ def test_probe_lines_in_percent_and_the_cpu_warning(monkeypatch, capsys):
     assert out.index("WARN exact probes on the CPU") < out.index("ID linear")
     for key, label in zip(ACCURACY_KEYS, ("ID k-NN", "ID linear", "OOD k-NN", "OOD linear")):
         assert re.search(rf"{label} +{report.accuracies[key]:.2f}% +\(\d+\.\d s\)", out), out
+
+
+def test_bare_json_flag_prints_the_result_on_standard_output(good, data_dir):
+    process = run_eval("-i", good, "-d", data_dir, "--quick", "--json", "--no-progress")
+    assert process.returncode == 0, process.stdout + process.stderr
+    result = json.loads(process.stdout[process.stdout.index("\n{") + 1:])
+    assert result["ok"] is True and result["mode"] == "quick"

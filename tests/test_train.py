@@ -153,3 +153,17 @@ def test_periodic_probes_fit_on_rows_spread_over_a_class_sorted_set():
     assert len(np.unique(labels[rows])) == 100          # the first 20,000 rows would hold 40 classes
     assert np.array_equal(probe_fit_rows(300, 0), np.arange(300))
     assert np.array_equal(probe_fit_rows(300, 500), np.arange(300))
+
+
+def test_a_given_objective_is_the_one_that_trains(tiny_data_dir, tmp_path):
+    """The notebook passes its custom_loss_function: editing it must change what trains."""
+    calls = []
+
+    def objective(z, generator):
+        calls.append(tuple(z.shape))
+        return z.pow(2).mean()
+
+    cfg = tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0, checkpoint_every=0)
+    train(cfg, objective=objective)
+    steps = 8 * 40 // cfg.batch_size
+    assert calls[:steps] == [(2, cfg.batch_size, 128)] * steps

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from IPython.display import display
 
 from models import ImageEncoder
 from utils import augment, plots, probes
@@ -114,12 +115,12 @@ The encoder learns to give views of the same image similar embeddings and views 
 ones, so what survives the augmentations (shape, texture, parts) is what it keeps."""),
     ("code", """train_split = splits["train"]
 plots.plot_image_grid(train_split.images, train_split.labels, train_split.class_names,
-                      title="Training images (one row per class)", save_to=FIGURES);"""),
+                      title="Training images (one row per class)", save_to=FIGURES)"""),
     ("code", """view_configs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
                                      cfg.crop_min_scale)
 examples = torch.from_numpy(train_split.images[np.random.default_rng(0).choice(len(train_split), 6, replace=False)])
 views = augment.make_views(examples, view_configs, generator=torch.Generator().manual_seed(0))
-plots.plot_views(examples.numpy(), [v.numpy() for v in views], save_to=FIGURES);"""),
+plots.plot_views(examples.numpy(), [v.numpy() for v in views], save_to=FIGURES)"""),
     ("md", """The training images go to the device once, as uint8 (the course's 100,000 images take 1.2 GB);
 batches are indexed there."""),
     ("code", """data = prepare_data(splits, device, cfg.max_train_images)
@@ -139,10 +140,12 @@ with torch.no_grad():
 print(f"ImageEncoder({{cfg.arch!r}}): {{n_params / 1e6:.2f}} M parameters, get_features -> {{shape}}")"""),
     ("md", """# 3. Helpers for Training & Evaluation
 
-The engine (`utils/train.py`) runs these same pieces; they are spelled out here so you can see and change them.
+The pieces of one training step, spelled out so you can see and change them.
 - `custom_loss_function`: the objective named in the settings: NT-Xent (SimCLR), VICReg, or LeJEPA
-  (invariance + SIGReg), all in `utils/losses.py`.
-- `training_step`: views on the device, one forward for all views, loss, backward, optimizer step.
+  (invariance + SIGReg), all in `utils/losses.py`. Section 5 trains with **this** function: edit it to try
+  your own loss (and give the run a new `cfg.run_name`, so that it does not resume a run of the old loss).
+- `training_step`: views on the device, one forward for all views, loss, backward, optimizer step. The engine's
+  own step (`utils.train.training_step`) is the same plus bf16 autocast on the GPU.
 - `evaluation_step`: fast k-NN and linear probes on the device, ID (fit on train, score on val) and OOD (the
   course's 80/20 split)."""),
     ("code", """objective = make_objective(cfg)
@@ -181,7 +184,7 @@ AdamW (or LARS: `optimizer="lars"`), with weight decay on weights only (not bias
 parameters). The learning rate warms up linearly over the first `warmup` fraction of the run, then follows a
 cosine to zero, stepped every iteration. With a time budget, *progress* is elapsed training time over the
 budget, so the schedule ends exactly when the budget does. A quick one-step check that the pieces fit together:"""),
-    ("code", """plots.plot_lr_schedule(cfg.lr, cfg.warmup, cfg.final_lr_ratio, save_to=FIGURES)
+    ("code", """display(plots.plot_lr_schedule(cfg.lr, cfg.warmup, cfg.final_lr_ratio, save_to=FIGURES))
 trial_model = ImageEncoder(cfg.arch).to(device).train()
 trial_optimizer = torch.optim.AdamW(trial_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 trial_batch = data.train_on_device[:min(32, len(data.train))]
@@ -195,7 +198,7 @@ collapse alarm: it falls towards 1 when the representation collapses) and the ET
 epochs; atomic checkpoints every `checkpoint_every` epochs and every 10 minutes. If a checkpoint of the same
 run exists, it **resumes** (and says so). Interrupting the kernel saves a checkpoint first. At the end it writes
 `final_model.safetensors` (loaded strictly by `ImageEncoder()`) and `training_metrics.json`."""),
-    ("code", """result = train(cfg, data)
+    ("code", """result = train(cfg, data, objective=custom_loss_function)
 model = result.model.eval()
 history = result.history"""),
     ("code", """import shutil
@@ -204,8 +207,8 @@ print(f"weights: {result.weights_path}\\nmetrics: {OUTPUT_DIR / 'training_metric
     ("md", """# 6. Visualize Results
 
 Training and validation loss, and the probes over training (ID solid, OOD dashed)."""),
-    ("code", """plots.plot_loss_curves(history, save_to=FIGURES);"""),
-    ("code", """plots.plot_probe_curves(history, save_to=FIGURES);"""),
+    ("code", """plots.plot_loss_curves(history, save_to=FIGURES)"""),
+    ("code", """plots.plot_probe_curves(history, save_to=FIGURES)"""),
     ("md", """## The grader's protocol on the final model
 
 Raw `get_features` of `ToTensor()` images; 5-NN and `LogisticRegression(max_iter=1000)`; ID = fit on train,
@@ -221,7 +224,7 @@ print(final)"""),
     ("code", """references = {"random init": random_init, "raw pixels": raw_pixels}
 if not embedded:
     references["course SimCLR baseline"] = {"id_knn": 18, "ood_knn": 12, "ood_linear": 19}
-plots.plot_id_vs_ood(final.as_dict(), baselines=references, save_to=FIGURES);"""),
+plots.plot_id_vs_ood(final.as_dict(), baselines=references, save_to=FIGURES)"""),
     ("md", """## Predictions
 
 Validation images with the label predicted by the 5-NN probe fitted on the training features (green: correct,
@@ -229,20 +232,20 @@ red: wrong, with the true class), and the same for OOD images, predicted from th
     ("code", """val_pred, val_neighbours = probes.knn_predict(features["train"], labels["train"], features["val"])
 val_split = splits["val"]
 plots.plot_prediction_grid(val_split.images, val_split.labels, val_pred.numpy(), val_split.class_names,
-                           title="Validation (ID) predictions", save_to=FIGURES, filename="predictions_val.png");"""),
+                           title="Validation (ID) predictions", save_to=FIGURES, filename="predictions_val.png")"""),
     ("code", """ood_split_data = splits["ood"]
 ood_pred, _ = probes.knn_predict(features["ood"][ood_fit], labels["ood"][ood_fit], features["ood"][ood_score])
 plots.plot_prediction_grid(ood_split_data.images[ood_score], ood_split_data.labels[ood_score], ood_pred.numpy(),
                            ood_split_data.class_names, title="OOD predictions (unseen classes)",
-                           save_to=FIGURES, filename="predictions_ood.png");"""),
-    ("code", """plots.plot_confusion_top(val_split.labels, val_pred.numpy(), val_split.class_names, k=10, save_to=FIGURES);"""),
+                           save_to=FIGURES, filename="predictions_ood.png")"""),
+    ("code", """plots.plot_confusion_top(val_split.labels, val_pred.numpy(), val_split.class_names, k=10, save_to=FIGURES)"""),
     ("md", """## Nearest neighbours
 
 What the encoder considers similar: validation queries and their 5 nearest training images."""),
     ("code", """queries = np.random.default_rng(0).choice(len(val_split), 6, replace=False)
 neighbour_idx = val_neighbours[queries].numpy()
 plots.plot_neighbours(val_split.images[queries], val_split.labels[queries], train_split.images[neighbour_idx],
-                      train_split.labels[neighbour_idx], train_split.class_names, save_to=FIGURES);"""),
+                      train_split.labels[neighbour_idx], train_split.class_names, save_to=FIGURES)"""),
     ("code", """# Interactive: pick an image, see its neighbours and predicted label (a static figure where widgets cannot run).
 plots.neighbour_explorer(val_split.images, features["val"].numpy(), val_split.labels, val_split.class_names)"""),
     ("md", """## Embeddings
@@ -252,7 +255,7 @@ separated clusters for OOD classes are what the OOD probes reward."""),
     ("code", """plots.plot_embeddings_side_by_side(
     {"validation (seen classes)": (features["val"], val_split.labels, val_split.class_names),
      "OOD (unseen classes)": (features["ood"], ood_split_data.labels, ood_split_data.class_names)},
-    max_points=1000 if PROFILE == "short" else 1500, seed=0, save_to=FIGURES);"""),
+    max_points=1000 if PROFILE == "short" else 1500, seed=0, save_to=FIGURES)"""),
     ("md", """# 7. Submission Instructions
 
 Hand in four files in one folder (default `~/cs461_assignment1_submission`): `models.py`,
@@ -269,7 +272,7 @@ if problems:
     print("\\n".join(f"  - {p}" for p in problems))
 else:
     assemble_submission(SUBMISSION_DIR, weights=result.weights_path, notebook=NOTEBOOK_PATH, report="report.md")
-    check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR)]
+    check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR), "-d", str(DATA_DIR)]
                            + (["--fast"] if device.type == "cuda" else []), capture_output=True, text=True)
     print(check.stdout + check.stderr)"""),
 ]

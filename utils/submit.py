@@ -1059,6 +1059,8 @@ def run_probes(report: Report, probes, features: dict[str, torch.Tensor], splits
                           f"{len(fit_f):,} images will take many minutes on the CPU",
                           "use --fast for the torch probes (same protocol), or run on a GPU machine")
         probe = probes.knn_accuracy if kind == "knn" else probes.linear_accuracy
+        if report.echo:      # shown while the probe runs, replaced by its result line
+            print(f"  {label:<11} running ...", end="\r", flush=True)
         start = time.perf_counter()
         try:
             accuracy = probe(fit_f, fit_y, score_f, score_y, fast=fast)

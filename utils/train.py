@@ -362,9 +362,13 @@ class TrainError(RuntimeError):
     """A run cannot go on; the message says why and what to change."""
 
 
-def train(cfg: TrainConfig, data: TrainData | None = None) -> TrainResult:
+def train(cfg: TrainConfig, data: TrainData | None = None, objective=None) -> TrainResult:
     """Train `cfg.arch` with `cfg.loss` on data (loaded from cfg.data_dir when not given); resume when a
-    checkpoint of the same run exists; evaluate, checkpoint and finally export final_model.safetensors."""
+    checkpoint of the same run exists; evaluate, checkpoint and finally export final_model.safetensors.
+
+    `objective(z (V, B, D), generator) -> scalar` replaces the loss built from cfg (make_objective), e.g. the
+    notebook's custom_loss_function. Its code is not part of the run's fingerprint: after changing it, set a new
+    `run_name` (or resume=False) so that training does not resume a run made with the old loss."""
     device = pick_device(cfg.device)
     configure_backends(device)
     seed_all(cfg.seed)
@@ -383,7 +387,7 @@ def train(cfg: TrainConfig, data: TrainData | None = None) -> TrainResult:
     run_model = torch.compile(model) if cfg.compile else model
     view_cfgs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
                                       cfg.crop_min_scale)
-    objective = make_objective(cfg)
+    objective = objective or make_objective(cfg)
     autocast = autocast_context(device, cfg.precision)
     order_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
