@@ -27,3 +27,18 @@ def embedding_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:
     p = s / s.sum().clamp_min(1e-12)
     eff_rank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
     return {"std": std, "std_ratio": std * d ** 0.5, "eff_rank": eff_rank}
+
+
+# Below these, a run is collapsing: embeddings spread 20x less than random directions, or nearly all their
+# variance on two directions or fewer.
+COLLAPSE_STD_RATIO = 0.05
+COLLAPSE_EFF_RANK = 2.0
+
+
+def collapse_warning(stats: dict[str, float]) -> str | None:
+    """A one-line warning when the logged statistics say the embeddings are collapsing, else None."""
+    if stats["std_ratio"] < COLLAPSE_STD_RATIO or stats["eff_rank"] < COLLAPSE_EFF_RANK:
+        return (f"warning: the embeddings are collapsing (std ratio {stats['std_ratio']:.3f}, effective rank "
+                f"{stats['eff_rank']:.1f}): the probes will not improve. Lower lr, raise the temperature or "
+                f"the augmentation strength, or check a custom loss.")
+    return None

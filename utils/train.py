@@ -489,6 +489,7 @@ class LogWindow:
 
     def __init__(self):
         self.loss_sum, self.count, self.start = 0.0, 0, time.time()
+        self.warned_collapse = False
 
     def add(self, loss: torch.Tensor) -> None:
         self.loss_sum, self.count = self.loss_sum + loss, self.count + 1
@@ -508,6 +509,10 @@ class LogWindow:
         if z0 is not None:
             rate = self.count * batch_size / max(time.time() - self.start, 1e-9)
             stats = {k: round(float(v), 4) for k, v in monitor.embedding_stats(z0).items()}
+            warning = monitor.collapse_warning(stats)
+            if warning and not self.warned_collapse:      # once per run: the statistics stay in the log
+                tqdm.write(f"step {state.step}: {warning}")
+                self.warned_collapse = True
             record = {"step": state.step, "loss": round(mean_loss, 5), "lr": optimizer.param_groups[0]["lr"],
                       "img_per_s": round(rate, 1), **stats}
             state.history["log"].append(record)
