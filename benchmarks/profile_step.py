@@ -60,14 +60,14 @@ def main(argv=None) -> int:
     arch = args.arch or ("tiny" if args.tiny else ARCH)
     batch = args.batch_size or (8 if args.tiny else 512)
     steps = args.steps or (2 if args.tiny else 10)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if ON_GPU else "cpu")
     configure_backends(device)
     images = torch.randint(0, 256, (max(4 * batch, 64), 64, 64, 3), dtype=torch.uint8, device=device)
-    model, optimizer = fresh_model(arch, device, device.type == "cuda")
+    model, optimizer = fresh_model(arch, device, ON_GPU)
     run = engine_runner(images, model, optimizer, batch, device, "auto")
     run(steps)                                          # warm-up: cuDNN autotuning, allocator
     common.synchronize(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ON_GPU else [])
     with profile(activities=activities) as prof:
         with record_function("engine_steps"):
             run(steps)

@@ -25,11 +25,11 @@ import torch
 
 import common  # noqa: F401  (puts the checkout on sys.path)
 from models import ARCH, ImageEncoder
-from safetensors import safe_open
 from utils import probes
 from utils.checkpoint import load_weights_strict
 from utils.data import load_npz, load_splits, ood_split, resolve_data_dir
 from utils.provenance import provenance
+from utils.submit import weights_metadata
 from utils.synthetic import DataSpec, write_dataset
 from utils.train import TrainConfig, parse_overrides, prepare_data, seed_all, train
 
@@ -62,8 +62,7 @@ def recipe_config(name: str, overrides: list[str], **settings) -> TrainConfig:
 
 def load_trained(path: Path, device) -> ImageEncoder:
     """An ImageEncoder of the architecture recorded in the file's metadata, weights loaded strictly."""
-    with safe_open(str(path), framework="pt") as f:
-        arch = (f.metadata() or {}).get("arch", ARCH)
+    arch = weights_metadata(path).get("arch", ARCH)
     return load_weights_strict(ImageEncoder(arch), path).to(device)
 
 

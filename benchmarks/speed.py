@@ -130,18 +130,21 @@ def ceiling_runner(model, optimizer, batch_size, device, precision):
     return run
 
 
-def measure_variant(name, args, device, images, images_on_device, flops, peak, precision, channels_last) -> dict:
-    """One row of the table: a fresh model and optimizer, fed the way the variant says."""
-    model, optimizer = fresh_model(args.arch, device, channels_last and name != "course_pipeline")
+def measure_variant(name, args, device, images, images_on_device, flops, peak, precision, channels_last,
+                    arch=None, label=None) -> dict:
+    """One row of the table: a fresh model (args.arch, or `arch`) and optimizer, fed the way variant `name`
+    says; the row is called `label` (default `name`)."""
+    model, optimizer = fresh_model(arch or args.arch, device, channels_last and name != "course_pipeline")
+    label = label or name
     if name == "course_pipeline":
         make = lambda: course_pipeline_runner(images, model, optimizer, args.batch_size, args.workers, device)  # noqa: E731
-        return measure(name, make, args, device, args.images, None, peak, steps=args.course_steps)
+        return measure(label, make, args, device, args.images, None, peak, steps=args.course_steps)
     if name in ("engine", "engine_compiled"):
         run_model = torch.compile(model) if name == "engine_compiled" else model
         make = lambda: engine_runner(images_on_device, run_model, optimizer, args.batch_size, device, precision)  # noqa: E731
-        return measure(name, make, args, device, args.images, flops, peak)
+        return measure(label, make, args, device, args.images, flops, peak)
     make = lambda: ceiling_runner(model, optimizer, args.batch_size, device, precision)  # noqa: E731
-    return measure(name, make, args, device, args.images, flops, peak)
+    return measure(label, make, args, device, args.images, flops, peak)
 
 
 def model_flops_per_step(arch: str, batch_size: int, device: torch.device, precision: str) -> float:
@@ -283,31 +286,29 @@ def main(argv=None) -> int:
     peak = common.peak_flops(device)
 
     rows, skipped = [], {}
+
+    def add_row(name, measure_row) -> None:
+        """Append measure_row()'s row and rewrite the results file (kept if the call is cut short); a failure
+        is recorded under `skipped` and costs no other row's figures (one device call)."""
+        print(f"measuring {name} ...", flush=True)
+        try:
+            rows.append(measure_row())
+            write_record(args, device, flops, peak, channels_last, rows, skipped, None)
+        except Exception as error:
+            skipped[name] = f"failed: {type(error).__name__}: {error}"
+            print(f"  {skipped[name]}", flush=True)
+
+    common_args = (args, device, images, images_on_device)
     for name in args.variants:
         if name == "engine_compiled" and device.type != "cuda":
             skipped[name] = "skipped: torch.compile is measured on CUDA only"
             continue
-        print(f"measuring {name} ...", flush=True)
-        try:
-            rows.append(measure_variant(name, args, device, images, images_on_device, flops, peak, precision,
-                                        channels_last))
-            write_record(args, device, flops, peak, channels_last, rows, skipped, None)   # kept if cut short
-        except Exception as error:   # one broken variant must not cost the others' figures (one device call)
-            skipped[name] = f"failed: {type(error).__name__}: {error}"
-            print(f"  {skipped[name]}", flush=True)
+        add_row(name, lambda: measure_variant(name, *common_args, flops, peak, precision, channels_last))
     for arch in args.ceiling_archs:
-        name = f"ceiling[{arch}]"
-        print(f"measuring {name} ...", flush=True)
-        try:
-            arch_flops = model_flops_per_step(arch, args.batch_size, device, precision)
-            model, optimizer = fresh_model(arch, device, channels_last)
-            make = lambda: ceiling_runner(model, optimizer, args.batch_size, device, precision)  # noqa: E731
-            rows.append({**measure(name, make, args, device, args.images, arch_flops, peak), "arch": arch})
-            write_record(args, device, flops, peak, channels_last, rows, skipped, None)
-            del model, optimizer
-        except Exception as error:
-            skipped[name] = f"failed: {type(error).__name__}: {error}"
-            print(f"  {skipped[name]}", flush=True)
+        label = f"ceiling[{arch}]"
+        add_row(label, lambda: {**measure_variant(
+            "ceiling", *common_args, model_flops_per_step(arch, args.batch_size, device, precision), peak,
+            precision, channels_last, arch=arch, label=label), "arch": arch})
 
     evaluation = None
     if not args.skip_eval:
