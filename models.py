@@ -24,12 +24,13 @@ C=1 on unscaled features. Both are sensitive to feature scale and normalisation,
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ImageEncoder", "ARCH", "ARCHITECTURES"]
+__all__ = ["ImageEncoder", "ARCH", "ARCHITECTURES", "FeatureDesign", "design_features"]
 
 # Named architectures. "resnet18_s2" is the submitted one; the smaller ones exist so that the whole pipeline
 # (training, probes, the pre-submission check) can run on a laptop CPU in minutes.
@@ -44,6 +45,53 @@ ARCHITECTURES = {
 # The architecture `ImageEncoder()` builds, i.e. what the grader instantiates. The weights file must come
 # from a model of this architecture (eval.py checks it; utils.submit sets this line in the submitted copy).
 ARCH = "resnet18_s2"
+
+
+@dataclass(frozen=True)
+class FeatureDesign:
+    """What get_features computes from the pooled parts of the network (benchmarks/features.py compares them).
+
+    parts: names from ImageEncoder.feature_parts ("stage1".."stage4", "feature_layer"), concatenated in order.
+    centre: subtract each part's mean over the training images.  whiten: None, or the shrinkage (0..1] of a
+    whitening fitted on the training images.  mirror: average each part over the image and its mirror image.
+    scale: the norm of every returned row (sqrt(1000): unit root-mean-square per dimension).
+    """
+    parts: tuple = ("feature_layer",)
+    centre: bool = False
+    whiten: float | None = None
+    mirror: bool = False
+    scale: float = math.sqrt(1000)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "parts": list(self.parts)}
+
+
+def design_features(parts: list[torch.Tensor], *, means=None, whiteners=None, scale: float,
+                    out_dim: int = 1000) -> torch.Tensor:
+    """[(B, d_i)] pooled parts -> (B, out_dim) features.
+
+    Each part is centred (`means[i]`, (d_i,)), whitened (`whiteners[i]`, (d_i, d_i)) when given, and
+    L2-normalised, so that every part weighs the same whatever its width and activation scale; the
+    concatenation is multiplied by scale / sqrt(len(parts)), so every row has norm `scale`, and zero-padded to
+    out_dim (a zero column changes no Euclidean distance and gets a zero weight from an L2-penalised probe).
+    """
+    pieces = []
+    for i, x in enumerate(parts):
+        x = x.float()
+        if means is not None:
+            x = x - means[i]
+        if whiteners is not None:
+            x = x @ whiteners[i]
+        pieces.append(F.normalize(x, dim=1))
+    h = torch.cat(pieces, dim=1) * (scale / math.sqrt(len(pieces)))
+    if h.shape[1] > out_dim:
+        raise ValueError(f"design_features: the parts have {h.shape[1]} dimensions in all, more than {out_dim}")
+    return F.pad(h, (0, out_dim - h.shape[1]))
+
+
+# What get_features computes: chosen by benchmarks/features.py (see the module docstring above).
+FEATURE_DESIGN = FeatureDesign(parts=("feature_layer",), centre=False, whiten=None, mirror=False,
+                               scale=math.sqrt(1000))
 
 
 class BasicBlock(nn.Module):
@@ -88,6 +136,16 @@ class ResNetBackbone(nn.Module):
         x = self.stages(self.stem(x))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
+    def pooled_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> [(B, widths[i]) for each stage]: every stage's output, average-pooled. The last one
+        equals forward(x)."""
+        x = self.stem(x)
+        pooled = []
+        for stage in self.stages:
+            x = stage(x)
+            pooled.append(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return pooled
+
 
 class ImageEncoder(nn.Module):
     """Self-supervised image encoder with the course's fixed interface.
@@ -104,21 +162,42 @@ class ImageEncoder(nn.Module):
     feature_dim = 1000
     proj_dim = 128
 
-    def __init__(self, arch: str = ARCH, feature_norm: str = "l2_scaled", **overrides):
+    def __init__(self, arch: str = ARCH, feature_design: FeatureDesign | None = None, **overrides):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHITECTURES)}")
-        if feature_norm not in ("l2_scaled", "none"):
-            raise ValueError(f"feature_norm must be 'l2_scaled' or 'none', got {feature_norm!r}")
         spec = {**ARCHITECTURES[arch], **overrides}
         self.arch = arch
-        self.feature_norm = feature_norm
+        self.feature_design = design = FEATURE_DESIGN if feature_design is None else feature_design
         self.backbone = ResNetBackbone(spec["widths"], spec["blocks"], spec["stem_stride"])
         proj_hidden = spec["proj_hidden"]
         self.feature_layer = nn.Linear(self.backbone.out_dim, self.feature_dim)
         self.projector = nn.Sequential(
             nn.Linear(self.feature_dim, proj_hidden), nn.BatchNorm1d(proj_hidden), nn.ReLU(inplace=True),
             nn.Linear(proj_hidden, self.proj_dim))
+        # The training-set statistics the feature design needs: buffers, so that they travel inside
+        # final_model.safetensors and load strictly with the weights. Set by the kit's
+        # utils.features.fit_feature_statistics (training exports them automatically).
+        widths = {**{f"stage{i + 1}": w for i, w in enumerate(spec["widths"])}, "feature_layer": self.feature_dim}
+        self.part_widths = widths   # dimensions of each of feature_parts' outputs
+        unknown = [p for p in design.parts if p not in widths]
+        if unknown or not design.parts:
+            raise ValueError(f"feature design parts must be some of {sorted(widths)}, got {list(design.parts)}")
+        if sum(widths[p] for p in design.parts) > self.feature_dim:
+            raise ValueError(f"feature design parts {list(design.parts)} have more than {self.feature_dim} "
+                             f"dimensions in all")
+        for part in design.parts:
+            if design.centre:
+                self.register_buffer(f"feature_mean_{part}", torch.zeros(widths[part]))
+            if design.whiten is not None:
+                self.register_buffer(f"feature_whitener_{part}", torch.eye(widths[part]))
+        if self.needs_feature_statistics:
+            self.register_buffer("feature_statistics_fitted", torch.zeros(()))
+
+    @property
+    def needs_feature_statistics(self) -> bool:
+        """True when get_features uses statistics of the training images (set before it can run)."""
+        return self.feature_design.centre or self.feature_design.whiten is not None
 
     @staticmethod
     def normalize_input(x: torch.Tensor) -> torch.Tensor:
@@ -130,12 +209,38 @@ class ImageEncoder(nn.Module):
         """(B, 3, H, W) in [0, 1] -> (B, 1000) feature-layer output before any normalisation."""
         return self.feature_layer(self.backbone(self.normalize_input(x)))
 
+    def feature_parts(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> {"stage1".."stage4": (B, widths[i]) pooled stage outputs,
+        "feature_layer": (B, 1000)}, float32."""
+        stages = self.backbone.pooled_stages(self.normalize_input(x))
+        parts = {f"stage{i + 1}": s.float() for i, s in enumerate(stages)}
+        parts["feature_layer"] = self.feature_layer(stages[-1]).float()
+        return parts
+
+    def design_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, 64, 64) in [0, 1] -> the parts the feature design reads, [(B, d_i)] float32, averaged over the
+        image and its mirror image when the design says so (one forward of both, as a batch of 2B)."""
+        design = self.feature_design
+        if design.mirror:
+            parts = self.feature_parts(torch.cat([x, x.flip(-1)]))
+            return [(parts[p][:len(x)] + parts[p][len(x):]) / 2 for p in design.parts]
+        parts = self.feature_parts(x)
+        return [parts[p] for p in design.parts]
+
     def get_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 64, 64) in [0, 1] -> (B, 1000) float32 features for k-NN and linear probes."""
-        h = self.embed(x).float()
-        if self.feature_norm == "l2_scaled":
-            h = F.normalize(h, dim=1) * math.sqrt(self.feature_dim)
-        return h
+        """(B, 3, 64, 64) in [0, 1] -> (B, 1000) float32 features for k-NN and linear probes (FEATURE_DESIGN)."""
+        design = self.feature_design
+        if self.needs_feature_statistics and not bool(self.feature_statistics_fitted):
+            raise RuntimeError(
+                "ImageEncoder.get_features: this feature design uses statistics of the training images "
+                f"(centre={design.centre}, whiten={design.whiten}), but this model has none: it was neither loaded "
+                "from weights exported by the kit nor fitted. Fit them with "
+                "utils.features.fit_feature_statistics(model, train_images), or load final_model.safetensors.")
+        buffers = dict(self.named_buffers())
+        means = [buffers[f"feature_mean_{p}"] for p in design.parts] if design.centre else None
+        whiteners = [buffers[f"feature_whitener_{p}"] for p in design.parts] if design.whiten is not None else None
+        return design_features(self.design_parts(x), means=means, whiteners=whiteners, scale=design.scale,
+                               out_dim=self.feature_dim)
 
     def forward(self, x: torch.Tensor):
         """(B, 3, H, W) in [0, 1] -> (features (B, 1000), projection (B, 128))."""

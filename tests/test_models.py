@@ -33,7 +33,7 @@ def test_models_py_imports_only_torch_and_stdlib():
             roots |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             roots.add((node.module or "").split(".")[0])
-    assert roots <= {"torch", "torchvision", "math", "__future__"}, roots
+    assert roots <= {"torch", "torchvision", "math", "dataclasses", "__future__"}, roots
 
 
 @pytest.mark.parametrize("arch", ["tiny", "small"])
@@ -49,13 +49,16 @@ def test_get_features_shape_scale_and_forward(arch):
     assert h.shape == (4, 1000) and z.shape == (4, 128) and small_h.shape == (4, 1000)
 
 
-def test_raw_feature_option():
-    model = ImageEncoder("tiny", feature_norm="none").eval()
+def test_the_reference_design_is_the_normalised_feature_layer():
+    """FeatureDesign() (the feature layer, L2-normalised, times sqrt(1000)) is the design the study compares
+    every other one with: the pooled last stage through the feature layer."""
+    model = ImageEncoder("tiny", feature_design=models.FeatureDesign()).eval()
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(model.get_features(x), model.embed(x))
-    with pytest.raises(ValueError, match="feature_norm"):
-        ImageEncoder("tiny", feature_norm="l3")
+        expected = torch.nn.functional.normalize(model.embed(x), dim=1) * math.sqrt(1000)
+        torch.testing.assert_close(model.get_features(x), expected)
+        parts = model.feature_parts(x)
+        torch.testing.assert_close(parts["stage4"], model.backbone(model.normalize_input(x)))
     with pytest.raises(ValueError, match="unknown arch"):
         ImageEncoder("resnet50")
 

@@ -103,27 +103,40 @@ def export_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] 
     return Path(path)
 
 
-def load_weights_strict(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    """Load a safetensors file into `model` the way the grader does (strict), with a readable error that
-    lists missing keys, unexpected keys and shape mismatches."""
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, with a CheckpointError naming the file when it is missing or unreadable."""
     path = Path(path)
     try:
-        weights = load_file(path)
+        return load_file(path)
     except FileNotFoundError as error:
         raise CheckpointError(f"weights file {path} not found.") from error
     except Exception as error:
         raise CheckpointError(f"weights file {path} is not a readable safetensors file ({type(error).__name__}: "
                               f"{error}). Is it truncated? Re-export it.") from error
+
+
+def load_weights_strict(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load a safetensors file into `model` the way the grader does (strict), with a readable error that
+    lists missing keys, unexpected keys and shape mismatches (and, for a file made before get_features needed
+    the training statistics, the command that adds them)."""
+    from utils.features import missing_statistics_message
+
+    path = Path(path)
+    weights = read_weights_file(path)
+    missing = [k for k in model.state_dict() if k not in weights]
     problems = weight_mismatches(model, weights)
     if problems:
-        raise CheckpointError(f"weights file {path} does not match {type(model).__name__}: " + "; ".join(problems))
+        hint = missing_statistics_message(path, missing) if len(problems) == 1 else None
+        raise CheckpointError(hint or f"weights file {path} does not match {type(model).__name__}: "
+                              + "; ".join(problems))
     model.load_state_dict(weights, strict=True)
     return model
 
 
-def weight_mismatches(model: torch.nn.Module, weights: dict[str, torch.Tensor], limit: int = 8) -> list[str]:
-    """Human-readable differences between a model's state dict and a dict of tensors (empty if they match)."""
-    expected = model.state_dict()
+def weight_mismatches(model, weights: dict[str, torch.Tensor], limit: int = 8) -> list[str]:
+    """Human-readable differences between a model's state dict (or a dict of tensors) and a dict of tensors
+    (empty if they match)."""
+    expected = model if isinstance(model, dict) else model.state_dict()
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
     shapes = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}"

@@ -1,0 +1,337 @@
+"""Which `get_features`? A feature-design study on saved weights, under the grader's exact protocol.
+
+The grade is the accuracy of Euclidean 5-NN and of LogisticRegression(max_iter=1000) (lbfgs, C=1, unscaled) on
+whatever `get_features` returns, on classes the encoder never saw. This script asks which deterministic
+function of the trained weights serves those probes best, without retraining:
+
+    python benchmarks/features.py cache --weights final_model.safetensors --data-dir .data/tiny64 \\
+        --ood-dirs .data/tiny64-ood0 ... .data/tiny64-ood4 --cache .data/features-cache/shipped
+    python benchmarks/features.py sweep --cache .data/features-cache/shipped --out benchmarks/results
+    python benchmarks/features.py --tiny        # both steps on generated data in seconds (used by the tests)
+
+1. `cache` encodes every image once (and its horizontal mirror) and stores the pooled output of every stage
+   and the feature layer (`ImageEncoder.feature_parts`). Sets: a training subset that supplies the statistics
+   (every 5th training image: the training mean and covariance, never anything from OOD data), val, the
+   public OOD draws, and optionally the whole training set for the ID probes of the finalists.
+2. `sweep` evaluates candidate designs on the cached parts with scikit-learn's probes, exactly the grader's.
+   A design is `models.FeatureDesign`: which parts, centring by the training mean, an optional shrunk
+   whitening, per-part L2 normalisation, averaging with the mirrored image, and the overall scale; the
+   dimensions are zero-padded to 1000 (a zero column changes no distance and gets a zero weight under L2).
+
+Settings each design is measured on:
+- OOD public draws 0-4 (`build.py --ood-draw K`): the course's RandomState(42) 80/20 split of 50 classes x 50.
+- 100-way few-shot: the ID val images (100 classes x 50) under the same 80/20 split: more classes than one
+  draw, so that the choice holds as the number of classes grows (the course's OOD sets are 200-way).
+- ID (fit on the whole training set, score on val) for the finalists only: minutes per logistic regression.
+
+SELECTION RULE, written before the sweep and not changed after it:
+    score = 0.5 * mean over draws 0-4 of (k-NN + linear) / 2  +  0.5 * few-shot-100 (k-NN + linear) / 2
+  Stage A evaluates every structure (parts x centring/whitening x mirror) at the reference scale sqrt(1000)
+  (features of unit root-mean-square per dimension, today's choice). Stage B sweeps the scale for the three
+  best structures of stage A. The winner is the best stage-B score; when two designs are within 0.1 points,
+  the simpler one wins (fewer parts, then no whitening, then no centring, then no mirror). ID val alone never
+  decides.
+Every candidate is written to the results JSON (with the lbfgs iterations and whether they converged), with
+the device, commit and set sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import common  # noqa: F401  (puts the checkout on sys.path)
+from models import ARCH, FeatureDesign, ImageEncoder, design_features
+from utils import probes
+from utils.checkpoint import load_weights_strict
+from utils.data import load_npz, load_splits
+from utils.provenance import provenance
+from utils.synthetic import DataSpec
+
+PART_NAMES = ("stage1", "stage2", "stage3", "stage4", "feature_layer")
+STATS_EVERY = 5                 # the statistics subset: every 5th training image (100 per class of 500)
+REFERENCE_SCALE = 1000 ** 0.5   # today's: unit root-mean-square per dimension
+SCALES = (REFERENCE_SCALE / 4, REFERENCE_SCALE / 2, REFERENCE_SCALE, REFERENCE_SCALE * 2, REFERENCE_SCALE * 4,
+          REFERENCE_SCALE * 8)
+# Which pooled outputs a design reads (stage A). "feature_layer" is today's get_features.
+PART_SETS = (("feature_layer",), ("stage4",), ("stage3",), ("stage4", "stage3"), ("stage4", "stage3", "stage2"),
+             ("stage4", "stage3", "stage2", "stage1"))
+TINY_PART_SETS = (("feature_layer",), ("stage4", "stage3"))   # --tiny: 2 x 2 x 2 designs, then 2 scales
+TINY_SCALES = (REFERENCE_SCALE, REFERENCE_SCALE * 4)
+TINY_SPEC = DataSpec(id_classes=5, train_per_class=30, val_per_class=20, ood_classes=5, ood_per_class=20)
+# (centre, whitening shrinkage) pairs: none; centring; centring + shrunk whitening.
+CENTRINGS = ((False, None), (True, None), (True, 0.5))
+
+
+class _AllParts(torch.nn.Module):
+    """Wraps an encoder so that `probes.encode_images` (the grader's image conversion) returns every part:
+    get_features(x) -> (B, sum of part dims), the parts in PART_NAMES order, of x or of its mirror image."""
+
+    def __init__(self, model: ImageEncoder, mirrored: bool):
+        super().__init__()
+        self.model, self.mirrored = model, mirrored
+
+    def get_features(self, x: torch.Tensor) -> torch.Tensor:
+        parts = self.model.feature_parts(x.flip(-1) if self.mirrored else x)
+        return torch.cat([parts[name] for name in PART_NAMES], dim=1)
+
+
+def part_dims(model: ImageEncoder) -> dict[str, int]:
+    with torch.no_grad():
+        parts = model.eval().feature_parts(torch.zeros(1, 3, 64, 64))
+    return {name: parts[name].shape[1] for name in PART_NAMES}
+
+
+def cache_set(model: ImageEncoder, images: np.ndarray, labels: np.ndarray, path: Path, progress: bool) -> None:
+    """Encode `images` and their mirrors once; save every part as float32 arrays `<part>` and `mirror_<part>`."""
+    if path.is_file():
+        print(f"cached already: {path}")
+        return
+    dims = part_dims(model)
+    arrays = {"labels": np.asarray(labels)}
+    for mirrored in (False, True):
+        start = time.perf_counter()
+        flat = probes.encode_images(_AllParts(model, mirrored), images, progress=progress).numpy()
+        offset = 0
+        for name in PART_NAMES:
+            arrays[("mirror_" if mirrored else "") + name] = flat[:, offset:offset + dims[name]]
+            offset += dims[name]
+        print(f"{path.name}: {len(images)} images{' (mirrored)' if mirrored else ''} in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def cmd_cache(args) -> None:
+    model = ImageEncoder(args.arch)
+    load_weights_strict(model, args.weights)
+    model.eval()
+    cache = Path(args.cache)
+    splits = load_splits(args.data_dir)
+    train = splits["train"]
+    rows = np.arange(0, len(train), STATS_EVERY)
+    cache_set(model, train.images[rows], train.labels[rows], cache / "stats.npz", args.progress)
+    cache_set(model, splits["val"].images, splits["val"].labels, cache / "val.npz", args.progress)
+    for k, folder in enumerate(args.ood_dirs):
+        ood = load_npz(Path(folder) / "ood.npz")
+        cache_set(model, ood.images, ood.labels, cache / f"ood{k}.npz", args.progress)
+    if args.full_train:
+        cache_set(model, train.images, train.labels, cache / "train.npz", args.progress)
+    meta = {"weights": str(args.weights), "arch": args.arch, "data_dir": str(args.data_dir),
+            "ood_dirs": [str(d) for d in args.ood_dirs], "stats_rows": f"every {STATS_EVERY}th training image"}
+    (cache / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sweep
+# ----------------------------------------------------------------------------------------------------------
+
+def load_cache(path: Path) -> dict[str, torch.Tensor]:
+    with np.load(path) as data:
+        return {key: torch.from_numpy(data[key]) for key in data.files}
+
+
+def statistics_for(stats_set: dict, design: FeatureDesign) -> dict:
+    """Training mean (and shrunk whitening) of each part the design reads, from the statistics subset, as
+    `design_features` takes them. Computed on the mirror-averaged parts when the design averages mirrors."""
+    means, whiteners = [], []
+    for name in design.parts:
+        x = _maybe_mirror_average(stats_set, name, design.mirror).double()
+        means.append(x.mean(dim=0).float())
+        if design.whiten is not None:
+            whiteners.append(_shrunk_whitener(x, design.whiten).float())
+    return {"means": means if design.centre else None, "whiteners": whiteners if design.whiten is not None else None}
+
+
+def _shrunk_whitener(x: torch.Tensor, shrink: float) -> torch.Tensor:
+    """(N, d) -> (d, d) W with W^T C W ~ I for C = (1 - shrink) * Cov + shrink * mean(diag) * I."""
+    centred = x - x.mean(dim=0)
+    cov = centred.T @ centred / (len(x) - 1)
+    target = cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
+    shrunk = (1 - shrink) * cov + shrink * target
+    eigenvalues, eigenvectors = torch.linalg.eigh(shrunk)
+    return eigenvectors @ torch.diag(eigenvalues.clamp_min(1e-12).rsqrt()) @ eigenvectors.T
+
+
+def _maybe_mirror_average(cached: dict, name: str, mirror: bool) -> torch.Tensor:
+    return (cached[name] + cached["mirror_" + name]) / 2 if mirror else cached[name]
+
+
+def features_of(cached: dict, design: FeatureDesign, stats: dict) -> torch.Tensor:
+    parts = [_maybe_mirror_average(cached, name, design.mirror) for name in design.parts]
+    return design_features(parts, means=stats["means"], whiteners=stats["whiteners"], scale=design.scale)
+
+
+def exact_protocol(train, val, ood) -> dict:
+    """probes.evaluate_protocol with scikit-learn's probes (exactly the grader's), as a plain dict."""
+    result = probes.evaluate_protocol(train, val, ood, fast=False, progress=False)
+    return {"id_knn": result.id_knn, "id_linear": result.id_linear, "ood_knn": result.ood_knn,
+            "ood_linear": result.ood_linear, "ood_draws": result.ood_draws, "lbfgs_iter": result.lbfgs_iter,
+            "converged": result.converged, "seconds": {k: round(v, 2) for k, v in result.seconds.items()}}
+
+
+def evaluate_design(design: FeatureDesign, sets: dict, stats_set: dict, with_id: bool = False) -> dict:
+    """Every setting for one design: the OOD draws (mean and spread), fewshot100 (val under the 80/20 split),
+    and ID (fit on the whole training set, scored on val) when asked."""
+    stats = statistics_for(stats_set, design)
+    pair = lambda name: (features_of(sets[name], design, stats), sets[name]["labels"])  # noqa: E731
+    draws = [pair(name) for name in sorted(sets) if name.startswith("ood")]
+    result = {"design": design.as_dict()}
+    if with_id:
+        result["id"] = exact_protocol(pair("train"), pair("val"), draws)
+        result["ood"] = {k: v for k, v in result["id"].items() if not k.startswith("id_")}
+    else:
+        result["ood"] = exact_protocol(None, None, draws)
+    result["fewshot100"] = exact_protocol(None, None, pair("val"))
+    per_draw = result["ood"]["ood_draws"]
+    result["ood_mean"] = {p: result["ood"][f"ood_{p}"] for p in ("knn", "linear")}
+    result["ood_std"] = {p: float(np.std([d[f"ood_{p}"] for d in per_draw], ddof=1)) if len(per_draw) > 1 else 0.0
+                         for p in ("knn", "linear")}
+    result["score"] = selection_score(result)
+    return result
+
+
+def selection_score(result: dict) -> float:
+    """The rule in the module docstring: half the public-draw mean, half the 100-way few-shot setting."""
+    ood = (result["ood_mean"]["knn"] + result["ood_mean"]["linear"]) / 2
+    few = (result["fewshot100"]["ood_knn"] + result["fewshot100"]["ood_linear"]) / 2
+    return 0.5 * ood + 0.5 * few
+
+
+def simplicity(design: FeatureDesign) -> tuple:
+    """Smaller is simpler: fewer parts, then no whitening, no centring, no mirror (the tie-break of the rule)."""
+    return (len(design.parts), design.whiten is not None, design.centre, design.mirror)
+
+
+def pick_winner(results: list[dict], designs: list[FeatureDesign], tie: float = 0.1) -> int:
+    """Index of the winner: the best score, the simplest design among those within `tie` points of it."""
+    best = max(r["score"] for r in results)
+    close = [i for i, r in enumerate(results) if r["score"] >= best - tie]
+    return min(close, key=lambda i: (simplicity(designs[i]), -results[i]["score"]))
+
+
+def stage_a_designs(part_sets=PART_SETS, centrings=CENTRINGS, mirrors=(False, True)) -> list[FeatureDesign]:
+    return [FeatureDesign(parts=parts, centre=centre, whiten=whiten, mirror=mirror, scale=REFERENCE_SCALE)
+            for parts, (centre, whiten), mirror in itertools.product(part_sets, centrings, mirrors)]
+
+
+def cmd_sweep(args) -> dict:
+    cache = Path(args.cache)
+    sets = {p.stem: load_cache(p) for p in sorted(cache.glob("*.npz")) if p.stem != "stats"}
+    stats_set = load_cache(cache / "stats.npz")
+    meta = json.loads((cache / "meta.json").read_text()) if (cache / "meta.json").is_file() else {}
+    record = {"what": "feature-design study: candidate get_features designs under the grader's exact protocol "
+                      "(scikit-learn), on cached parts of saved weights",
+              **provenance("cpu"), "cache": str(cache), "cache_meta": meta,
+              "rule": "score = 0.5 * OOD draws mean of (kNN+linear)/2 + 0.5 * fewshot100 (kNN+linear)/2; stage A "
+                      "at scale sqrt(1000), stage B scales the best 3; ties within 0.1 -> simpler",
+              "sizes": {name: int(len(s["labels"])) for name, s in {**sets, "stats": stats_set}.items()},
+              "stage_a": [], "stage_b": [], "finalists": []}
+    out = Path(args.out) / f"features-{args.tag}.json"
+    eval_sets = {k: v for k, v in sets.items() if k != "train"}
+
+    def save():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1, default=str) + "\n")
+
+    designs_a = stage_a_designs(args.part_sets, args.centrings, args.mirrors)
+    for i, design in enumerate(designs_a):
+        record["stage_a"].append(evaluate_design(design, eval_sets, stats_set))
+        _print_row(f"A {i + 1}/{len(designs_a)}", record["stage_a"][-1])
+        save()
+    top = sorted(range(len(designs_a)), key=lambda i: -record["stage_a"][i]["score"])[:3]
+    designs_b = [FeatureDesign(**{**designs_a[i].as_dict(), "scale": s}) for i in top for s in args.scales]
+    for i, design in enumerate(designs_b):
+        same = [r for r in record["stage_a"] if r["design"] == design.as_dict()]
+        record["stage_b"].append(same[0] if same else evaluate_design(design, eval_sets, stats_set))
+        _print_row(f"B {i + 1}/{len(designs_b)}", record["stage_b"][-1])
+        save()
+    winner = designs_b[pick_winner(record["stage_b"], designs_b)]
+    record["winner"] = winner.as_dict()
+    baseline = FeatureDesign(parts=("feature_layer",), centre=False, whiten=None, mirror=False, scale=REFERENCE_SCALE)
+    record["baseline"] = baseline.as_dict()
+    if "train" in sets:     # the ID probes of the baseline and the winner: train -> val
+        for design in (baseline, winner):
+            record["finalists"].append(evaluate_design(design, sets, stats_set, with_id=True))
+            _print_row("final", record["finalists"][-1])
+            save()
+    save()
+    print(f"winner: {winner.as_dict()}\nwrote {out}")
+    return record
+
+
+def _print_row(label: str, r: dict) -> None:
+    d = r["design"]
+    what = f"{'+'.join(d['parts']):38s} centre={d['centre']!s:5} whiten={d['whiten']!s:4} mirror={d['mirror']!s:5} " \
+           f"scale={d['scale']:7.2f}"
+    few = r["fewshot100"]
+    iters = max(n for k in ("ood", "fewshot100", "id") if k in r for n in r[k]["lbfgs_iter"].values())
+    idpart = f" | ID {r['id']['id_knn']:.1f}/{r['id']['id_linear']:.1f}" if "id" in r else ""
+    print(f"{label:9s} {what} | OOD {r['ood_mean']['knn']:.1f}/{r['ood_mean']['linear']:.1f} | few100 "
+          f"{few['ood_knn']:.1f}/{few['ood_linear']:.1f}{idpart} | score {r['score']:.2f} | max iter {iters}",
+          flush=True)
+
+
+def run_tiny(out: Path) -> dict:
+    """Both steps in seconds on generated data: a tiny random-init encoder, two OOD folders (the same draw:
+    a smoke run of the machinery, not a measurement), two part sets and two scales."""
+    from utils.checkpoint import export_weights
+    from utils.synthetic import write_dataset
+
+    data_dir = out / "tiny_data"
+    if not (data_dir / "ood.npz").is_file():
+        write_dataset(data_dir, TINY_SPEC, seed=0, progress=False)
+    torch.manual_seed(0)
+    weights = export_weights(ImageEncoder("tiny"), out / "tiny_weights.safetensors", metadata={"arch": "tiny"})
+    cache = out / "tiny_cache"
+    cmd_cache(argparse.Namespace(weights=weights, arch="tiny", data_dir=data_dir, ood_dirs=[data_dir, data_dir],
+                                 cache=cache, full_train=True, progress=False))
+    return cmd_sweep(argparse.Namespace(cache=cache, tag="tiny", out=out, part_sets=TINY_PART_SETS,
+                                        centrings=CENTRINGS[::2], mirrors=(False, True), scales=TINY_SCALES))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="both steps on generated data in seconds (tests)")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or common.ROOT / "benchmarks" / "results"))
+    sub = parser.add_subparsers(dest="command", required=False)
+    cache = sub.add_parser("cache", help="encode the sets once and store every part")
+    cache.add_argument("--weights", type=Path, required=True)
+    cache.add_argument("--arch", default=ARCH)
+    cache.add_argument("--data-dir", type=Path, required=True, help="course-format folder (train/val.npz)")
+    cache.add_argument("--ood-dirs", nargs="+", type=Path, required=True, help="folders holding ood.npz, one a draw")
+    cache.add_argument("--cache", type=Path, required=True, help="folder for the cached parts")
+    cache.add_argument("--full-train", action="store_true", help="also cache the whole training set (ID probes)")
+    cache.add_argument("--no-progress", dest="progress", action="store_false")
+    sweep = sub.add_parser("sweep", help="evaluate the designs on a cache")
+    sweep.add_argument("--cache", type=Path, required=True)
+    sweep.add_argument("--tag", default="shipped")
+    sweep.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or common.ROOT / "benchmarks" / "results"))
+    args = parser.parse_args(argv)
+    if not args.tiny and args.command is None:
+        parser.error("give a command (cache or sweep), or --tiny")
+    if args.command == "sweep":
+        args.part_sets, args.centrings, args.mirrors, args.scales = PART_SETS, CENTRINGS, (False, True), SCALES
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)
+    if args.tiny:
+        run_tiny(Path(args.out))
+    elif args.command == "cache":
+        cmd_cache(args)
+    else:
+        cmd_sweep(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

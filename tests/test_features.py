@@ -1,0 +1,166 @@
+"""utils/features.py and models.FeatureDesign: what get_features computes, its training statistics, old files."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from models import FeatureDesign, ImageEncoder, design_features
+from utils import features, probes, submit
+from utils.checkpoint import CheckpointError, export_weights, load_weights_strict
+from utils.data import load_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+CENTRED = FeatureDesign(parts=("stage4", "stage3"), centre=True, whiten=None, mirror=True, scale=50.0)
+WHITENED = FeatureDesign(parts=("stage4",), centre=True, whiten=0.5, mirror=False, scale=20.0)
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def as_input(batch: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
+
+
+def test_design_features_rows_have_the_scale_and_parts_weigh_the_same():
+    a, b = torch.randn(6, 4) * 100, torch.randn(6, 3) * 0.01      # very different activation scales
+    h = design_features([a, b], scale=7.0, out_dim=10)
+    assert h.shape == (6, 10) and torch.all(h[:, 7:] == 0)             # zero-padded to out_dim
+    torch.testing.assert_close(h.norm(dim=1), torch.full((6,), 7.0))
+    torch.testing.assert_close(h[:, :4].norm(dim=1), h[:, 4:7].norm(dim=1))
+    with pytest.raises(ValueError, match="more than 5"):
+        design_features([a, b], scale=1.0, out_dim=5)
+
+
+def test_statistics_are_the_training_mean_of_the_mirror_averaged_parts():
+    torch.manual_seed(0)
+    model = ImageEncoder("tiny", feature_design=CENTRED).eval()
+    train = images(40)
+    features.fit_feature_statistics(model, train)
+    with torch.no_grad():
+        x = as_input(train)
+        parts, mirrored = model.feature_parts(x), model.feature_parts(x.flip(-1))
+    for name in CENTRED.parts:
+        expected = ((parts[name] + mirrored[name]) / 2).double().mean(dim=0).float()
+        torch.testing.assert_close(getattr(model, f"feature_mean_{name}"), expected, rtol=1e-5, atol=1e-6)
+    assert float(model.feature_statistics_fitted) == 1.0
+
+
+def test_mirror_design_gives_the_same_features_to_an_image_and_its_mirror():
+    model = features.fit_feature_statistics(ImageEncoder("tiny", feature_design=CENTRED).eval(), images(20))
+    x = as_input(images(5, seed=1))
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_features(x), model.get_features(x.flip(-1)), rtol=1e-4, atol=1e-4)
+        f = model.get_features(x)
+    torch.testing.assert_close(f.norm(dim=1), torch.full((5,), 50.0))
+
+
+def test_shrunk_whitening_maps_each_variance_to_its_shrunk_ratio():
+    """Along each eigenvector of the training covariance C (eigenvalue l), the whitened variance is
+    l / ((1 - s) l + s t), t = mean(diag C): at most 1 / (1 - s), and near 1 for the directions that dominate."""
+    model = features.fit_feature_statistics(ImageEncoder("tiny", feature_design=WHITENED).eval(), images(300))
+    (part,) = features.training_parts(model, images(300))
+    white = (part - model.feature_mean_stage4) @ model.feature_whitener_stage4
+    raw = torch.linalg.eigvalsh(torch.cov(part.T.double()))
+    t = torch.cov(part.T.double()).diagonal().mean()
+    expected = raw / (0.5 * raw + 0.5 * t)
+    torch.testing.assert_close(torch.linalg.eigvalsh(torch.cov(white.T.double())), expected.sort().values,
+                               rtol=1e-3, atol=1e-4)
+    assert expected.max() <= 2.0
+    with pytest.raises(ValueError, match="shrinkage"):
+        features.shrunk_whitener(part, 0.0)
+
+
+def test_a_design_with_statistics_refuses_to_run_without_them():
+    model = ImageEncoder("tiny", feature_design=CENTRED).eval()
+    with pytest.raises(RuntimeError, match="fit_feature_statistics"):
+        model.get_features(torch.rand(2, 3, 64, 64))
+
+
+def test_unknown_or_too_wide_parts_are_refused():
+    with pytest.raises(ValueError, match="parts must be some of"):
+        ImageEncoder("tiny", feature_design=FeatureDesign(parts=("stage9",)))
+    with pytest.raises(ValueError, match="more than 1000"):
+        ImageEncoder("tiny", feature_design=FeatureDesign(parts=("feature_layer", "stage4")))
+
+
+def test_statistics_travel_in_the_weights_file_and_load_strictly(tmp_path):
+    model = features.fit_feature_statistics(ImageEncoder("tiny", feature_design=CENTRED).eval(), images(30))
+    path = export_weights(model, tmp_path / "w.safetensors")
+    loaded = load_weights_strict(ImageEncoder("tiny", feature_design=CENTRED), path).eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.get_features(x), model.get_features(x))
+
+
+def test_a_file_without_statistics_names_the_command_that_adds_them(tiny_data_dir, tmp_path):
+    old = ImageEncoder("tiny", feature_design=FeatureDesign()).eval()     # a design with no statistics
+    path = export_weights(old, tmp_path / "old.safetensors", metadata={"arch": "tiny"})
+    with pytest.raises(CheckpointError, match=r"no feature statistics.*python -m utils\.features --weights"):
+        load_weights_strict(ImageEncoder("tiny", feature_design=CENTRED), path)
+
+    # the command adds them from the training images, the network weights unchanged
+    model = features.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
+    features.fit_feature_statistics(model, load_splits(tiny_data_dir)["train"].images)
+    fixed = export_weights(model, tmp_path / "fixed.safetensors")
+    reloaded = load_weights_strict(ImageEncoder("tiny", feature_design=CENTRED), fixed)
+    for key, value in old.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value), key
+
+
+def test_add_statistics_command_completes_an_old_file(tiny_data_dir, tmp_path):
+    if not models.ImageEncoder("tiny").needs_feature_statistics:
+        pytest.skip("the shipped feature design needs no statistics")
+    old = ImageEncoder("tiny", feature_design=FeatureDesign())
+    path = export_weights(old, tmp_path / "old.safetensors", metadata={"arch": "tiny"})
+    assert features.main(["--weights", str(path), "--data-dir", str(tiny_data_dir)]) == 0
+    load_weights_strict(ImageEncoder("tiny"), path)     # strict: every buffer is there now
+
+
+def test_periodic_probes_and_eval_py_compute_identical_features(tiny_data_dir, monkeypatch):
+    """The engine's probes and the pre-submission check go through the same get_features, with the same
+    statistics (the probes fit them on all training rows here; export does the same)."""
+    from utils.train import TrainConfig, prepare_data, probe_metrics
+
+    torch.manual_seed(0)
+    splits = load_splits(tiny_data_dir)
+    model = ImageEncoder("tiny").eval()
+    seen = []
+    real = probes.evaluate_protocol
+    monkeypatch.setattr(probes, "evaluate_protocol", lambda *sets, **kw: seen.append(sets) or real(*sets, **kw))
+    cfg = TrainConfig(arch="tiny", eval_max_train=0, eval_linear_iters=20)
+    probe_metrics(model, prepare_data(splits, torch.device("cpu")), cfg, torch.device("cpu"))
+
+    exported = ImageEncoder("tiny")
+    exported.load_state_dict(model.state_dict())
+    report = submit.Report(folder="memory", echo=False)
+    submit.run_protocol(report, exported.eval(), splits, fast=True, batch_size=64, progress=False)
+    assert report.ok, [c.line() for c in report.failures]
+    (train_a, val_a, ood_a), (train_b, val_b, ood_b) = seen
+    for a, b in ((train_a, train_b), (val_a, val_b), (ood_a, ood_b)):
+        torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-4)
+
+
+def test_feature_study_runs_in_a_tiny_configuration(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "features.py"), "--tiny", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "features-tiny.json").read_text())
+    assert len(record["commit"]) == 40 and record["device"] and record["sizes"]["stats"] > 0
+    assert len(record["stage_a"]) == 8 and record["stage_b"] and record["winner"]["parts"]
+    for row in record["stage_a"]:
+        assert 0 <= row["score"] <= 100
+        assert set(row["ood"]["lbfgs_iter"]) == {"ood_linear"} and isinstance(row["ood"]["converged"]["ood_linear"], bool)
+        assert row["fewshot100"]["ood_knn"] is not None
+    final = record["finalists"]
+    assert [f["design"] for f in final] == [record["baseline"], record["winner"]]
+    assert all(f["id"]["id_linear"] is not None and "id_linear" in f["id"]["lbfgs_iter"] for f in final)
+    assert math.isclose(final[1]["score"], max(r["score"] for r in record["stage_b"]), abs_tol=0.1 + 1e-9)

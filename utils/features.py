@@ -1,0 +1,160 @@
+"""The training-image statistics that `get_features` uses, fitted and stored inside the weights.
+
+`models.FEATURE_DESIGN` says what `ImageEncoder.get_features` computes (chosen by benchmarks/features.py).
+When the design centres or whitens the pooled parts, it needs their mean (and covariance) over the TRAINING
+images, never over the data it is evaluated on. They live in buffers of the model, so they travel inside
+final_model.safetensors and the grader's strict loading finds them. This module fits them:
+
+- `fit_feature_statistics(model, train_images)`: the training engine calls it before every periodic probe and
+  before exporting the weights, so a student's own run gets the same design with its own statistics.
+- `python -m utils.features --weights FILE --data-dir DIR`: adds them to a weights file made before the design
+  needed them (the network weights are not changed), the command that the loading errors name.
+
+    from utils.features import fit_feature_statistics
+    fit_feature_statistics(model, splits["train"].images)      # uint8 (N, 64, 64, 3), as in the npz files
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from models import ARCH, FeatureDesign, ImageEncoder
+
+# A command that adds the statistics to a weights file: named by every error about missing statistics.
+ADD_STATISTICS_COMMAND = "python -m utils.features --weights {weights} --data-dir <folder holding train.npz>"
+STATISTICS_PREFIXES = ("feature_mean_", "feature_whitener_", "feature_statistics_fitted")
+
+
+class PartsView(torch.nn.Module):
+    """An encoder seen through `probes.encode_images` (the grader's image conversion, eval mode, float32):
+    get_features(x) -> the named pooled parts of x (or of its mirror image), concatenated: (B, sum of dims)."""
+
+    def __init__(self, model: ImageEncoder, parts, mirrored: bool = False):
+        super().__init__()
+        self.model, self.parts, self.mirrored = model, tuple(parts), mirrored
+
+    def get_features(self, x: torch.Tensor) -> torch.Tensor:
+        parts = self.model.feature_parts(x.flip(-1) if self.mirrored else x)
+        return torch.cat([parts[name] for name in self.parts], dim=1)
+
+
+def shrunk_whitener(x: torch.Tensor, shrink: float) -> torch.Tensor:
+    """(N, d) samples -> (d, d) symmetric W = C^(-1/2) for C = (1 - shrink) * Cov(x) + shrink * mean(diag) * I.
+
+    Shrinkage towards a scaled identity keeps directions the training images barely vary along from being
+    blown up (their variance estimate is mostly noise); shrink=1 is a plain rescaling. Computed in float64."""
+    if not 0 < shrink <= 1:
+        raise ValueError(f"whitening shrinkage must be in (0, 1], got {shrink}")
+    x = x.double()
+    centred = x - x.mean(dim=0)
+    cov = centred.T @ centred / max(len(x) - 1, 1)
+    target = cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
+    eigenvalues, eigenvectors = torch.linalg.eigh((1 - shrink) * cov + shrink * target)
+    return eigenvectors @ torch.diag(eigenvalues.clamp_min(1e-12).rsqrt()) @ eigenvectors.T
+
+
+def feature_statistics(parts: list[torch.Tensor], design: FeatureDesign) -> dict:
+    """[(N, d_i)] training parts (already mirror-averaged when the design says so) -> {"means": [(d_i,)] or
+    None, "whiteners": [(d_i, d_i)] or None}, float32, as `models.design_features` takes them."""
+    means = [p.double().mean(dim=0).float() for p in parts] if design.centre else None
+    whiteners = [shrunk_whitener(p, design.whiten).float() for p in parts] if design.whiten is not None else None
+    return {"means": means, "whiteners": whiteners}
+
+
+def training_parts(model: ImageEncoder, images, *, batch_size: int = 256, progress: bool = False,
+                   device=None) -> list[torch.Tensor]:
+    """The parts the model's design reads, for uint8 images (N, 64, 64, 3): [(N, d_i)] float32 on the CPU,
+    averaged with the mirror images' parts when the design mirrors. Same image conversion as the grader's."""
+    from utils import probes   # here: utils.probes is the heavier module, and it never needs this one
+
+    design = model.feature_design
+    encode = lambda mirrored: probes.encode_images(PartsView(model, design.parts, mirrored), images,  # noqa: E731
+                                                   batch_size=batch_size, device=device, progress=progress)
+    flat = (encode(False) + encode(True)) / 2 if design.mirror else encode(False)
+    dims = [model.part_widths[name] for name in design.parts]
+    return list(torch.split(flat, dims, dim=1))
+
+
+def fit_feature_statistics(model: ImageEncoder, images, *, batch_size: int = 256, progress: bool = False,
+                           device=None) -> ImageEncoder:
+    """Set the model's feature-statistics buffers from training images (uint8 (N, 64, 64, 3)); a no-op for a
+    design that needs none. The model's train/eval mode is kept. Returns the model."""
+    if not model.needs_feature_statistics:
+        return model
+    if len(images) < 2:
+        raise ValueError(f"fit_feature_statistics: expected at least 2 training images, found {len(images)}")
+    design = model.feature_design
+    stats = feature_statistics(training_parts(model, images, batch_size=batch_size, progress=progress,
+                                              device=device), design)
+    buffers = dict(model.named_buffers())
+    for i, part in enumerate(design.parts):
+        if stats["means"] is not None:
+            buffers[f"feature_mean_{part}"].copy_(stats["means"][i])
+        if stats["whiteners"] is not None:
+            buffers[f"feature_whitener_{part}"].copy_(stats["whiteners"][i])
+    buffers["feature_statistics_fitted"].fill_(1.0)
+    return model
+
+
+def is_statistics_key(key: str) -> bool:
+    return key.startswith(STATISTICS_PREFIXES)
+
+
+def missing_statistics_message(path, missing: list[str]) -> str | None:
+    """The error for a weights file whose only missing keys are feature statistics (a file made before the
+    design needed them), naming the command that adds them; None when other keys are missing too."""
+    if not missing or not all(is_statistics_key(k) for k in missing):
+        return None
+    return (f"weights file {path} has no feature statistics ({', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}): it was made before get_features needed the training "
+            f"images' statistics (models.FEATURE_DESIGN). Add them, without changing the network weights: "
+            f"{ADD_STATISTICS_COMMAND.format(weights=path)}")
+
+
+def load_network_weights(model: ImageEncoder, path) -> ImageEncoder:
+    """Load a weights file that may lack the feature statistics (and only those); everything else strictly,
+    with checkpoint.load_weights_strict's error for any other difference."""
+    from utils.checkpoint import CheckpointError, read_weights_file, weight_mismatches
+
+    weights = read_weights_file(Path(path))
+    expected = {k: v for k, v in model.state_dict().items() if not is_statistics_key(k)}
+    problems = weight_mismatches(expected, {k: v for k, v in weights.items() if not is_statistics_key(k)})
+    if problems:
+        raise CheckpointError(f"weights file {path} does not match {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict({**model.state_dict(), **weights}, strict=True)
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.checkpoint import CheckpointError, export_weights
+    from utils.data import load_splits, resolve_data_dir
+
+    parser = argparse.ArgumentParser(description="Fit the training-image statistics that get_features uses and "
+                                     "store them in a weights file (the network weights are not changed).")
+    parser.add_argument("--weights", type=Path, required=True, help="safetensors file to complete")
+    parser.add_argument("--data-dir", default=None, help="folder holding train.npz (default: the kit's resolution)")
+    parser.add_argument("--arch", default=None, help="architecture (default: the file's metadata, else models.ARCH)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: replace --weights, "
+                        "atomically)")
+    args = parser.parse_args(argv)
+    from utils.submit import weights_metadata   # the file's recorded arch and metadata
+
+    try:
+        metadata = weights_metadata(args.weights)
+        model = load_network_weights(ImageEncoder(args.arch or metadata.get("arch", ARCH)), args.weights)
+    except (CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    train = load_splits(resolve_data_dir(args.data_dir))["train"]
+    fit_feature_statistics(model, train.images, progress=True)
+    out = export_weights(model, args.out or args.weights, metadata={**metadata, "feature_statistics":
+                                                                    f"{len(train)} images of {train.path}"})
+    print(f"wrote {out}: feature statistics from {len(train):,} training images ({train.path})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
