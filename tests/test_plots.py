@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from utils import plots
+from utils import environment, plots
 
 IDS = np.array([7, 312, 998, 45])   # arbitrary, non-contiguous class ids
 NAMES = {7: "goldfish, Carassius auratus", 312: "cricket", 998: "a very long class name that needs cutting",
@@ -39,6 +41,18 @@ def images_and_labels():
     labels = np.repeat(IDS, 10)
     images = rng.integers(0, 256, size=(len(labels), 64, 64, 3), dtype=np.uint8)
     return images, labels
+
+
+@pytest.fixture
+def without(monkeypatch):
+    """without("umap"): `import umap` raises ImportError, as in a kernel that lacks the package; no absence
+    announced yet (utils.environment announces each once per process)."""
+    monkeypatch.setattr(environment, "_announced", set())
+
+    def block(*modules):
+        for module in modules:
+            monkeypatch.setitem(sys.modules, module, None)
+    return block
 
 
 def assert_saved_png(folder, filename):
@@ -259,6 +273,35 @@ def test_embeddings_side_by_side(monkeypatch, tmp_path):
     assert_readable(fig)
 
 
+def test_embeddings_without_umap_show_tsne_only_and_say_why(monkeypatch, without, capsys, tmp_path):
+    without("umap")
+    calls = []
+
+    def fast_embed(features, method="tsne", seed=0):
+        calls.append(method)
+        return np.asarray(features)[:, :2]
+
+    monkeypatch.setattr(plots, "embed_2d", fast_embed)
+    rng = np.random.default_rng(0)
+    sets = {"validation (seen classes)": (rng.normal(size=(40, 8)), np.repeat(IDS, 10)),
+            "OOD (unseen classes)": (rng.normal(size=(40, 8)), np.repeat([3, 501, 77, 8], 10))}
+    fig = plots.plot_embeddings_side_by_side(sets, names=NAMES, save_to=tmp_path)
+    assert calls == ["tsne", "tsne"]
+    assert len(fig.axes) == 2 and all("t-SNE" in ax.get_title() for ax in fig.axes)
+    install = environment.install_command("umap-learn")
+    assert f"UMAP not shown: umap-learn cannot be imported (`{install}`)" in fig._suptitle.get_text()
+    printed = capsys.readouterr().out
+    assert "note: umap-learn cannot be imported" in printed and "t-SNE only" in printed and install in printed
+    assert_saved_png(tmp_path, "embeddings_tsne_umap.png")
+    assert_readable(fig)
+
+
+def test_embed_2d_umap_without_umap_names_the_install_command(without):
+    without("umap")
+    with pytest.raises(ImportError, match=r"%pip install --user umap-learn==.*method='tsne'"):
+        plots.embed_2d(np.random.default_rng(0).normal(size=(20, 4)), method="umap")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 7. Confusion
 
@@ -279,8 +322,11 @@ def test_most_confused_classes_start_with_the_most_confused_pair():
     assert len(plots.most_confused_classes(true, true, k=3)) == 3   # no errors: most frequent classes
 
 
+@pytest.mark.parametrize("seaborn", ["installed", "missing"])
 @pytest.mark.parametrize("names", [NAMES, None])
-def test_confusion_top(names, tmp_path):
+def test_confusion_top(names, seaborn, without, capsys, tmp_path):
+    if seaborn == "missing":   # drawn with plain matplotlib: the same labels, cells and colorbar
+        without("seaborn")
     true, pred = confused_predictions()
     fig = plots.plot_confusion_top(true, pred, names=names, k=3, save_to=tmp_path)
     assert_saved_png(tmp_path, "confusion_top.png")
@@ -291,6 +337,9 @@ def test_confusion_top(names, tmp_path):
     assert rows[:2] == expected and cols[:2] == expected and cols[-1] == "other classes"
     annotations = [t.get_text() for t in ax.texts]
     assert "60" in annotations and "40" in annotations   # 312 row: 12/20 -> 998, 8/20 correct
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "% of the true class's images"   # the colorbar
+    announced = "note: seaborn cannot be imported" in capsys.readouterr().out
+    assert announced == (seaborn == "missing")
     assert_readable(fig)
 
 
@@ -360,6 +409,22 @@ def test_widgets_available(monkeypatch):
     assert plots.widgets_available()
     monkeypatch.setenv(plots.STATIC_WIDGETS_ENV, "1")
     assert not plots.widgets_available()
+
+
+def test_widgets_unavailable_in_a_kernel_without_ipywidgets_is_announced(monkeypatch, without, capsys):
+    import IPython
+
+    class ZMQInteractiveShell:
+        pass
+
+    monkeypatch.delenv(plots.STATIC_WIDGETS_ENV, raising=False)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
+    without("ipywidgets")
+    assert not plots.widgets_available()
+    assert "note: ipywidgets cannot be imported" in capsys.readouterr().out
+    fig = plots.neighbour_explorer(np.zeros((10, 64, 64, 3), np.uint8), np.random.default_rng(0).normal(size=(10, 4)),
+                                   np.repeat([1, 2], 5), k=3)
+    assert isinstance(fig, Figure)   # the static explorer
 
 
 def test_explorer_is_a_static_figure_without_widget_front_end(images_and_labels, monkeypatch, tmp_path):

@@ -12,16 +12,33 @@
     submit.py     assemble and check the submission folder (eval.py is its command line)
     provenance.py device, commit and date recorded with every measured figure
     demo.py       `make demo`: the notebook executed headless, then eval.py, then a results record
+    environment.py  the kernel's Python, torch, GPU and packages (the notebook's first cell); optional imports
+    progress.py   progress bars: tqdm, quiet in logs, or a plain printed line without tqdm
 
 The course's names are importable from here, with the course's signatures and behaviour, so a notebook
 written for the course runs unchanged:
 
     from utils import ImageDatasetNPZ, default_transform, extract_features_and_labels, run_knn_probe, \
         run_linear_probe, seed_all
+
+They are imported on first use: `import utils` itself imports nothing heavy, so that the notebook's first
+cell (utils.environment.check_environment) runs even in a kernel that lacks torch, and says so.
 """
-from utils.data import ImageDatasetNPZ, default_transform, load_splits, ood_split, resolve_data_dir
-from utils.probes import extract_features_and_labels, run_knn_probe, run_linear_probe
-from utils.train import seed_all
+import importlib
+
+# name -> the module that defines it
+_LAZY = {"ImageDatasetNPZ": "utils.data", "default_transform": "utils.data", "load_splits": "utils.data",
+         "ood_split": "utils.data", "resolve_data_dir": "utils.data", "extract_features_and_labels": "utils.probes",
+         "run_knn_probe": "utils.probes", "run_linear_probe": "utils.probes", "seed_all": "utils.train"}
 
 __all__ = ["ImageDatasetNPZ", "default_transform", "extract_features_and_labels", "run_knn_probe",
            "run_linear_probe", "seed_all", "load_splits", "ood_split", "resolve_data_dir"]
+
+
+def __getattr__(name: str):
+    """The course's names, imported from their module on first use (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'utils' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value   # later lookups skip this function
+    return value

@@ -16,7 +16,6 @@ as the value of the cell (or with `display(fig)`), not a second time when pyplot
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+from utils.environment import in_jupyter_kernel, install_command, optional_import, try_import
 
 # ----------------------------------------------------------------------------------------------------------
 # Style
@@ -374,9 +375,10 @@ def embed_2d(features, method: str = "tsne", seed: int = 0, **options) -> np.nda
     """2-D coordinates (N, 2) float32 of features (N, D) (numpy or torch) with t-SNE or UMAP.
 
     Features with D > 50 are first reduced to 50 dimensions with PCA (much faster, same picture).
-    t-SNE: sklearn, perplexity min(30, (N - 1) / 3), PCA initialisation. UMAP: umap-learn, 15 neighbours.
-    Both seeded by `seed`; `options` go to sklearn's TSNE or umap's UMAP (e.g. max_iter=500 for a faster
-    t-SNE) and override the settings above."""
+    t-SNE: sklearn, perplexity min(30, (N - 1) / 3), PCA initialisation. UMAP: umap-learn, 15 neighbours
+    (an ImportError naming the install command when umap-learn cannot be imported). Both seeded by `seed`;
+    `options` go to sklearn's TSNE or umap's UMAP (e.g. max_iter=500 for a faster t-SNE) and override the
+    settings above."""
     method = str(method).lower()
     if method not in EMBED_METHODS:
         raise ValueError(f"embed_2d: unknown method {method!r}; use one of {sorted(EMBED_METHODS)}.")
@@ -398,9 +400,11 @@ def embed_2d(features, method: str = "tsne", seed: int = 0, **options) -> np.nda
         return TSNE(n_components=2, **settings).fit_transform(x).astype(np.float32)
 
     # Imported here: umap's first import compiles numba code (several seconds).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ImportWarning)   # "Tensorflow not installed; ParametricUMAP ..."
-        import umap
+    umap, reason = try_import("umap")
+    if umap is None:
+        raise ImportError(f"embed_2d: method 'umap' needs umap-learn, which cannot be imported ({reason}); "
+                          f"install it with `{install_command('umap-learn')}` and restart the kernel, "
+                          f"or use method='tsne'.")
     # n_jobs=1: a seeded UMAP runs single-threaded anyway; saying so avoids umap's warning about it.
     settings = {"n_neighbors": min(15, len(x) - 1), "random_state": seed, "n_jobs": 1, **options}
     return umap.UMAP(n_components=2, **settings).fit_transform(x).astype(np.float32)
@@ -485,12 +489,19 @@ def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | Non
 
     sets: {row title: (features (N, D), labels (N,)) or (features, labels, names of that set)}, e.g.
           {"validation (seen classes)": (val_f, val_y), "OOD (unseen classes)": (ood_f, ood_y)}.
-          Per-set names matter when two sets reuse the same ids for different classes."""
+          Per-set names matter when two sets reuse the same ids for different classes.
+
+    Without umap-learn the UMAP column is left out, with a printed note and a line in the figure's title
+    that say why (unless UMAP was the only method asked for: then embed_2d's ImportError)."""
     methods = [str(m).lower() for m in methods]
     for method in methods:
         if method not in EMBED_METHODS:
             raise ValueError(f"plot_embeddings_side_by_side: unknown method {method!r}; use one of "
                              f"{sorted(EMBED_METHODS)}.")
+    left_out = ""
+    if "umap" in methods and len(methods) > 1 and optional_import("umap") is None:
+        methods = [m for m in methods if m != "umap"]
+        left_out = f"\nUMAP not shown: umap-learn cannot be imported (`{install_command('umap-learn')}`)"
     fig = _new_figure(6.2 * len(methods) + 1.6, 5.2 * len(sets))
     axes = np.array(fig.subplots(len(sets), len(methods), squeeze=False))
     for row, (set_title, entry) in enumerate(sets.items()):
@@ -503,7 +514,7 @@ def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | Non
             ax = axes[row, col]
             _draw_embedding(ax, coords, labels[keep], set_names, max_classes, legend=col == len(methods) - 1)
             ax.set_title(f"{set_title}: {EMBED_METHODS[method]} ({len(keep)} points)", fontsize=TITLE_FONT - 1)
-    fig.suptitle("Feature space in 2-D: do classes form clusters, for seen and for unseen classes?",
+    fig.suptitle("Feature space in 2-D: do classes form clusters, for seen and for unseen classes?" + left_out,
                  fontsize=TITLE_FONT)
     return _finish(fig, save_to, filename)
 
@@ -537,11 +548,10 @@ def plot_confusion_top(true_labels, pred_labels, names: Mapping | None = None, k
                        filename: str = "confusion_top.png") -> Figure:
     """Confusion matrix restricted to the k most confused classes (most_confused_classes), as % of each true
     class's images (rows), annotated; a last column "other classes" holds the predictions outside the k, so
-    that each row sums to 100%.
+    that each row sums to 100%. Drawn with seaborn's heatmap, or with plain matplotlib (announced) without it.
 
     true_labels, pred_labels: (N,) class ids."""
-    import seaborn as sns   # imported here: only this figure needs it
-
+    sns = optional_import("seaborn")   # imported here: only this figure needs it
     true_labels = _to_numpy(true_labels).reshape(-1)
     pred_labels = _to_numpy(pred_labels).reshape(-1)
     classes = most_confused_classes(true_labels, pred_labels, k)
@@ -560,10 +570,14 @@ def plot_confusion_top(true_labels, pred_labels, names: Mapping | None = None, k
     fig = _new_figure(size + 1.5, size)
     ax = fig.subplots()
     tick_names = [class_name(c, names, 16) for c in classes]
-    sns.heatmap(percent, ax=ax, annot=annotations, fmt="", cmap="Blues", vmin=0, vmax=100,
-                annot_kws={"fontsize": MIN_FONT}, linewidths=0.5, linecolor="white",
-                xticklabels=tick_names + ["other classes"], yticklabels=tick_names,
-                cbar_kws={"label": "% of the true class's images"})
+    if sns is not None:
+        sns.heatmap(percent, ax=ax, annot=annotations, fmt="", cmap="Blues", vmin=0, vmax=100,
+                    annot_kws={"fontsize": MIN_FONT}, linewidths=0.5, linecolor="white",
+                    xticklabels=tick_names + ["other classes"], yticklabels=tick_names,
+                    cbar_kws={"label": "% of the true class's images"})
+    else:
+        _heatmap(ax, percent, annotations, tick_names + ["other classes"], tick_names,
+                 colorbar_label="% of the true class's images")
     ax.figure.axes[-1].yaxis.label.set_fontsize(FONT)
     ax.figure.axes[-1].tick_params(labelsize=MIN_FONT)
     ax.set_xlabel("predicted class", fontsize=FONT)
@@ -574,6 +588,26 @@ def plot_confusion_top(true_labels, pred_labels, names: Mapping | None = None, k
     ax.set_title(f"Confusions among the {len(classes)} most confused classes (row = true class, % of its images)",
                  fontsize=TITLE_FONT)
     return _finish(fig, save_to, filename)
+
+
+def _heatmap(ax, values, annotations, xticklabels, yticklabels, colorbar_label: str) -> None:
+    """seaborn's heatmap as the confusion figure uses it, in plain matplotlib: values (R, C) in 0..100 (NaN
+    blank) coloured with Blues, annotations (R, C) strings in each cell, white lines between cells, a
+    colorbar with colorbar_label."""
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0, vmax=100, aspect="auto")
+    for (row, col), text in np.ndenumerate(annotations):
+        if text:   # dark cells get white text, as seaborn does
+            color = "white" if values[row, col] > 60 else "black"
+            ax.text(col, row, text, ha="center", va="center", fontsize=MIN_FONT, color=color)
+    ax.set_xticks(np.arange(values.shape[1]), labels=xticklabels)
+    ax.set_yticks(np.arange(values.shape[0]), labels=yticklabels)
+    ax.set_xticks(np.arange(values.shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(values.shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.5)
+    ax.tick_params(which="minor", length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.figure.colorbar(image, ax=ax, label=colorbar_label)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -635,16 +669,10 @@ def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labe
 def widgets_available() -> bool:
     """True when widgets can be shown: inside a Jupyter (ZMQ) kernel with ipywidgets installed, unless the
     environment variable CS461_STATIC_WIDGETS is "1" (nbval runs and HTML exports, where a widget would
-    show as nothing)."""
-    if os.environ.get(STATIC_WIDGETS_ENV) == "1":
+    show as nothing). In a kernel without ipywidgets, prints once that the explorer is static."""
+    if os.environ.get(STATIC_WIDGETS_ENV) == "1" or not in_jupyter_kernel():
         return False
-    try:
-        from IPython import get_ipython
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
+    return optional_import("ipywidgets") is not None
 
 
 def nearest_neighbours(features: np.ndarray, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
