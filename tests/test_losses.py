@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.losses import (
-    LOSSES, epps_pulley_grid, get_loss, lejepa, lejepa_terms, nt_xent, sigreg, sigreg_null_level, vicreg,
-    vicreg_terms,
+    LOSSES, dino_cross_entropy, dino_teacher_probabilities, epps_pulley_grid, get_loss, lejepa, lejepa_terms, nt_xent,
+    sigreg, sigreg_null_level, vicreg, vicreg_terms,
 )
 
 
@@ -36,24 +36,63 @@ def noisy_views(views: int = 2, batch: int = 64, dim: int = 32, noise: float = 0
 # NT-Xent
 # ----------------------------------------------------------------------------------------------------------
 
-def naive_nt_xent(z: torch.Tensor, temperature: float) -> float:
+def naive_nt_xent(z: torch.Tensor, temperature: float, decoupled: bool = False) -> float:
     """Loop-by-loop NT-Xent in float64 straight from the definition: for each anchor and each of its
-    positives, -log exp(s(a, p) / t) / sum_{k != a} exp(s(a, k) / t); averaged over positives, then anchors."""
+    positives, -log exp(s(a, p) / t) / sum_{k != a} exp(s(a, k) / t); averaged over positives, then anchors.
+    decoupled (DCL): the denominator sums over the negatives only (k not a view of the anchor's image)."""
     views, batch, _ = z.shape
     flat = z.double().reshape(views * batch, -1)
     total = 0.0
     for a in range(views * batch):
         sims = [F.cosine_similarity(flat[a], flat[k], dim=0).item() / temperature for k in range(views * batch)]
-        denominator = sum(math.exp(s) for k, s in enumerate(sims) if k != a)
         positives = [k for k in range(views * batch) if k != a and k % batch == a % batch]
+        candidates = [k for k in range(views * batch) if k != a and not (decoupled and k in positives)]
+        denominator = sum(math.exp(sims[k]) for k in candidates)
         total += sum(-math.log(math.exp(sims[p]) / denominator) for p in positives) / len(positives)
     return total / (views * batch)
 
 
 @pytest.mark.parametrize("views", [2, 3])
-def test_nt_xent_matches_a_naive_reference(views):
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_nt_xent_matches_a_naive_reference(views, decoupled):
     z = noisy_views(views=views, batch=12, dim=8, noise=1.0, seed=1)
-    assert nt_xent(z, temperature=0.2).item() == pytest.approx(naive_nt_xent(z, 0.2), rel=1e-5)
+    assert nt_xent(z, temperature=0.2, decoupled=decoupled).item() == pytest.approx(
+        naive_nt_xent(z, 0.2, decoupled), rel=1e-5)
+
+
+def test_dcl_is_nt_xent_minus_the_positive_term_on_a_hand_computed_example():
+    # Two images, two views, unit vectors in the plane at known angles, temperature 0.5.
+    # Rows: a0 (image 0, view 0), a1 (image 1, view 0), b0 (image 0, view 1), b1 (image 1, view 1).
+    angle = {"a0": 0.0, "a1": math.pi / 2, "b0": math.pi / 3, "b1": math.pi}
+    unit = {k: (math.cos(v), math.sin(v)) for k, v in angle.items()}
+    z = torch.tensor([[unit["a0"], unit["a1"]], [unit["b0"], unit["b1"]]])      # (V=2, B=2, D=2)
+    t = 0.5
+    cos = lambda p, q: math.cos(angle[p] - angle[q])                               # noqa: E731
+    positive = {"a0": "b0", "b0": "a0", "a1": "b1", "b1": "a1"}
+    nt, dcl = 0.0, 0.0
+    for anchor in angle:
+        others = [k for k in angle if k != anchor]
+        negatives = [k for k in others if k != positive[anchor]]
+        pos = math.exp(cos(anchor, positive[anchor]) / t)
+        neg = sum(math.exp(cos(anchor, k) / t) for k in negatives)
+        nt += -math.log(pos / (pos + neg)) / 4
+        dcl += -math.log(pos / neg) / 4
+        # DCL = NT-Xent minus the positive's share of the denominator, anchor by anchor.
+        assert -math.log(pos / neg) == pytest.approx(-math.log(pos / (pos + neg)) - math.log(1 + pos / neg))
+    assert nt_xent(z, temperature=t).item() == pytest.approx(nt, rel=1e-6)
+    assert nt_xent(z, temperature=t, decoupled=True).item() == pytest.approx(dcl, rel=1e-6)
+    # The hand-computed numbers themselves (a0: positive at 60 degrees, negatives at 90 and 180 degrees):
+    # a0's DCL term is -cos(60)/t + log(exp(cos(90)/t) + exp(cos(180)/t)) = -1 + log(1 + e^-2).
+    assert -math.log(math.exp(cos("a0", "b0") / t) / (1 + math.exp(-2))) == pytest.approx(-1 + math.log(1 + math.exp(-2)))
+
+
+def test_dcl_is_below_nt_xent_and_needs_other_images():
+    z = noisy_views(views=3, batch=16, dim=8, seed=30)
+    assert nt_xent(z, decoupled=True) < nt_xent(z)           # the positives' share of the denominator is > 0
+    with pytest.raises(ValueError, match="decoupled=True needs negatives"):
+        nt_xent(torch.randn(3, 1, 4), decoupled=True)        # one image: no negatives at all
+    with pytest.raises(ValueError, match="decoupled must be True or False"):
+        nt_xent(z, decoupled=1)
 
 
 def test_nt_xent_is_invariant_to_rescaling():
@@ -223,11 +262,70 @@ def test_lejepa_invariance_is_zero_for_identical_views():
 
 
 # ----------------------------------------------------------------------------------------------------------
+# DINO: centred, sharpened teacher targets and the cross-entropy to the student's other views
+# ----------------------------------------------------------------------------------------------------------
+
+def test_dino_teacher_probabilities_are_centred_and_sharpened():
+    logits = torch.tensor([[[1.0, 0.0, -1.0]]])                                  # (G=1, B=1, K=3)
+    center = torch.tensor([0.5, 0.0, 0.0])
+    probs = dino_teacher_probabilities(logits, center, temperature=0.25)
+    expected = torch.softmax(torch.tensor([0.5, 0.0, -1.0]) / 0.25, dim=0)      # centred, then / temperature
+    torch.testing.assert_close(probs[0, 0], expected)
+    # A lower temperature sharpens: the top prototype takes more of the mass.
+    assert dino_teacher_probabilities(logits, center, temperature=0.1)[0, 0, 0] > probs[0, 0, 0]
+    # Centring by the logits themselves leaves a uniform target (what centring alone would collapse to).
+    torch.testing.assert_close(dino_teacher_probabilities(logits, logits[0, 0], temperature=0.1)[0, 0],
+                               torch.full((3,), 1 / 3))
+
+
+def test_dino_cross_entropy_matches_a_loop_over_view_pairs():
+    g = gen(31)
+    student, teacher = torch.randn(4, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g)   # V=4, G=2
+    targets = dino_teacher_probabilities(teacher, torch.zeros(5), temperature=0.04)
+    terms = []
+    for t_view in range(2):
+        for s_view in range(4):
+            if s_view == t_view:
+                continue                                   # a view never predicts its own target
+            for i in range(3):
+                log_p = torch.log_softmax(student[s_view, i].double() / 0.1, dim=0)
+                terms.append(-(targets[t_view, i].double() * log_p).sum().item())
+    assert dino_cross_entropy(student, targets, temperature=0.1).item() == pytest.approx(
+        sum(terms) / len(terms), rel=1e-5)
+    assert len(terms) == 2 * 3 * 3                          # 2 teacher views x 3 other views x 3 images
+
+
+def test_dino_cross_entropy_is_the_target_entropy_when_the_student_agrees():
+    probs = torch.softmax(torch.randn(2, 4, 6, generator=gen(32)), dim=-1)
+    student = torch.log(probs) * 0.1                        # softmax(student / 0.1) == probs
+    # Both views agree with both targets: each cross-entropy equals the entropy of the target.
+    same = torch.cat([probs[:1], probs[:1]])
+    entropy = -(same[0] * same[0].log()).sum(-1).mean()
+    assert dino_cross_entropy(torch.cat([student[:1], student[:1]]), same, temperature=0.1).item() == \
+        pytest.approx(entropy.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: dino_teacher_probabilities(torch.randn(2, 3), torch.zeros(3)), r"\(G, B, K\)"),
+    (lambda: dino_teacher_probabilities(torch.randn(1, 2, 3), torch.zeros(4)), "center must be"),
+    (lambda: dino_teacher_probabilities(torch.randn(1, 2, 3), torch.zeros(3), temperature=0.0), "temperature"),
+    (lambda: dino_cross_entropy(torch.randn(2, 3, 4), torch.rand(2, 3, 5)), "teacher_probs must be"),
+    (lambda: dino_cross_entropy(torch.randn(1, 3, 4), torch.rand(1, 3, 4)), "V >= 2"),
+    (lambda: dino_cross_entropy(torch.randn(2, 3, 4), torch.rand(3, 3, 4)), "G <= V"),
+    (lambda: dino_cross_entropy(torch.randn(2, 3, 4), torch.rand(1, 3, 4), temperature=-1.0), "temperature"),
+])
+def test_dino_pieces_validate_their_inputs(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+# ----------------------------------------------------------------------------------------------------------
 # All objectives: learning, precision, V > 2
 # ----------------------------------------------------------------------------------------------------------
 
 OBJECTIVES = {
     "ntxent": lambda z, g: nt_xent(z, temperature=0.2),
+    "dcl": lambda z, g: nt_xent(z, temperature=0.2, decoupled=True),
     "vicreg": lambda z, g: vicreg(z),
     "lejepa": lambda z, g: lejepa(z, lambd=0.05, num_slices=64, generator=g),
 }

@@ -4,6 +4,7 @@ Every objective takes `z` of shape (V, B, D): V >= 2 augmented views of the same
 (z[v, i] is view v of image i), and returns a 0-d tensor. Hyper-parameters are keyword-only and validated.
 
     ntxent   SimCLR's NT-Xent (Chen et al. 2020)                          nt_xent(z, temperature=0.1)
+      + DCL  decoupled (Yeh et al. 2022): no positive in the denominator  nt_xent(z, decoupled=True)
     vicreg   VICReg (Bardes, Ponce & LeCun 2022)                          vicreg(z, sim_weight=25, ...)
     lejepa   LeJEPA: invariance + SIGReg (Balestriero & LeCun 2025)        lejepa(z, lambd=0.05, ...)
 
@@ -11,6 +12,10 @@ Precision: the training loop calls these inside torch.autocast (bf16 on CUDA). S
 characteristic functions lose too much in bf16 (a bf16 cosine similarity has ~3 significant digits, and a
 temperature of 0.1 multiplies its error by 10), so every objective casts z to float32 and runs with autocast
 disabled. Gradients still flow back to the bf16 activations.
+
+DINO's self-distillation (Caron et al. 2021) needs a teacher network, so it is not a function of z alone: the
+pure pieces are here (dino_teacher_probabilities, dino_cross_entropy); the head, the teacher and the centre
+live in utils/dino.py, and the training engine runs them (loss="dino").
 
 Usage:
     loss_fn = get_loss("vicreg")
@@ -72,15 +77,26 @@ def _float32(device: torch.device):
 # NT-Xent (SimCLR)
 # ----------------------------------------------------------------------------------------------------------
 
-def nt_xent(z: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
+def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, decoupled: bool = False) -> torch.Tensor:
     """SimCLR's normalized temperature-scaled cross-entropy (Chen et al. 2020, "A Simple Framework for
-    Contrastive Learning of Visual Representations", eq. 1).
+    Contrastive Learning of Visual Representations", eq. 1), or its decoupled form (DCL).
 
     All V * B embeddings are L2-normalised; logits are cosine similarities / temperature (float32). For an
     anchor (view v of image i) the candidates are the other V * B - 1 embeddings; its positives are the V - 1
     other views of image i. The loss is the cross-entropy -log softmax(logits)[positive], averaged over the
     positives of each anchor, then over all anchors. For V = 2 that is exactly the standard NT-Xent over the
     2B embeddings (each anchor has one positive and 2B - 2 negatives).
+
+    decoupled=True is DCL (Yeh et al. 2022, "Decoupled Contrastive Learning", eq. 6): the denominator holds the
+    negatives only (the views of the other B - 1 images), so that for every anchor and positive p
+
+        DCL = -s(a, p) / t + log sum_{negatives n} exp(s(a, n) / t)
+            = NT-Xent - log(1 + sum_{positives q} exp(s(a, q) / t) / sum_{negatives n} exp(s(a, n) / t)),
+
+    i.e. NT-Xent minus the positive pairs' share of the denominator. The paper reports that this removes the
+    "negative-positive coupling" that makes NT-Xent need large batches (+4.8 points k-NN for SimCLR on
+    ImageNet-1k at batch 256), and no gain on CIFAR-10. Its values can be negative (it is bounded below by
+    -2 / t + log(V * (B - 1)): positives at similarity 1, every negative at -1).
 
     z: (V, B, D) any float dtype. Returns a 0-d float32 tensor. Invariant to rescaling z (cosine similarity).
     Its infimum is log(V - 1) (the V - 1 positives share the softmax mass; 0 for V = 2); random embeddings
@@ -89,21 +105,30 @@ def nt_xent(z: torch.Tensor, *, temperature: float = 0.1) -> torch.Tensor:
     Example:
         >>> z = torch.randn(2, 256, 128)
         >>> nt_xent(z, temperature=0.1)   # ~6.5 for random z: log(511) + 1 / (2 * 128 * 0.01)
+        >>> nt_xent(z, temperature=0.1, decoupled=True)   # ~6.5 too: one positive among 511 barely counts
     """
     views, batch, dim = _check_views(z, "nt_xent", min_batch=1)
     _check_positive("nt_xent", temperature=temperature)
+    if not isinstance(decoupled, bool):
+        raise ValueError(f"nt_xent: decoupled must be True or False, got {decoupled!r}")
     if views * batch < 3:
         raise ValueError(f"nt_xent: needs at least one negative (V * B >= 3), got z of shape {tuple(z.shape)}")
+    if decoupled and batch < 2:
+        raise ValueError(f"nt_xent: decoupled=True needs negatives from other images (B >= 2), got z of shape "
+                         f"{tuple(z.shape)}")
     with _float32(z.device):
         unit = F.normalize(z.float().reshape(views * batch, dim), dim=1)
         logits = unit @ unit.T / temperature                              # (VB, VB)
         n = views * batch
         is_self = torch.eye(n, dtype=torch.bool, device=z.device)
-        logits = logits.masked_fill(is_self, float("-inf"))              # an anchor is not its own candidate
-        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         image = torch.arange(n, device=z.device) % batch                  # row v * B + i holds image i
         is_positive = (image[:, None] == image[None, :]) & ~is_self
-        # masked_fill before the sum: the diagonal holds -inf, and -inf * 0 would be NaN.
+        # The denominator's candidates: every other embedding (NT-Xent), or the negatives only (DCL). An anchor
+        # is never its own candidate.
+        left_out = (is_self | is_positive) if decoupled else is_self
+        log_denominator = torch.logsumexp(logits.masked_fill(left_out, float("-inf")), dim=1, keepdim=True)
+        log_prob = logits - log_denominator
+        # masked_fill before the sum: only the positives count (and 0 * inf would be NaN).
         positive_log_prob = log_prob.masked_fill(~is_positive, 0.0).sum(dim=1) / (views - 1)
         return -positive_log_prob.mean()
 
@@ -300,6 +325,68 @@ def lejepa_terms(z: torch.Tensor, *, num_global: int = 2, num_slices: int = 256,
         invariance = (z - centres).square().mean()
         regulariser = sigreg(z, num_slices=num_slices, generator=generator)  # mean over views, shared slices
     return {"invariance": invariance, "sigreg": regulariser}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# DINO: self-distillation with a centred, sharpened teacher
+# ----------------------------------------------------------------------------------------------------------
+
+def dino_teacher_probabilities(teacher_logits: torch.Tensor, center: torch.Tensor, *,
+                               temperature: float = 0.04) -> torch.Tensor:
+    """The teacher's targets in DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision
+    Transformers", Algorithm 1): softmax((teacher_logits - center) / temperature) over the K prototypes.
+
+    Centring (subtracting a running mean of the teacher's logits) keeps one prototype from taking every image;
+    sharpening (a temperature below the student's) keeps the targets from going uniform. Together they avoid
+    the two collapses without negatives or a predictor.
+
+    teacher_logits: (G, B, K) the teacher's head outputs for the G global views (no gradient needed).
+    center: (K,) the running centre. Returns (G, B, K) float32 probabilities (rows sum to 1), detached.
+    """
+    if not isinstance(teacher_logits, torch.Tensor) or teacher_logits.ndim != 3:
+        shape = tuple(teacher_logits.shape) if isinstance(teacher_logits, torch.Tensor) else type(teacher_logits).__name__
+        raise ValueError(f"dino_teacher_probabilities: teacher_logits must be (G, B, K), got {shape}")
+    if not isinstance(center, torch.Tensor) or center.shape != teacher_logits.shape[-1:]:
+        raise ValueError(f"dino_teacher_probabilities: center must be ({teacher_logits.shape[-1]},), got "
+                         f"{tuple(center.shape) if isinstance(center, torch.Tensor) else type(center).__name__}")
+    _check_positive("dino_teacher_probabilities", temperature=temperature)
+    with _float32(teacher_logits.device):
+        return F.softmax((teacher_logits.detach().float() - center.float()) / temperature, dim=-1)
+
+
+def dino_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, *,
+                       temperature: float = 0.1) -> torch.Tensor:
+    """DINO's loss (Caron et al. 2021, eq. 3 and Algorithm 1): the cross-entropy from the teacher's targets on
+    each global view g to the student's prediction on every OTHER view v (global or local):
+
+        loss = mean over pairs (g, v), v != g, and images i of  -sum_k P_t[g, i, k] log softmax(s[v, i] / t)_k
+
+    student_logits: (V, B, K) the student's head outputs for all V views, the G global views first (as
+    augment.default_views orders them). teacher_probs: (G, B, K) from dino_teacher_probabilities, G <= V, and
+    at least one pair (V >= 2). Returns a 0-d float32 tensor; gradients reach the student only.
+    Its value is at least the teacher's entropy (0 for one-hot targets), about log(K) at initialisation.
+
+    Example:
+        >>> s, t = torch.randn(4, 8, 16), torch.randn(2, 8, 16)
+        >>> dino_cross_entropy(s, dino_teacher_probabilities(t, torch.zeros(16)), temperature=0.1)
+    """
+    if not isinstance(student_logits, torch.Tensor) or student_logits.ndim != 3:
+        raise ValueError(f"dino_cross_entropy: student_logits must be (V, B, K), got "
+                         f"{tuple(student_logits.shape) if isinstance(student_logits, torch.Tensor) else type(student_logits).__name__}")
+    views, batch, k = student_logits.shape
+    if not isinstance(teacher_probs, torch.Tensor) or teacher_probs.ndim != 3 or teacher_probs.shape[1:] != (batch, k):
+        raise ValueError(f"dino_cross_entropy: teacher_probs must be (G, {batch}, {k}) like the student's views, got "
+                         f"{tuple(teacher_probs.shape) if isinstance(teacher_probs, torch.Tensor) else type(teacher_probs).__name__}")
+    num_global = teacher_probs.shape[0]
+    if not 1 <= num_global <= views or views < 2:
+        raise ValueError(f"dino_cross_entropy: needs 1 <= G <= V and V >= 2 (a teacher view and another student "
+                         f"view), got G={num_global}, V={views}")
+    _check_positive("dino_cross_entropy", temperature=temperature)
+    with _float32(student_logits.device):
+        log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)         # (V, B, K)
+        cross = -torch.einsum("gbk,vbk->gvb", teacher_probs.float(), log_p)        # (G, V, B)
+        is_pair = ~torch.eye(num_global, views, dtype=torch.bool, device=log_p.device)  # v != g
+        return cross[is_pair].mean()
 
 
 # ----------------------------------------------------------------------------------------------------------
