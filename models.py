@@ -9,7 +9,9 @@ global average pooling, then a Linear 512 -> 1000 feature layer. The projector (
 by the self-supervised loss only. Why stride 2: the stride-1 stem of the best public student recipe
 ("resnet18": stages at 64, 32, 16, 8 px) costs 4x the FLOPs per image, and under a fixed GPU budget the
 extra epochs are worth more than the resolution (measured on Tiny ImageNet, benchmarks/README.md: at 3.5 min
-on an H100, the stride-2 recipe with multi-crop reached 39.6% OOD linear against 34.9%).
+on an H100, the stride-2 recipe with multi-crop reached 39.6% OOD linear against 34.9%). ARCHITECTURES also
+holds smaller ResNets for CPU runs and two Vision Transformers ("vit_tiny", "vit_small": 8x8 patches, mean
+pooling), selectable the same way (`ImageEncoder("vit_tiny")`, `arch=vit_tiny`).
 
 `get_features` and the grader's protocol. The grader feeds ToTensor images (floats in [0, 1], no mean/std
 normalisation), takes the raw `get_features` output, and runs a Euclidean 5-NN and a LogisticRegression with
@@ -41,6 +43,24 @@ ARCHITECTURES = {
     "small": dict(widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), stem_stride=1, proj_hidden=1024),
     "tiny": dict(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1), stem_stride=2, proj_hidden=512),
 }
+
+
+def vit_spec(embed_dim: int, depth: int, heads: int, patch: int = 8, mlp_ratio: int = 4,
+             proj_hidden: int = 2048) -> dict:
+    """An ARCHITECTURES entry for a ViTBackbone. `widths` (embed_dim four times) are the widths of the four
+    pooled parts (ImageEncoder.feature_parts' "stage1".."stage4"), as for the ResNets."""
+    return dict(kind="vit", embed_dim=embed_dim, depth=depth, heads=heads, patch=patch, mlp_ratio=mlp_ratio,
+                widths=(embed_dim,) * 4, proj_hidden=proj_hidden)
+
+
+# Vision Transformers (Dosovitskiy et al. 2021) at the sizes of DeiT-Ti and ViT-S (Touvron et al. 2021), with
+# 8x8 patches: a 64-px image is 64 tokens (8 x 8), a 32-px multi-crop view 16 (4 x 4). Forward FLOPs per 64-px
+# image (torch.utils.flop_counter, 2 per multiply-add, feature layer and projector included, attention counted
+# on its math path): vit_tiny 0.73 G (7.9 M parameters, projector included), vit_small 2.8 G (24.1 M),
+# against 1.1 G for resnet18_s2 and 4.4 G for resnet18 (14.0 M). Their training speed and their accuracy at an
+# equal GPU budget are not measured.
+ARCHITECTURES["vit_tiny"] = vit_spec(embed_dim=192, depth=12, heads=3)
+ARCHITECTURES["vit_small"] = vit_spec(embed_dim=384, depth=12, heads=6)
 
 # The architecture `ImageEncoder()` builds, i.e. what the grader instantiates. The weights file must come
 # from a model of this architecture (eval.py checks it; utils.submit sets this line in the submitted copy).
@@ -147,6 +167,113 @@ class ResNetBackbone(nn.Module):
         return pooled
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention. (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"ViT embed_dim must be divisible by heads, got embed_dim={dim}, heads={heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, N, d/h)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(LN(x)), then x + MLP(LN(x)) (GELU, hidden mlp_ratio * dim). (B, N, D) -> same.
+    Pre-norm (Xiong et al. 2020): the residual path stays an identity, which trains stably from scratch."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTBackbone(nn.Module):
+    """Vision Transformer for small images: patch x patch embedding (a strided convolution), learned position
+    embeddings, `depth` pre-norm blocks, a final LayerNorm, and the mean of the tokens.
+
+    (B, 3, H, W) -> (B, embed_dim). H and W must be multiples of `patch`. The position embeddings are learned for
+    the 64-px grid (8 x 8 tokens with patch 8); other grids (the 4 x 4 of 32-px multi-crop views) get them
+    resized by bicubic interpolation, as DINO does, so that a token keeps the code of the same relative place.
+
+    Pooling: the mean of the tokens, no class token. The ResNets average-pool too, so every architecture's
+    "stage" parts mean the same thing (the average over positions), and at 64 tokens the mean is what the plain
+    small-data ViT baselines use (Beyer et al. 2022, "Better plain ViT baselines"); whether a class token would
+    do better here is not measured.
+    """
+
+    def __init__(self, embed_dim: int = 192, depth: int = 12, heads: int = 3, patch: int = 8, mlp_ratio: int = 4,
+                 image_size: int = 64):
+        super().__init__()
+        if depth < 4:
+            raise ValueError(f"ViT depth must be >= 4 (four pooled parts of at least one block each), got {depth}")
+        if image_size % patch:
+            raise ValueError(f"ViT patch size must divide the image size {image_size}, got patch={patch}")
+        self.patch = patch
+        self.grid = image_size // patch
+        self.patch_embed = nn.Conv2d(3, embed_dim, patch, patch)
+        self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, self.grid, self.grid))   # (1, D, g, g)
+        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim)
+        # Block counts after which the four pooled parts are taken: the ends of the four quarters of the blocks.
+        self.stage_ends = tuple(depth * (i + 1) // 4 for i in range(4))
+        self.out_dim = embed_dim
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """ViT/DeiT's initialisation: truncated normal (std 0.02) for linear layers and position embeddings, zero
+        biases; LayerNorms at weight 1, bias 0 (PyTorch's default)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N, D) patch embeddings plus position embeddings, N = (H / patch) * (W / patch)."""
+        if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
+            raise ValueError(f"ViTBackbone: image sides must be multiples of the patch size {self.patch}, got "
+                             f"{tuple(x.shape[-2:])}")
+        x = self.patch_embed(x)                                                   # (B, D, H/p, W/p)
+        pos = self.pos_embed
+        if x.shape[-2:] != pos.shape[-2:]:
+            # antialias: a 4 x 4 grid then averages neighbouring positions instead of keeping every other one
+            pos = F.interpolate(pos.float(), size=x.shape[-2:], mode="bicubic", align_corners=False,
+                                antialias=True).to(pos.dtype)
+        return (x + pos).flatten(2).transpose(1, 2)                               # (B, N, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x).mean(dim=1)
+
+    def pooled_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> 4 x (B, embed_dim): the token mean after each quarter of the blocks, the last one
+        after the final LayerNorm (it equals forward(x))."""
+        x = self.tokens(x)
+        pooled = []
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if i in self.stage_ends[:3]:    # distinct block counts, as depth >= 4
+                pooled.append(x.mean(dim=1))
+        pooled.append(self.norm(x).mean(dim=1))
+        return pooled
+
+
 class ImageEncoder(nn.Module):
     """Self-supervised image encoder with the course's fixed interface.
 
@@ -169,7 +296,13 @@ class ImageEncoder(nn.Module):
         spec = {**ARCHITECTURES[arch], **overrides}
         self.arch = arch
         self.feature_design = design = FEATURE_DESIGN if feature_design is None else feature_design
-        self.backbone = ResNetBackbone(spec["widths"], spec["blocks"], spec["stem_stride"])
+        if spec.get("kind") == "vit":
+            # Every ViT part is embed_dim wide, also when embed_dim is overridden (small test configurations).
+            spec["widths"] = (spec["embed_dim"],) * 4
+            self.backbone = ViTBackbone(spec["embed_dim"], spec["depth"], spec["heads"], spec["patch"],
+                                        spec["mlp_ratio"], image_size=self.input_dim)
+        else:
+            self.backbone = ResNetBackbone(spec["widths"], spec["blocks"], spec["stem_stride"])
         proj_hidden = spec["proj_hidden"]
         self.feature_layer = nn.Linear(self.backbone.out_dim, self.feature_dim)
         self.projector = nn.Sequential(

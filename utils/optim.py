@@ -30,13 +30,27 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
+# Parameters without weight decay although they have more than one dimension: a ViT's learned position
+# embeddings (models.ViTBackbone.pos_embed) and a class token, if one is added. They are inputs added to the
+# tokens, not weights that mix features: decay would pull the position code towards zero, i.e. towards no
+# position information, at no gain in regularisation (DeiT and timm exclude them too).
+NO_DECAY_NAMES = ("pos_embed", "cls_token")
+
+
+def decays(name: str, p: torch.Tensor) -> bool:
+    """Whether the parameter `name` (as in named_parameters) gets weight decay: weights of convolutions and
+    linear layers do; biases, normalisation parameters (1-D) and NO_DECAY_NAMES do not."""
+    return p.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_DECAY_NAMES
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights of convolutions and linear layers get weight decay; biases and normalisation
-    parameters (1-D tensors) do not, and LARS does not adapt their step either (as in SimCLR/BYOL)."""
+    """Two groups: weights of convolutions and linear layers get weight decay; biases, normalisation
+    parameters (1-D tensors) and position embeddings (NO_DECAY_NAMES) do not, and LARS does not adapt their step
+    either (as in SimCLR/BYOL)."""
     decay, no_decay = [], []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            (decay if decays(name, p) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay, "lars_adapt": True},
             {"params": no_decay, "weight_decay": 0.0, "lars_adapt": False}]
 
