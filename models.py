@@ -15,13 +15,24 @@ pooling), selectable the same way (`ImageEncoder("vit_tiny")`, `arch=vit_tiny`).
 
 `get_features` and the grader's protocol. The grader feeds ToTensor images (floats in [0, 1], no mean/std
 normalisation), takes the raw `get_features` output, and runs a Euclidean 5-NN and a LogisticRegression with
-C=1 on unscaled features. Both are sensitive to feature scale and normalisation, so the model fixes them:
-- input normalisation happens inside the model (`(x - 0.5) / 0.25`), so training and grading see the same;
-- features are L2-normalised and multiplied by sqrt(1000) (`feature_norm="l2_scaled"`): Euclidean 5-NN on
-  unit vectors ranks neighbours by cosine similarity (the usual choice for self-supervised features), and the
-  sqrt(1000) factor gives each dimension a root-mean-square of 1, the scale at which an unscaled C=1 logistic
-  regression is neither starved by its L2 penalty (tiny features) nor unregularised (huge ones).
-  `feature_norm="none"` returns the raw feature layer output instead.
+C=1 on unscaled features, on classes the encoder never saw. So what get_features returns is designed for those
+two probes, not left to the training loss (input normalisation, `(x - 0.5) / 0.25`, is inside the model too):
+FEATURE_DESIGN below, chosen by benchmarks/features.py under the grader's exact protocol, by a rule written
+before the sweep (mean of OOD k-NN and linear over the public OOD draws 0-4 and a 100-way few-shot setting):
+- the average-pooled outputs of the last two stages (512 + 256 channels on resnet18_s2), not the feature layer:
+  the earlier stage carries the mid-level patterns that transfer to unseen classes, and the feature layer, a
+  linear map of the last stage to 1000 dimensions, is badly conditioned for the logistic regression;
+- each part L2-normalised, so both weigh the same whatever their activation scale, then concatenated and
+  zero-padded to 1000 (a zero column changes no distance and gets no weight under the L2 penalty);
+- averaged over the image and its mirror image (one forward of both), so neither probe depends on which way
+  an object faces;
+- every row of norm sqrt(1000) / 2: the scale is the logistic regression's C in disguise (k-NN ignores it);
+  the sweep preferred half the unit-per-dimension scale to it and to larger ones.
+Measured on the shipped weights (Tiny ImageNet, 50 unseen classes, mean of draws 0-4;
+benchmarks/results/features-shipped-resnet18_s2.json): OOD linear 40.6% -> 48.5%, OOD k-NN 35.5% -> 34.9%,
+lbfgs iterations 361 -> 145, against the previous design (the feature layer, L2-normalised, times sqrt(1000)).
+FeatureDesign can also centre and whiten the parts with training-set statistics (buffers fitted by the kit's
+utils/features.py and saved in the weights); the chosen design needs none.
 """
 from __future__ import annotations
 
@@ -110,8 +121,8 @@ def design_features(parts: list[torch.Tensor], *, means=None, whiteners=None, sc
 
 
 # What get_features computes: chosen by benchmarks/features.py (see the module docstring above).
-FEATURE_DESIGN = FeatureDesign(parts=("feature_layer",), centre=False, whiten=None, mirror=False,
-                               scale=math.sqrt(1000))
+FEATURE_DESIGN = FeatureDesign(parts=("stage4", "stage3"), centre=False, whiten=None, mirror=True,
+                               scale=math.sqrt(1000) / 2)
 
 
 class BasicBlock(nn.Module):

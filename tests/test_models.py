@@ -45,7 +45,7 @@ def test_get_features_shape_scale_and_forward(arch):
         h, z = model(x)
         small_h, _ = model(torch.rand(4, 3, 32, 32))       # multi-crop views
     assert f.shape == (4, 1000) and f.dtype == torch.float32 and torch.isfinite(f).all()
-    torch.testing.assert_close(f.norm(dim=1), torch.full((4,), math.sqrt(1000)))
+    torch.testing.assert_close(f.norm(dim=1), torch.full((4,), models.FEATURE_DESIGN.scale))   # the design's scale
     assert h.shape == (4, 1000) and z.shape == (4, 128) and small_h.shape == (4, 1000)
 
 

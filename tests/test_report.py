@@ -33,3 +33,18 @@ def test_real_data_row_matches_the_shipped_models_results_file():
     row = next(line for line in REPORT.splitlines() if line.startswith("| Tiny ImageNet"))
     quoted = [float(x) for x in re.findall(r"([\d.]+)%", row)]
     assert quoted == [round(x, 2) for x in expected], (quoted, expected)
+
+
+def test_feature_design_row_matches_the_feature_study():
+    """The report's row for the new get_features quotes the study's winner (OOD means over draws 0-4)."""
+    record = json.loads((ROOT / "benchmarks/results/features-shipped-resnet18_s2.json").read_text())
+    winner = next(f for f in record["finalists"] if f["design"] == record["winner"])
+    row = next(line for line in REPORT.splitlines() if line.startswith("| same weights, new `get_features`"))
+    quoted = [float(x) for x in re.findall(r"([\d.]+)%", row)]
+    assert quoted == [round(winner["ood_mean"]["knn"], 1), round(winner["ood_mean"]["linear"], 1)]
+
+
+def test_shipped_feature_design_is_the_studys_winner():
+    import models
+    record = json.loads((ROOT / "benchmarks/results/features-shipped-resnet18_s2.json").read_text())
+    assert models.FEATURE_DESIGN.as_dict() == record["winner"]

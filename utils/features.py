@@ -86,9 +86,13 @@ def fit_feature_statistics(model: ImageEncoder, images, *, batch_size: int = 256
         return model
     if len(images) < 2:
         raise ValueError(f"fit_feature_statistics: expected at least 2 training images, found {len(images)}")
+    parts = training_parts(model, images, batch_size=batch_size, progress=progress, device=device)
+    return set_feature_statistics(model, feature_statistics(parts, model.feature_design))
+
+
+def set_feature_statistics(model: ImageEncoder, stats: dict) -> ImageEncoder:
+    """Copy `feature_statistics`' output into the model's buffers and mark them fitted. Returns the model."""
     design = model.feature_design
-    stats = feature_statistics(training_parts(model, images, batch_size=batch_size, progress=progress,
-                                              device=device), design)
     buffers = dict(model.named_buffers())
     for i, part in enumerate(design.parts):
         if stats["means"] is not None:
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default=None, help="architecture (default: the file's metadata, else models.ARCH)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: replace --weights, "
                         "atomically)")
+    parser.add_argument("--max-images", type=int, default=0, help="fit on at most this many training images, "
+                        "spread over the set (default 0: all of them, as training's export does)")
     args = parser.parse_args(argv)
     from utils.submit import weights_metadata   # the file's recorded arch and metadata
 
@@ -148,11 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    from utils.train import probe_fit_rows      # the periodic probes' choice of rows spread over the set
+
     train = load_splits(resolve_data_dir(args.data_dir))["train"]
-    fit_feature_statistics(model, train.images, progress=True)
-    out = export_weights(model, args.out or args.weights, metadata={**metadata, "feature_statistics":
-                                                                    f"{len(train)} images of {train.path}"})
-    print(f"wrote {out}: feature statistics from {len(train):,} training images ({train.path})")
+    rows = probe_fit_rows(len(train), args.max_images)
+    fit_feature_statistics(model, train.images[rows], progress=True)
+    what = f"{len(rows)} of the {len(train)} training images of {train.path}"
+    out = export_weights(model, args.out or args.weights, metadata={**metadata, "feature_statistics": what})
+    print(f"wrote {out}: feature statistics from {what}")
     return 0
 
 
