@@ -37,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding models.py, final_model.safetensors, CS461_Assignment1.ipynb and "
                              "report.md (default: %(default)s; ~ and $HOME are expanded)")
     parser.add_argument("--data-dir", "-d", default=None,
-                        help=f"folder holding the npz files (default: {HUB_DATA_DIR} when it exists, else "
-                             f"$CS461_DATA_DIR, else ./cs461_assignment1_data)")
+                        help=f"folder holding the npz files (default, the notebook's order: $CS461_DATA_DIR "
+                             f"when set, else {HUB_DATA_DIR} when it exists, else ./cs461_assignment1_data)")
     parser.add_argument("--train-file", default="train.npz", help="training split file name (default: %(default)s)")
     parser.add_argument("--val-file", default="val.npz", help="validation split file name (default: %(default)s)")
     parser.add_argument("--ood-file", default="ood.npz", help="OOD split file name (default: %(default)s)")

@@ -22,7 +22,7 @@ import common  # noqa: F401  (puts the checkout on sys.path)
 from models import ARCH
 from speed import engine_runner, fresh_model
 from utils.provenance import provenance
-from utils.train import configure_backends
+from utils.device import configure_backends, pick_device
 
 # Kernel- or operator-name fragments -> the group they count towards (first match wins). On CUDA the names are
 # kernels' (cuDNN convolutions are "sm90_xmma_*_implicit_gemm_*"; the per-sample blur is a depthwise conv).
@@ -39,7 +39,8 @@ def group_of(name: str) -> str:
     return next((group for fragment, group in GROUPS if fragment in lowered), "other")
 
 
-ON_GPU = torch.cuda.is_available()
+DEVICE = pick_device("auto")
+ON_GPU = DEVICE.type == "cuda"
 
 
 def self_device_us(event) -> float:
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     arch = args.arch or ("tiny" if args.tiny else ARCH)
     batch = args.batch_size or (8 if args.tiny else 512)
     steps = args.steps or (2 if args.tiny else 10)
-    device = torch.device("cuda" if ON_GPU else "cpu")
+    device = DEVICE
     configure_backends(device)
     images = torch.randint(0, 256, (max(4 * batch, 64), 64, 64, 3), dtype=torch.uint8, device=device)
     model, optimizer = fresh_model(arch, device, ON_GPU)

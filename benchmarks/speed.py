@@ -39,7 +39,8 @@ from models import ARCH, ImageEncoder
 from utils import augment, losses, probes
 from utils.optim import build_optimizer
 from utils.provenance import provenance
-from utils.train import autocast_context, configure_backends, project_views, training_step
+from utils.device import configure_backends, pick_device
+from utils.train import autocast_context, project_views, training_step
 
 VARIANTS = ("course_pipeline", "engine", "engine_compiled", "ceiling")
 
@@ -276,7 +277,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device("auto")
     configure_backends(device)
     precision = "auto"                         # bf16 on CUDA, fp32 on the CPU, as the engine ships
     channels_last = device.type == "cuda"

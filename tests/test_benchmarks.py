@@ -77,13 +77,38 @@ def test_quality_tiny_averages_ood_draws(tmp_path):
 
 def test_recipes_are_valid_configs_and_overrides_apply():
     from models import ARCHITECTURES
-    for name in quality.RECIPES:
+    for name in quality.RECIPES:                               # utils/recipes.py's table (tests/test_recipes.py)
         assert quality.recipe_config(name, []).arch in ARCHITECTURES
     assert quality.recipe_config("student_baseline", []).arch == "resnet18"
     cfg = quality.recipe_config("student_baseline", ["lr=1e-3"])
     assert (cfg.lr, cfg.batch_size, cfg.temperature) == (1e-3, 1024, 0.1)
-    with pytest.raises(SystemExit, match="unknown recipe"):
+    with pytest.raises(ValueError, match="unknown recipe"):
         quality.recipe_config("nope", [])
+
+
+def test_quality_suite_tiny_writes_every_recipe_then_trains_the_winner(tmp_path):
+    """A suite in the tiny CPU configuration (two of its recipes, 2 views to keep it cheap): one results file
+    with a record per recipe (peak GPU memory "not measured" on the CPU), the winner by mean OOD accuracy, and a
+    longer run of the winner."""
+    data = tmp_path / "data"
+    write_dataset(data, DataSpec(id_classes=4, train_per_class=30, val_per_class=10, ood_classes=4, ood_per_class=20),
+                  seed=0, progress=False)
+    stdout = run_script("quality.py", "--tiny", "--suite", "recipes-1min", "--only", "shipped", "dino", "--data-dir",
+                        data, "--out", tmp_path, "--winner-until-min", "1", "--export", tmp_path / "winner.safetensors",
+                        "batch_size=16", "local_views=0")
+    record = only_json(tmp_path, "quality-suite-recipes-1min-tiny-*.json")
+    assert_provenance(record)
+    assert [r["recipe"] for r in record["recipes"]] == ["shipped", "dino"]
+    for r in record["recipes"]:
+        assert r["config"]["arch"] == "tiny" and r["config"]["local_views"] == 0 and r["epochs_reached"] == 1
+        assert r["peak_gpu_memory_gib"] is None and r["recipe_wall_s"] > 0        # null in JSON: not measured
+        assert 0 <= r["accuracies_percent"]["ood_linear"]["mean"] <= 100
+    assert record["recipes"][1]["config"]["loss"] == "dino"
+    scores = {r["recipe"]: quality.ood_score(r) for r in record["recipes"]}
+    assert record["winner"] == max(scores, key=scores.get)
+    assert record["winner_run"]["recipe"] == record["winner"] and record["winner_run"]["epochs_reached"] == 2
+    assert (tmp_path / "winner.safetensors").is_file()
+    assert "not measured" in stdout and f"winner: {record['winner']}" in stdout
 
 
 def test_mfu_and_peaks():

@@ -274,6 +274,30 @@ def test_models_py_importing_utils_fails_for_real(broken, data_dir):
     assert re.search(r"\n2 checks failed: models.py imports, models.py imports in isolation", process.stdout)
 
 
+def test_notebook_and_eval_agree_on_the_data_folder(tmp_path, monkeypatch):
+    """On the hub with $CS461_DATA_DIR set, the notebook (resolve_data_dir) and a bare `python eval.py`
+    (check_data without --data-dir) must use the same folder: the variable's, then the hub's once it is unset."""
+    from utils import data
+    from utils.submit import Report, check_data
+    mine, hub = tmp_path / "mine", tmp_path / "hub"
+    for folder in (mine, hub):
+        folder.mkdir()
+        for name in data.SPLIT_FILES.values():
+            (folder / name).touch()              # found is enough: load=False does not read them
+    monkeypatch.setattr(data, "HUB_DATA_DIR", hub)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(mine))
+
+    def eval_folder() -> Path:
+        report = Report(folder=str(tmp_path), mode="quick", echo=False)
+        check_data(report, None, None, load=False)
+        assert report.ok, [c.line() for c in report.checks]
+        return Path(report.data_dir)
+
+    assert eval_folder() == data.resolve_data_dir(verbose=False).resolve() == mine.resolve()
+    monkeypatch.delenv(data.DATA_DIR_ENV)
+    assert eval_folder() == data.resolve_data_dir(verbose=False).resolve() == hub.resolve()
+
+
 def test_wrong_data_dir_names_the_places_tried(good, tmp_path):
     nowhere = tmp_path / "no_such_data"
     process = run_eval("-i", good, "-d", nowhere, "--quick")

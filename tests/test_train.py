@@ -146,6 +146,39 @@ def test_out_of_memory_advice_finds_the_largest_batch_that_fits():
     assert largest_fitting_batch(fits_up_to_100, 8) == 0
 
 
+def test_out_of_memory_mid_run_keeps_the_newest_checkpoint_and_names_batch_size(tiny_data_dir, tmp_path, monkeypatch,
+                                                                               capsys):
+    """A step that runs out of memory (simulated: the 12th step raises torch.OutOfMemoryError, as CUDA does when
+    another user takes the memory mid-run) ends the run with a TrainError naming batch_size and a batch that
+    fits; the newest checkpoint, written before, still loads, and the same settings resume from it."""
+    import utils.train as engine
+    from utils.checkpoint import latest_checkpoint, load_checkpoint
+    cfg = tiny_config(tiny_data_dir, tmp_path, epochs=4, eval_every=0)     # 320 // 64 = 5 steps an epoch
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    real_step, calls = engine.training_step, []
+
+    def step_then_out_of_memory(*args):
+        calls.append(1)
+        if len(calls) == 12:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(*args)
+
+    monkeypatch.setattr(engine, "training_step", step_then_out_of_memory)
+    with pytest.raises(TrainError, match=r"batch_size=64 ran out of GPU memory.*run with batch_size=32.*"
+                                         r"newest checkpoint is kept"):
+        train(cfg, data)
+    newest = latest_checkpoint(next(tmp_path.glob("*/checkpoints")))
+    assert newest is not None and newest.name == "ckpt_step00000010.pt"    # the ends of epochs 1 and 2
+    saved = load_checkpoint(newest)
+    assert (saved["step"], saved["epoch"]) == (10, 2)
+
+    monkeypatch.setattr(engine, "training_step", real_step)
+    capsys.readouterr()
+    resumed = train(cfg, data)
+    assert "from ckpt_step00000010.pt: step 10, epoch 2" in capsys.readouterr().out
+    assert resumed.history["train"][-1]["step"] == 20 and len(resumed.history["train"]) == 4
+
+
 def test_periodic_probes_fit_on_rows_spread_over_a_class_sorted_set():
     labels = np.repeat(np.arange(100), 500)            # sorted by class, as course-format files often are
     rows = probe_fit_rows(len(labels), 20_000)
@@ -167,3 +200,163 @@ def test_a_given_objective_is_the_one_that_trains(tiny_data_dir, tmp_path):
     train(cfg, objective=objective)
     steps = 8 * 40 // cfg.batch_size
     assert calls[:steps] == [(2, cfg.batch_size, 128)] * steps
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The caller's step and loss functions; an EMA of the encoder; DINO's head and teacher
+# ----------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: these runs are tiny, and two OpenMP threads spinning on a busy 2-core machine cost
+    several times the CPU time (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_given_step_is_the_one_that_trains(tiny_data_dir, tmp_path, one_torch_thread):
+    """The notebook passes its own training_step: train() must call it for every batch."""
+    import utils.train as engine
+    calls = []
+
+    def counting_step(*args):
+        calls.append(1)
+        return engine.training_step(*args)
+
+    cfg = tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0, checkpoint_every=0)
+    result = train(cfg, step=counting_step)
+    assert len(calls) == 320 // cfg.batch_size == result.history["train"][-1]["step"]
+
+
+def first_version():
+    def custom_loss_function(z, generator=None):
+        return (z[0] - z[1]).pow(2).mean()
+    return custom_loss_function
+
+
+def edited_version():
+    def custom_loss_function(z, generator=None):
+        return (z[0] - z[1]).abs().mean()          # the edit
+    return custom_loss_function
+
+
+def test_editing_the_loss_function_starts_a_new_run_folder(tiny_data_dir, tmp_path, capsys, one_torch_thread):
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    cfg = tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0)
+    first = train(cfg, data, objective=first_version())
+    again = train(cfg, data, objective=first_version())              # same code: resumes the finished run
+    assert again.run_dir == first.run_dir and "Resuming" in capsys.readouterr().out
+    edited = train(cfg, data, objective=edited_version())
+    assert edited.run_dir != first.run_dir and "New run" in capsys.readouterr().out
+    engine_own = train(cfg, data)                                     # the engine's own loss: another folder
+    assert engine_own.run_dir not in (first.run_dir, edited.run_dir)
+
+
+def test_code_signature_uses_the_name_when_the_source_is_unavailable_and_says_so(capsys):
+    from utils.train import code_signature
+    namespace = {}
+    exec("def typed_in_a_shell(z, generator=None):\n    return z.sum()\n", namespace)   # no source file
+    fallback = code_signature(namespace["typed_in_a_shell"])
+    assert "source of" in capsys.readouterr().out and len(fallback) == 8
+    assert code_signature(namespace["typed_in_a_shell"]) == fallback
+    assert code_signature(first_version()) != code_signature(edited_version())
+    assert code_signature(None, None) == ""
+
+
+def test_new_settings_are_validated_with_the_setting_named():
+    for settings, message in [
+        (dict(loss="vicreg", decoupled=True), "decoupled=True is an option of loss='ntxent'"),
+        (dict(ema_momentum=1.0), r"ema_momentum must be in \[0, 1\)"),
+        (dict(ema_momentum=0.99, ema_momentum_end=0.9), "ema_momentum_end must be in"),
+        (dict(loss="dino"), "loss='dino' needs a teacher.*ema_momentum > 0"),
+        (dict(loss="dino", ema_momentum=0.99, dino_prototypes=1), "dino_prototypes must be an int >= 2"),
+        (dict(dino_teacher_temperature=0.2), "dino_teacher_temperature .* must be below dino_student_temperature"),
+        (dict(dino_student_temperature=-1.0), "dino_student_temperature must be a finite number > 0"),
+        (dict(dino_center_momentum=1.5), r"dino_center_momentum must be in \[0, 1\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**settings)
+    with pytest.raises(ValueError, match="loss must be one of .*dino"):
+        TrainConfig(loss="byol")
+
+
+def test_new_settings_and_code_change_the_fingerprint():
+    base = TrainConfig()
+    changed = [TrainConfig(decoupled=True), TrainConfig(ema_momentum=0.996), TrainConfig(ema_momentum=0.996,
+               ema_momentum_end=0.996), TrainConfig(dino_center_momentum=0.8), TrainConfig(local_size=48)]
+    prints = {cfg.fingerprint("data") for cfg in changed} | {base.fingerprint("data")}
+    assert len(prints) == len(changed) + 1
+    assert base.fingerprint("data", "code") != base.fingerprint("data") == base.fingerprint("data", "")
+
+
+def test_dino_refuses_a_custom_objective_or_step(tiny_data_dir, tmp_path):
+    from utils.train import make_objective
+    cfg = tiny_config(tiny_data_dir, tmp_path, loss="dino", ema_momentum=0.9)
+    with pytest.raises(ValueError, match="self_distillation_step"):
+        train(cfg, objective=first_version())
+    with pytest.raises(ValueError, match="needs its head and teacher"):
+        make_objective(cfg)
+
+
+@pytest.mark.parametrize("recipe", [
+    dict(ema_momentum=0.9),                                                    # ntxent + EMA export
+    dict(loss="dino", ema_momentum=0.9, dino_prototypes=64, local_views=2, local_size=40),
+])
+def test_interrupted_run_with_averaged_weights_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch, recipe,
+                                                                one_torch_thread):
+    """Train 2 epochs straight; train the same, interrupted at step 6 (a KeyboardInterrupt, which saves a
+    checkpoint) and resumed: the EMA, DINO's head and centre, the exported weights and the history all match."""
+    import utils.train as engine
+    from utils.checkpoint import latest_checkpoint, load_checkpoint
+    from safetensors.torch import load_file
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    straight = train(tiny_config(tiny_data_dir, tmp_path / "a", epochs=2, eval_every=0, **recipe), data)
+
+    step_name = "self_distillation_step" if recipe.get("loss") == "dino" else "training_step"
+    real_step, calls = getattr(engine, step_name), []
+
+    def interrupted_at_step_7(*args):
+        calls.append(1)
+        if len(calls) == 7:                  # steps 1-6 done; log_every=2, so no partial log window is lost
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    cfg = tiny_config(tiny_data_dir, tmp_path / "b", epochs=2, eval_every=0, **recipe)
+    monkeypatch.setattr(engine, step_name, interrupted_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data)
+    assert load_checkpoint(latest_checkpoint(next((tmp_path / "b").glob("*/checkpoints"))))["step"] == 6
+    monkeypatch.setattr(engine, step_name, real_step)
+    resumed = train(cfg, data)
+
+    assert without_timing(resumed.history) == without_timing(straight.history)
+    a, b = load_file(straight.weights_path), load_file(resumed.weights_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    final_a = load_checkpoint(latest_checkpoint(straight.run_dir / "checkpoints"))
+    final_b = load_checkpoint(latest_checkpoint(resumed.run_dir / "checkpoints"))
+    for part in ("ema", "head", "dino"):
+        if final_a[part] is None:
+            assert final_b[part] is None and part != "ema"
+            continue
+        assert all(torch.equal(final_a[part][k], final_b[part][k]) for k in final_a[part]), part
+
+
+@pytest.mark.parametrize("recipe", [dict(ema_momentum=0.9), dict(loss="dino", ema_momentum=0.9, dino_prototypes=64)])
+def test_export_is_the_averaged_encoder_only_and_loads_strictly(tiny_data_dir, tmp_path, recipe, one_torch_thread):
+    from safetensors import safe_open
+    from utils.checkpoint import latest_checkpoint, load_checkpoint, load_weights_strict
+    result = train(tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0, **recipe))
+    model = load_weights_strict(ImageEncoder("tiny"), result.weights_path)      # no head, no teacher keys
+    saved = load_checkpoint(latest_checkpoint(result.run_dir / "checkpoints"))
+    averaged = {k[len("encoder."):]: v for k, v in saved["ema"].items() if k.startswith("encoder.")}
+    exported = model.state_dict()
+    assert exported.keys() == averaged.keys() == saved["model"].keys()
+    assert all(torch.equal(exported[k], averaged[k]) for k in exported)          # the EMA, not the last weights
+    assert not all(torch.equal(exported[k], saved["model"][k]) for k in exported)
+    with safe_open(str(result.weights_path), "pt") as f:
+        assert f.metadata()["weights"] == "ema"
+    if recipe.get("loss") == "dino":
+        assert saved["head"]["prototypes"].shape == (64, 128) and saved["dino"]["center"].shape == (64,)
+        assert any(k.startswith("head.") for k in saved["ema"])                  # the teacher's head stays here

@@ -35,12 +35,19 @@ here are short and say why each step is there.
   *full* profile trains the submitted ResNet-18 for a fixed time budget. Anywhere else (a laptop, CI) the *short*
   profile trains a tiny network for a few CPU minutes on the embedded default data set, which the kit generates.
   Set the environment variable `CS461_PROFILE=short|full` to choose yourself.
+- **Packages.** The first cell checks this kernel. If it reports a package missing, run the install command it
+  prints (on the course hub: `%pip install --user -r requirements-hub.txt`), then restart the kernel.
 - **Speed.** The images live on the GPU as one uint8 tensor; augmented views are made there, per sample, in one
   batched pass. No DataLoader workers, no PIL: an epoch of the course data costs seconds, not minutes.
 - **Nothing lost.** Checkpoints are written every few epochs (and every 10 minutes). If the hub session dies, run
   the notebook again with the same settings: training resumes where it stopped.
 - **Deliverables.** `models.py`, `final_model.safetensors`, this notebook (executed) and `report.md` (at most 500
   words). Section 7 copies them into the submission folder and runs `python eval.py`, the grader's checks."""),
+    ("code", """# This kernel's Python, torch, GPU (total and free memory) and packages. A missing required package
+# stops here, with the command that installs it; without an optional one the notebook goes on and says what it
+# does instead.
+from utils.environment import check_environment
+environment = check_environment()"""),
     ("code", """import os
 import subprocess
 import sys
@@ -53,12 +60,15 @@ from IPython.display import display
 from models import ImageEncoder
 from utils import augment, plots, probes
 from utils.data import LOCAL_DATA_DIR, load_splits, ood_split, resolve_data_dir
+from utils.device import pick_device
+from utils.recipes import recipe_config
 from utils.submit import assemble_submission, identity_problems
 from utils.synthetic import ensure_default_data, is_generated
-from utils.train import TrainConfig, make_objective, prepare_data, probe_metrics, project_views, seed_all, train
+from utils.train import (TrainConfig, autocast_context, fit_batch_to_gpu, make_objective, prepare_data, probe_metrics,
+                         project_views, seed_all, train)
 
 %matplotlib inline
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+device = pick_device("auto")                  # the GPU when there is one (utils/device.py)
 print(f"torch {torch.__version__} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'the CPU'}")"""),
     ("md", """# 0. SCIPER Number and Name
 
@@ -71,8 +81,10 @@ FIRST_NAME = "<FIRST_NAME>" # your first name""", ["identity"]),
 
 One cell holds every choice. The data directory is resolved in this order: an explicit path, `$CS461_DATA_DIR`,
 the hub's `/shared/CS461/cs461_assignment1_data/`, then `./cs461_assignment1_data/` (the embedded default data,
-generated on first use). `TrainConfig` lists every setting with its default (`help(TrainConfig)`); the same
-settings work on the command line: `python -m utils.train loss=vicreg time_budget_min=30`."""),
+generated on first use). Each profile names a recipe of `utils/recipes.py` (the one table of the kit's settings:
+`"shipped"` is what the submitted weights were trained with, `"short"` the CPU profile); keywords change any
+setting of it. `TrainConfig` lists every setting with its default (`help(TrainConfig)`); the same settings work on
+the command line: `python -m utils.train loss=vicreg time_budget_min=30`."""),
     ("code", """DATA_DIR = resolve_data_dir()              # prints which folder is used and why
 embedded = DATA_DIR == LOCAL_DATA_DIR
 PROFILE = os.environ.get("CS461_PROFILE") or ("full" if device.type == "cuda" and not embedded else "short")
@@ -82,12 +94,11 @@ OUTPUT_DIR = Path(os.environ.get("CS461_OUTPUT_DIR") or ("." if PROFILE == "full
 OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
 FIGURES = OUTPUT_DIR / "figures"
 
-if PROFILE == "full":   # the submitted ResNet-18 (stride-2 stem) with multi-crop on a GPU: 20 minutes of training
-    cfg = TrainConfig(arch="resnet18_s2", loss="ntxent", temperature=0.2, local_views=4, local_size=32,
-                      time_budget_min=20, batch_size=512, lr=2e-3, eval_every=10, checkpoint_every=5)
+if PROFILE == "full":   # the submitted recipe (ResNet-18, multi-crop SimCLR) on a GPU: 20 min ($CS461_TIME_BUDGET_MIN)
+    cfg = recipe_config("shipped", time_budget_min=float(os.environ.get("CS461_TIME_BUDGET_MIN") or 20),
+                        eval_every=10, checkpoint_every=5)
 else:                   # a tiny network for a few CPU minutes on the embedded default data
-    cfg = TrainConfig(arch="tiny", loss="ntxent", temperature=0.1, local_views=0, epochs=6, batch_size=128, lr=3e-3,
-                      eval_every=2, checkpoint_every=2, eval_linear_iters=100, log_every=5)
+    cfg = recipe_config("short")
 cfg.data_dir = str(DATA_DIR)
 cfg.out_dir = str(OUTPUT_DIR / "runs")                           # checkpoints: runs/<loss>-<fingerprint>/
 cfg.export_path = str(OUTPUT_DIR / "final_model.safetensors")
@@ -140,29 +151,38 @@ with torch.no_grad():
 print(f"ImageEncoder({{cfg.arch!r}}): {{n_params / 1e6:.2f}} M parameters, get_features -> {{shape}}")"""),
     ("md", """# 3. Helpers for Training & Evaluation
 
-The pieces of one training step, spelled out so you can see and change them.
-- `custom_loss_function`: the objective named in the settings: NT-Xent (SimCLR), VICReg, or LeJEPA
-  (invariance + SIGReg), all in `utils/losses.py`. Section 5 trains with **this** function: edit it to try
-  your own loss (and give the run a new `cfg.run_name`, so that it does not resume a run of the old loss).
-- `training_step`: views on the device, one forward for all views, loss, backward, optimizer step. The engine's
-  own step (`utils.train.training_step`) is the same plus bf16 autocast on the GPU.
+The pieces of one training step, spelled out so you can see and change them. Section 5 trains with **these
+two functions**: `train(cfg, data, objective=custom_loss_function, step=training_step)` calls `training_step`
+for every batch.
+- `custom_loss_function`: the objective named in the settings: NT-Xent (SimCLR, or DCL with `decoupled=True`),
+  VICReg, or LeJEPA (invariance + SIGReg), all in `utils/losses.py`. Edit it to try your own loss.
+- `training_step`: views on the device, one forward for all views of the same size, the loss, backward, optimizer
+  step. It returns the loss and view 0's projections without waiting for the GPU (`.item()` at every step would);
+  the engine logs them every few steps.
+- Editing either function starts a **new run folder** instead of resuming a run trained with the old code: their
+  source is part of the run's fingerprint.
 - `evaluation_step`: fast k-NN and linear probes on the device, ID (fit on train, score on val) and OOD (the
-  course's 80/20 split)."""),
+  course's 80/20 split).
+
+(`loss="dino"`, self-distillation with a teacher, is trained by the engine's own step, since it needs a head and a
+teacher network: call `train(cfg, data)` for it.)"""),
     ("code", """objective = make_objective(cfg)
 
 def custom_loss_function(z, generator=None):
     \"\"\"z: (V, B, 128) projections of V views of B images -> scalar loss.\"\"\"
     return objective(z, generator)
 
-def training_step(model, batch_uint8, optimizer, generator):
-    \"\"\"One update on a batch of uint8 images (B, 64, 64, 3) already on the device; returns the loss.\"\"\"
+def training_step(model, batch_uint8, view_configs, loss_function, optimizer, generator, autocast):
+    \"\"\"One update on a batch of uint8 images (B, 64, 64, 3) already on the device.
+    Returns (loss, z0): the loss (0-d tensor) and view 0's projections (B, 128), detached.\"\"\"
     views = augment.make_views(batch_uint8, view_configs, generator=generator)
-    z = project_views(model, views)                            # (V, B, 128); same-size views in one forward
-    loss = custom_loss_function(z, generator)
+    with autocast:                                             # bf16 on the GPU, float32 on the CPU
+        z = project_views(model, views)                        # (V, B, 128); same-size views in one forward
+        loss = loss_function(z.float(), generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return loss.detach(), z[0].detach()
 
 def evaluation_step(model):
     \"\"\"Fast probes of the current model, in percent: id_knn, id_linear, ood_knn, ood_linear.\"\"\"
@@ -170,12 +190,9 @@ def evaluation_step(model):
     ("md", """Two reference points before any training: a **randomly initialised** network and **raw pixels**. A
 useful encoder must beat both, on ID and above all on OOD classes."""),
     ("code", """random_init = evaluation_step(model)
-flat = lambda images: torch.from_numpy(images.reshape(len(images), -1)).float() / 255
-raw_pixels = {
-    "id_knn": probes.knn_accuracy(flat(data.train.images), data.train.labels, flat(data.val.images), data.val.labels),
-    "ood_knn": probes.knn_accuracy(flat(data.ood.images[ood_fit]), data.ood.labels[ood_fit],
-                                   flat(data.ood.images[ood_score]), data.ood.labels[ood_score]),
-}
+flat = lambda split: (torch.from_numpy(split.images.reshape(len(split), -1)).float() / 255, split.labels)
+pixels = probes.evaluate_protocol(flat(data.train), flat(data.val), flat(data.ood), kinds=("knn",), progress=False)
+raw_pixels = {"id_knn": pixels.id_knn, "ood_knn": pixels.ood_knn}
 print("random init :", {k: f"{v:.1f}%" for k, v in random_init.items()})
 print("raw pixels  :", {k: f"{v:.1f}%" for k, v in raw_pixels.items()})"""),
     ("md", """# 4. Optimizer Configuration
@@ -188,8 +205,9 @@ budget, so the schedule ends exactly when the budget does. A quick one-step chec
 trial_model = ImageEncoder(cfg.arch).to(device).train()
 trial_optimizer = torch.optim.AdamW(trial_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 trial_batch = data.train_on_device[:min(32, len(data.train))]
-print(f"one training step on {len(trial_batch)} images: loss "
-      f"{training_step(trial_model, trial_batch, trial_optimizer, torch.Generator(device=device).manual_seed(0)):.3f}")
+trial_loss, _ = training_step(trial_model, trial_batch, view_configs, custom_loss_function, trial_optimizer,
+                              torch.Generator(device=device).manual_seed(0), autocast_context(device, cfg.precision))
+print(f"one training step on {len(trial_batch)} images: loss {trial_loss.item():.3f}")
 del trial_model, trial_optimizer"""),
     ("md", """# 5. Training Loop
 
@@ -197,8 +215,15 @@ del trial_model, trial_optimizer"""),
 collapse alarm: it falls towards 1 when the representation collapses) and the ETA; probes every `eval_every`
 epochs; atomic checkpoints every `checkpoint_every` epochs and every 10 minutes. If a checkpoint of the same
 run exists, it **resumes** (and says so). Interrupting the kernel saves a checkpoint first. At the end it writes
-`final_model.safetensors` (loaded strictly by `ImageEncoder()`) and `training_metrics.json`."""),
-    ("code", """result = train(cfg, data, objective=custom_loss_function)
+`final_model.safetensors` (loaded strictly by `ImageEncoder()`) and `training_metrics.json`.
+
+The hub's GPUs are shared, so in the full profile the batch size is first fitted to the memory free now: two trial
+steps of your `training_step` measure the memory per image, and the largest batch that fits with a 20% margin
+(the recipe's, or a power of two below it) is used, with the learning rate scaled linearly. One line says what was
+chosen. A batch size that already has a checkpoint is preferred, so that a restarted session resumes."""),
+    ("code", """if PROFILE == "full" and device.type == "cuda":
+    cfg = fit_batch_to_gpu(cfg, data, device, objective=custom_loss_function, step=training_step)
+result = train(cfg, data, objective=custom_loss_function, step=training_step)
 model = result.model.eval()
 history = result.history"""),
     ("code", """import shutil
@@ -275,6 +300,27 @@ else:
     check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR), "-d", str(DATA_DIR)]
                            + (["--fast"] if device.type == "cuda" else []), capture_output=True, text=True)
     print(check.stdout + check.stderr)"""),
+    ("md", """## Optional: fine-tuning evaluation (not graded)
+
+How far are the frozen features from what labels could make of this network? `utils/finetune.py` fine-tunes a
+**copy** of the trained encoder, with a linear head, on the ID training labels for a few epochs, and reports its
+ID validation accuracy beside the linear probe on the frozen features, with the fine-tuned copy's confusion figure.
+
+This is an **evaluation only**, not part of the grade: the course forbids labels in training the submitted
+encoder. The copy is thrown away; `model` and `final_model.safetensors` are not changed. It says nothing about the
+OOD classes, which the grade is about. It trains again, so it is off by default: set `CS461_FINETUNE=1` before
+starting the notebook (or `RUN_FINETUNE = True` below). From a terminal:
+`python -m utils.finetune --weights final_model.safetensors --data-dir DIR`."""),
+    ("code", """RUN_FINETUNE = os.environ.get("CS461_FINETUNE") == "1"   # optional and not graded: off by default
+if RUN_FINETUNE:
+    from utils.finetune import finetune_evaluation
+    tuned = finetune_evaluation(model, splits["train"], splits["val"], device=device, figure_dir=FIGURES,
+                                progress=True)
+    print(f"ID val accuracy: linear probe on the frozen features {tuned.linear_probe:.1f}%, "
+          f"fine-tuned copy {tuned.finetuned:.1f}% (evaluation only, not graded)")
+    display(tuned.confusion)
+else:
+    print("Fine-tuning evaluation skipped (optional, not graded): set CS461_FINETUNE=1 to run it.")"""),
 ]
 
 

@@ -3,8 +3,10 @@
     data.py       npz loading + validation, data-directory resolution, the OOD split, device batches
     synthetic.py  the embedded default data set (course format, generated, deterministic)
     augment.py    batched views with per-sample random parameters, on the data's device
-    losses.py     NT-Xent, VICReg, SIGReg / LeJEPA as small pure functions
+    losses.py     NT-Xent (and DCL), VICReg, SIGReg / LeJEPA, DINO's cross-entropy as small pure functions
     train.py      config, step, loop, checkpoints, resume, time budget (also `python -m utils.train`)
+    recipes.py    named recipes (the shipped one, the CPU profile, benchmark variants) and benchmark suites
+    ema.py        an exponential moving average of the weights;  dino.py: DINO's head, teacher and centre
     optim.py      warmup + cosine schedule, AdamW / LARS;  monitor.py: collapse statistics
     checkpoint.py atomic checkpoints, safetensors export and strict loading
     probes.py     k-NN / linear probes: course-exact (scikit-learn) and fast (torch), the grader's protocol

@@ -45,38 +45,63 @@ def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[tuple
 
     Order: an explicit argument, the CS461_DATA_DIR environment variable, the course hub's
     /shared/CS461/cs461_assignment1_data/, then ./cs461_assignment1_data/ (the embedded default data).
+    ~ and environment variables ($HOME) in the first two are expanded.
     """
     env = os.environ.get(DATA_DIR_ENV)
+    expand = lambda p: Path(os.path.expanduser(os.path.expandvars(str(p))))  # noqa: E731
     return [
-        ("explicit argument", Path(data_dir).expanduser() if data_dir else None),
-        (f"${DATA_DIR_ENV}", Path(env).expanduser() if env else None),
+        ("explicit argument", expand(data_dir) if data_dir else None),
+        (f"${DATA_DIR_ENV}", expand(env) if env else None),
         ("course hub", HUB_DATA_DIR),
         ("local default", LOCAL_DATA_DIR),
     ]
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None, *, verbose: bool = True) -> Path:
-    """The data directory to use, and (if verbose) one printed line saying which was chosen and why.
+def locate_data_dir(data_dir: str | os.PathLike | None = None, *,
+                    explicit_name: str = "explicit argument") -> tuple[Path, str]:
+    """(folder, where it came from): THE data-folder resolution of the kit. The notebook, `utils.train`,
+    eval.py and the benchmarks all call it, so that they agree on the folder.
 
-    An explicit argument or $CS461_DATA_DIR must exist: pointing at a missing folder is an error, never a
-    silent switch to other data. The hub folder is used when it exists. Otherwise the local default
-    ./cs461_assignment1_data is returned even if it does not exist yet (`utils.synthetic.ensure_default_data`
-    generates the embedded default data set there).
+    Order (data_dir_candidates): an explicit argument, $CS461_DATA_DIR, the course hub's folder, then
+    ./cs461_assignment1_data. An explicit argument or $CS461_DATA_DIR must exist: pointing at a missing folder
+    is a DataError naming every place tried, never a silent switch to other data. The hub folder is used when
+    it exists. Otherwise the local default is returned even if it does not exist yet
+    (`utils.synthetic.ensure_default_data` generates the embedded default data set there).
+    explicit_name: how messages call the explicit argument (eval.py: "--data-dir").
     """
     for source, path in data_dir_candidates(data_dir):
         if path is None:
             continue
         if source in ("explicit argument", f"${DATA_DIR_ENV}"):
+            label = explicit_name if source == "explicit argument" else source
             if not path.is_dir():
-                raise DataError(f"data directory {path} (from {source}) does not exist or is not a folder. "
-                                f"Expected a folder holding {', '.join(SPLIT_FILES.values())}.")
-            chosen = (source, path)
-            break
+                raise DataError(f"data directory {path} (from {label}) does not exist or is not a folder; "
+                                f"expected a folder holding {', '.join(SPLIT_FILES.values())}. Places tried:\n"
+                                f"{places_tried(data_dir, explicit_name=explicit_name)}")
+            return path, label
         if source == "course hub" and not path.is_dir():
             continue
-        chosen = (source, path)
-        break
-    source, path = chosen
+        return path, source
+    raise AssertionError("unreachable: the local default is always a candidate")
+
+
+def places_tried(data_dir: str | os.PathLike | None = None, *, explicit_name: str = "explicit argument") -> str:
+    """The places locate_data_dir looks at, in order, one line each, with whether each folder exists."""
+    lines = []
+    for source, candidate in data_dir_candidates(data_dir):
+        source = explicit_name if source == "explicit argument" else source
+        if candidate is None:
+            lines.append(f"  - {source}: not set")
+        else:
+            state = "folder exists" if candidate.is_dir() else "does not exist"
+            lines.append(f"  - {source}: {candidate} ({state})")
+    return "\n".join(lines)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, *, verbose: bool = True) -> Path:
+    """The data directory to use (locate_data_dir), and (if verbose) one printed line saying which was chosen
+    and why."""
+    path, source = locate_data_dir(data_dir)
     if verbose:
         note = "" if path.is_dir() else " (does not exist yet)"
         print(f"Data directory: {path.resolve()} [{source}]{note}")

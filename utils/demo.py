@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "CS461_Assignment1.ipynb"
 OUTPUT = ROOT / "demo_output"
 DEMO_IDENTITY = 'SCIPER = 100000  # demo identity filled in by `make demo`\nLAST_NAME = "Student"\nFIRST_NAME = "Demo"\n'
+# What the short profile must reach on the embedded default data for the demo's figures to show learning
+# (clusters in the t-SNE/UMAP plots, mostly right predictions): eval.py's k-NN accuracy, in multiples of chance
+# (100% / the number of classes).
+LEARNING_BAR = {"id_knn": 4.0, "ood_knn": 3.0}
 
 
 def fill_identity(nb) -> None:
@@ -33,6 +37,15 @@ def fill_identity(nb) -> None:
     cells[0].source = DEMO_IDENTITY
 
 
+def execute_notebook(nb, env: dict | None = None, timeout: int = 3600) -> None:
+    """Execute `nb` in place, headless, in a fresh python3 kernel whose working directory is the project root.
+    env: the kernel's environment variables (default: this process's). Raises nbclient's CellExecutionError
+    at the first cell that fails; the cells run until then keep their outputs."""
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}})
+    client.execute(**({} if env is None else {"env": env}))   # env=None would reach the kernel launcher as None
+
+
 def run_eval(submission: Path) -> int:
     """eval.py on the submission folder (the exact protocol); its output saved to eval_verdict.txt."""
     cmd = [sys.executable, str(ROOT / "eval.py"), "-i", str(submission), "--json", str(OUTPUT / "eval_result.json")]
@@ -40,6 +53,43 @@ def run_eval(submission: Path) -> int:
     (OUTPUT / "eval_verdict.txt").write_text(result.stdout + result.stderr)
     print(result.stdout + result.stderr)
     return result.returncode
+
+
+def learning_check(accuracies: dict[str, float], id_classes: int, ood_classes: int) -> dict[str, dict]:
+    """Each LEARNING_BAR accuracy (percent) against chance: {"id_knn": {"accuracy", "chance", "times_chance",
+    "required", "ok"}, ...}. A missing accuracy (the probes did not run) is not ok."""
+    classes = {"id_knn": id_classes, "ood_knn": ood_classes}
+    check = {}
+    for key, required in LEARNING_BAR.items():
+        chance = 100.0 / classes[key]
+        accuracy = accuracies.get(key)
+        times = None if accuracy is None else round(accuracy / chance, 2)
+        check[key] = {"accuracy": accuracy, "chance": round(chance, 2), "times_chance": times,
+                      "required": required, "ok": times is not None and times >= required}
+    return check
+
+
+def learning_warnings(check: dict[str, dict]) -> list[str]:
+    """One warning line per accuracy of learning_check below its bar."""
+    names = {"id_knn": "ID k-NN", "ood_knn": "OOD k-NN"}
+    lines = []
+    for key, c in check.items():
+        if c["ok"]:
+            continue
+        got = "not measured" if c["accuracy"] is None else f"{c['accuracy']:.2f}% ({c['times_chance']:.1f}x chance)"
+        lines.append(f"WARNING: {names[key]} {got} is below the demo's bar of {c['required']:g}x chance "
+                     f"({c['required'] * c['chance']:.1f}%; chance is {c['chance']:.2f}%): the encoder did not "
+                     f"visibly learn, and the embedding figures will show no clusters. Check the 'short' recipe "
+                     f"in utils/recipes.py (and the training log in the executed notebook).")
+    return lines
+
+
+def count_classes(data_dir: Path) -> tuple[int, int]:
+    """(ID classes in train.npz, OOD classes in ood.npz) of the data the notebook trained on (and eval.py used:
+    both resolve the same folder, utils.data.locate_data_dir)."""
+    import numpy as np
+    with np.load(data_dir / "train.npz") as train, np.load(data_dir / "ood.npz") as ood:
+        return len(np.unique(train["labels"])), len(np.unique(ood["labels"]))
 
 
 def write_record(notebook_seconds: float, eval_code: int) -> Path:
@@ -60,6 +110,8 @@ def write_record(notebook_seconds: float, eval_code: int) -> Path:
         "eval_accuracies_percent": evaluation["accuracies_percent"],
         "eval_timings_s": evaluation["timings_s"],
         "training_final_fast_probes_percent": metrics["final"],
+        "learning_check": learning_check(evaluation["accuracies_percent"],
+                                         *count_classes(ROOT / Path(metrics["data"]["train"]).parent)),
     }
     path = OUTPUT / "demo_record.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
@@ -79,9 +131,8 @@ def main() -> int:
 
     print(f"Executing {NOTEBOOK.name} (profile {os.environ['CS461_PROFILE']}) ...", flush=True)
     start = time.time()
-    client = NotebookClient(nb, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
     try:
-        client.execute()
+        execute_notebook(nb)
     finally:
         nbformat.write(nb, executed)    # keep what ran, also when a cell failed
     notebook_seconds = time.time() - start
@@ -97,7 +148,10 @@ def main() -> int:
     submission.mkdir(exist_ok=True)
     (submission / NOTEBOOK.name).write_bytes(executed.read_bytes())
     code = run_eval(submission)
-    print(f"Record: {write_record(notebook_seconds, code)}")
+    record_path = write_record(notebook_seconds, code)
+    print(f"Record: {record_path}")
+    for line in learning_warnings(json.loads(record_path.read_text())["learning_check"]):
+        print(line)
     print(f"Demo outputs in {OUTPUT}/ (eval.py exit status {code}).")
     return code
 

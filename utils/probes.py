@@ -34,9 +34,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from utils.data import ood_split
+from utils.device import pick_device
+from utils.progress import progress_bar
 
 # Largest (queries x train points) distance block held at once by knn_predict: 2**26 entries is 256 MB in
 # float32 (GPU) and 512 MB in float64 (CPU). With 100k training points this means ~670 queries per block.
@@ -122,7 +123,7 @@ def encode_images(model, images, *, batch_size: int = 256, device=None, progress
     batch is converted like torchvision's ToTensor: `x.float() / 255`, permuted to (B, 3, H, W); no mean/std
     normalisation. `model.get_features` runs under torch.inference_mode, in float32 (autocast off, full fp32
     matmuls), with the model in eval() mode; each submodule's train/eval mode is restored afterwards.
-    `device` defaults to the model's device. `progress=True` shows a tqdm bar.
+    `device` defaults to the model's device. `progress=True` shows a progress bar.
     """
     _check_images(images)
     device = torch.device(device) if device is not None else _model_device(model)
@@ -132,7 +133,7 @@ def encode_images(model, images, *, batch_size: int = 256, device=None, progress
     try:
         with torch.inference_mode(), _fp32_exact(), torch.autocast(device.type, enabled=False):
             starts = range(0, len(images), batch_size)
-            for start in tqdm(starts, desc="encode", disable=not progress, leave=False):
+            for start in progress_bar(starts, desc="encode", disable=not progress, leave=False):
                 batch = torch.as_tensor(images[start:start + batch_size]).to(device, non_blocking=True)
                 x = batch.permute(0, 3, 1, 2).float().div(255).contiguous()
                 chunks.append(model.get_features(x).float().cpu())
@@ -198,13 +199,6 @@ def _check_same_dim(train_f: torch.Tensor, test_f: torch.Tensor) -> None:
     if train_f.shape[1] != test_f.shape[1]:
         raise ValueError(f"train features have {train_f.shape[1]} dimensions but test features have "
                          f"{test_f.shape[1]}: both must come from the same encoder")
-
-
-def _resolve_device(device, fallback: torch.device) -> torch.device:
-    """None -> the GPU when there is one (the fast path is meant for it), else where the features are."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda") if torch.cuda.is_available() else fallback
 
 
 def _knn_dtype(device: torch.device, dtype) -> torch.dtype:
@@ -398,7 +392,7 @@ def fit_linear_probe(train_f, train_y, *, C: float = 1.0, max_iter: int = 1000, 
 def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = 5, fast: bool = True, device=None) -> float:
     """k-NN accuracy in PERCENT (36.12, not 0.3612).
 
-    fast=True: `knn_predict` on `device` (None: the GPU when there is one, else the features' device).
+    fast=True: `knn_predict` on `device` (None: the GPU when there is one, else the CPU).
     fast=False: scikit-learn's KNeighborsClassifier(n_neighbors=k), the course's probe (slow on a CPU for
     course-sized data: minutes).
     """
@@ -407,7 +401,7 @@ def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = 5, fast: bool = T
         from sklearn.neighbors import KNeighborsClassifier
         knn = KNeighborsClassifier(n_neighbors=k, n_jobs=-1).fit(_numpy(train_f), _numpy(train_y))
         return _percent(torch.as_tensor(knn.predict(_numpy(test_f))), test_y)
-    device = _resolve_device(device, train_f.device)
+    device = pick_device(device)   # None: the GPU when there is one (the fast path is meant for it)
     pred, _ = knn_predict(train_f.to(device), train_y.to(device), test_f, k=k)
     return _percent(pred, test_y)
 
@@ -418,16 +412,33 @@ def linear_accuracy(train_f, train_y, test_f, test_y, *, fast: bool = True, C: f
 
     fast=True: `fit_linear_probe` on `device` (None: the GPU when there is one, else the features' device).
     fast=False: scikit-learn's LogisticRegression(C=C, max_iter=max_iter), the course's probe (many minutes
-    on a CPU for course-sized data).
+    on a CPU for course-sized data). `linear_probe_run` also says how many lbfgs iterations it took.
     """
+    return linear_probe_run(train_f, train_y, test_f, test_y, fast=fast, C=C, max_iter=max_iter,
+                            device=device)["accuracy"]
+
+
+def linear_probe_run(train_f, train_y, test_f, test_y, *, fast: bool = True, C: float = 1.0,
+                     max_iter: int = 1000, device=None) -> dict:
+    """`linear_accuracy` with the optimiser's record: {"accuracy" (percent), "lbfgs_iter", "converged"}.
+    converged is False when lbfgs stopped at max_iter (scikit-learn's ConvergenceWarning, silenced here because
+    it is recorded instead)."""
     train_f, train_y, test_f, test_y = _checked_pairs(train_f, train_y, test_f, test_y)
     if not fast:
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
-        clf = LogisticRegression(C=C, max_iter=max_iter).fit(_numpy(train_f), _numpy(train_y))
-        return _percent(torch.as_tensor(clf.predict(_numpy(test_f))), test_y)
-    device = _resolve_device(device, train_f.device)
-    probe = fit_linear_probe(train_f.to(device), train_y.to(device), C=C, max_iter=max_iter)
-    return _percent(probe.predict(test_f), test_y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = LogisticRegression(C=C, max_iter=max_iter).fit(_numpy(train_f), _numpy(train_y))
+        n_iter = int(np.max(clf.n_iter_))
+        pred = torch.as_tensor(clf.predict(_numpy(test_f)))
+    else:
+        device = pick_device(device)   # None: the GPU when there is one (the fast path is meant for it)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            probe = fit_linear_probe(train_f.to(device), train_y.to(device), C=C, max_iter=max_iter)
+        n_iter, pred = probe.n_iter, probe.predict(test_f)
+    return {"accuracy": _percent(pred, test_y), "lbfgs_iter": n_iter, "converged": n_iter < max_iter}
 
 
 def _checked_pairs(train_f, train_y, test_f, test_y):
@@ -449,23 +460,34 @@ def _percent(pred: torch.Tensor, truth: torch.Tensor) -> float:
 # 2f. The grader's protocol
 # ----------------------------------------------------------------------------------------------------------
 
+# The grader's four probes, in its order: (key, label, probe kind, which sets).
+PROBE_STEPS = (("id_knn", "ID k-NN", "knn", "id"), ("id_linear", "ID linear", "linear", "id"),
+               ("ood_knn", "OOD k-NN", "knn", "ood"), ("ood_linear", "OOD linear", "linear", "ood"))
+
+
 @dataclass
 class ProtocolResult:
-    """The grader's four numbers, in PERCENT, with timings and set sizes.
+    """The grader's four numbers, in PERCENT, with timings, set sizes and the linear probes' lbfgs records.
 
-    id_*: probes fit on train features, scored on val. ood_*: the course's OOD split (80% fit, 20% score).
-    seconds: wall time per step (encode_* when evaluate_encoder encoded the images, then the four probes).
+    id_*: probes fit on train features, scored on val (None when no ID sets were given). ood_*: the course's OOD
+    split (80% fit, 20% score); with several OOD draws, the mean over them (each one in `ood_draws`).
+    seconds: wall time per step (encode_* when evaluate_encoder encoded the images, then the probes).
+    lbfgs_iter / converged: per linear step (the largest iteration count over the draws; converged only when
+    every draw converged).
     """
-    id_knn: float
-    id_linear: float
-    ood_knn: float
-    ood_linear: float
+    id_knn: float | None
+    id_linear: float | None
+    ood_knn: float | None
+    ood_linear: float | None
     fast: bool
     n_train: int
     n_val: int
     n_ood_fit: int
     n_ood_score: int
     seconds: dict = field(default_factory=dict)
+    ood_draws: list = field(default_factory=list)
+    lbfgs_iter: dict = field(default_factory=dict)
+    converged: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -473,50 +495,102 @@ class ProtocolResult:
     def __str__(self) -> str:
         how = "fast torch probes" if self.fast else "scikit-learn probes (as the course)"
         total = sum(self.seconds.values())
+        show = lambda v: f"{v:>11.2f}%" if v is not None else f"{'-':>12}"  # noqa: E731
+        draws = f" (mean of {len(self.ood_draws)} draws)" if len(self.ood_draws) > 1 else ""
         return "\n".join([
             f"Probe protocol ({how}; {total:.1f} s)",
             f"{'':24}{'k-NN (k=5)':>12}{'linear':>10}",
-            f"{'ID  (train -> val)':24}{self.id_knn:>11.2f}%{self.id_linear:>9.2f}%",
-            f"{'OOD (80% -> 20%)':24}{self.ood_knn:>11.2f}%{self.ood_linear:>9.2f}%",
+            f"{'ID  (train -> val)':24}{show(self.id_knn)}{show(self.id_linear)[2:]}",
+            f"{'OOD (80% -> 20%)':24}{show(self.ood_knn)}{show(self.ood_linear)[2:]}{draws}",
             f"n: train {self.n_train}, val {self.n_val}, OOD fit {self.n_ood_fit}, OOD score {self.n_ood_score}",
             "seconds: " + ", ".join(f"{step} {s:.2f}" for step, s in self.seconds.items()),
         ])
 
 
-def evaluate_protocol(train, val, ood, *, fast: bool = True, progress: bool = True, device=None) -> ProtocolResult:
-    """The grader's protocol on features already extracted (raw get_features outputs, (N, 1000)).
+def evaluate_protocol(train, val, ood, *, fast: bool = True, progress: bool = True, device=None,
+                      max_iter: int = 1000, kinds: tuple = ("knn", "linear"), on_step=None) -> ProtocolResult:
+    """The grader's protocol on features already extracted (raw get_features outputs, (N, 1000)). The one
+    implementation: eval.py, the training engine's periodic probes, the notebook and the benchmarks call it.
 
-    train, val, ood: (features (N, D), labels (N,)) pairs. ID: probes fit on train, scored on val.
-    OOD: `ood_split(len(ood))` (the course's RandomState(42) permutation): fit on the 80%, score on the 20%.
-    fast=True runs the torch probes on `device` (None: the GPU when there is one); fast=False runs
-    scikit-learn exactly like the course, which on course-sized data takes many minutes on a CPU.
+    train, val: (features (N, D), labels (N,)) pairs, or both None to skip the ID probes. ood: one pair, a
+    list of pairs (several OOD draws: the OOD numbers are then their mean), or None to skip the OOD probes. ID: probes fit on train, scored on
+    val. OOD: `ood_split(len(ood))` (the course's RandomState(42) permutation): fit on 80%, score on the 20%.
+    fast=True runs the torch probes on `device` (None: the GPU when there is one); fast=False runs scikit-learn
+    exactly like the course, which on course-sized data takes many minutes on a CPU. max_iter: the logistic
+    regression's (the grader's is 1000; the periodic probes use fewer). kinds: which probes ("knn", "linear").
+    on_step(event): called before ({"event": "start", ...}) and after ({"event": "done", "accuracy", "seconds",
+    ...}) each probe, with "key", "label", "n_fit", "n_score", "draw": for progress lines (eval.py).
     """
-    train_f, train_y = _as_pair("train", train)
-    val_f, val_y = _as_pair("val", val)
-    ood_f, ood_y = _as_pair("ood", ood)
-    for name, f in (("val", val_f), ("ood", ood_f)):
-        if f.shape[1] != train_f.shape[1]:
-            raise ValueError(f"{name} features have {f.shape[1]} dimensions, train features {train_f.shape[1]}: "
-                             f"all three sets must come from the same encoder")
-    fit_idx, score_idx = (torch.from_numpy(i) for i in ood_split(len(ood_f)))
-    ood_fit = (ood_f[fit_idx], ood_y[fit_idx])
-    ood_score = (ood_f[score_idx], ood_y[score_idx])
+    id_sets = None
+    if train is not None or val is not None:
+        train_f, train_y = _as_pair("train", train)
+        val_f, val_y = _as_pair("val", val)
+        id_sets = ((train_f, train_y), (val_f, val_y))
+    if ood is None:
+        draws = []
+    elif isinstance(ood, tuple):
+        draws = [_as_pair("ood", ood)]
+    else:
+        draws = [_as_pair(f"ood[{i}]", d) for i, d in enumerate(ood)]
+    if not draws and not id_sets:
+        raise ValueError("evaluate_protocol: expected ID (train, val) pairs or at least one OOD pair, found none")
+    reference = id_sets[0][0] if id_sets else draws[0][0]
+    for name, f in ([("val", id_sets[1][0])] if id_sets else []) + [(f"ood", d[0]) for d in draws]:
+        if f.shape[1] != reference.shape[1]:
+            raise ValueError(f"{name} features have {f.shape[1]} dimensions, train features {reference.shape[1]}: "
+                             f"all sets must come from the same encoder")
 
-    steps = [
-        ("id_knn", knn_accuracy, (train_f, train_y), (val_f, val_y)),
-        ("id_linear", linear_accuracy, (train_f, train_y), (val_f, val_y)),
-        ("ood_knn", knn_accuracy, ood_fit, ood_score),
-        ("ood_linear", linear_accuracy, ood_fit, ood_score),
-    ]
-    scores, seconds = {}, {}
-    bar = tqdm(steps, desc="probes", disable=not progress, leave=False)
-    for name, probe, (fit_f, fit_y), (test_f, test_y) in bar:
-        bar.set_postfix_str(name)
+    steps = []   # (key, label, kind, draw index or None, fit pair, score pair)
+    for key, label, kind, which in PROBE_STEPS:
+        if kind not in kinds:
+            continue
+        if which == "id" and id_sets:
+            steps.append((key, label, kind, None, *id_sets))
+        elif which == "ood":
+            for i, (f, y) in enumerate(draws):
+                fit_idx, score_idx = (torch.from_numpy(ix) for ix in ood_split(len(f)))
+                steps.append((key, label, kind, i, (f[fit_idx], y[fit_idx]), (f[score_idx], y[score_idx])))
+
+    scores, seconds, iters, converged = {}, {}, {}, {}
+    per_draw = [{} for _ in draws]
+    bar = progress_steps(steps, progress)
+    for key, label, kind, draw, (fit_f, fit_y), (test_f, test_y) in bar:
+        event = {"key": key, "label": label, "n_fit": len(fit_f), "n_score": len(test_f), "draw": draw}
+        if on_step:
+            on_step({"event": "start", **event})
         start = time.perf_counter()
-        scores[name] = probe(fit_f, fit_y, test_f, test_y, fast=fast, device=device)
-        seconds[name] = time.perf_counter() - start
-    return ProtocolResult(**scores, fast=fast, n_train=len(train_f), n_val=len(val_f),
-                          n_ood_fit=len(fit_idx), n_ood_score=len(score_idx), seconds=seconds)
+        if kind == "knn":
+            run = {"accuracy": knn_accuracy(fit_f, fit_y, test_f, test_y, fast=fast, device=device)}
+        else:
+            run = linear_probe_run(fit_f, fit_y, test_f, test_y, fast=fast, max_iter=max_iter, device=device)
+            iters[key] = max(iters.get(key, 0), run["lbfgs_iter"])
+            converged[key] = converged.get(key, True) and run["converged"]
+        elapsed = time.perf_counter() - start
+        seconds[key] = seconds.get(key, 0.0) + elapsed
+        if draw is None:
+            scores[key] = run["accuracy"]
+        else:
+            per_draw[draw][key] = run["accuracy"]
+        if on_step:
+            on_step({"event": "done", **event, "accuracy": run["accuracy"], "seconds": elapsed})
+    for key in ("ood_knn", "ood_linear"):
+        values = [d[key] for d in per_draw if key in d]
+        scores[key] = float(np.mean(values)) if values else None
+    fit_n, score_n = (len(ix) for ix in ood_split(len(draws[0][0]))) if draws else (0, 0)
+    return ProtocolResult(id_knn=scores.get("id_knn"), id_linear=scores.get("id_linear"),
+                          ood_knn=scores["ood_knn"], ood_linear=scores["ood_linear"], fast=fast,
+                          n_train=len(id_sets[0][0]) if id_sets else 0, n_val=len(id_sets[1][0]) if id_sets else 0,
+                          n_ood_fit=fit_n, n_ood_score=score_n, seconds=seconds,
+                          ood_draws=[{"n": len(d[0]), **per_draw[i]} for i, d in enumerate(draws)],
+                          lbfgs_iter=iters, converged=converged)
+
+
+def progress_steps(steps: list, progress: bool):
+    """The protocol's steps, under a progress bar when asked (each step's key shown as it runs)."""
+    if not progress:
+        return steps
+    bar = progress_bar(steps, desc="probes", leave=False)
+    return (bar.set_postfix_str(step[0]) or step for step in bar)
 
 
 def _as_pair(name: str, pair):

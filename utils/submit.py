@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from utils.checkpoint import atomic_write, weight_mismatches
-from utils.data import (DATA_DIR_ENV, HUB_DATA_DIR, SPLIT_FILES, DataError, Split, data_dir_candidates,
-                        find_split_file, load_npz, ood_split, resolve_data_dir)
+from utils.data import (HUB_DATA_DIR, SPLIT_FILES, DataError, Split, find_split_file, load_npz, locate_data_dir,
+                        ood_split, places_tried)
+from utils.device import pick_device
 
 # ----------------------------------------------------------------------------------------------------------
 # What the course expects
@@ -195,11 +196,6 @@ def format_percent(value: float) -> str:
     return f"{value:.2f}%"
 
 
-def best_device() -> torch.device:
-    """The device the grader would use: the GPU when there is one."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The whole check
 # ----------------------------------------------------------------------------------------------------------
@@ -209,15 +205,15 @@ def check_submission(folder: str | os.PathLike, *, data_dir: str | os.PathLike |
                      batch_size: int = GRADER_BATCH_SIZE, progress: bool = True, echo: bool = True) -> Report:
     """Check a submission folder the way the grader uses it, then run the grader's protocol on it.
 
-    data_dir: folder with the npz files (None: the course hub's folder when it exists, else $CS461_DATA_DIR,
-    else ./cs461_assignment1_data). files: {"train"/"val"/"ood": file name} overrides. fast: torch probes
+    data_dir: folder with the npz files (None: utils.data.locate_data_dir's order, the notebook's: $CS461_DATA_DIR,
+    else the course hub's folder when it exists, else ./cs461_assignment1_data). files: {"train"/"val"/"ood": file name} overrides. fast: torch probes
     instead of scikit-learn. quick: structure checks only (data files found but not loaded, no probes).
     echo: print each check, and each probe's accuracy and time, as they come. progress: tqdm bars.
     Returns the Report; `report.ok` is True when no check failed.
     """
     folder = expand_path(folder)
     report = Report(folder=str(folder), mode="quick" if quick else ("fast" if fast else "exact"), echo=echo)
-    device = best_device()
+    device = pick_device("auto")           # as the grader: the GPU when there is one
     report.device = str(device)
     start = time.perf_counter()
 
@@ -911,45 +907,11 @@ def check_report(report: Report, path: Path) -> None:
 # The data
 # ----------------------------------------------------------------------------------------------------------
 
-def _places_tried(data_dir) -> str:
-    """The places utils.data looks for the data, in order, and whether each exists."""
-    lines = []
-    for source, candidate in data_dir_candidates(data_dir):
-        source = "--data-dir" if source == "explicit argument" else source
-        if candidate is None:
-            lines.append(f"  - {source}: not set")
-        else:
-            state = "folder exists" if candidate.is_dir() else "does not exist"
-            lines.append(f"  - {source}: {candidate} ({state})")
-    return "\n".join(lines)
-
-
-def locate_data_dir(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """(folder, where it came from). Default: the course hub's folder when it exists (what the grader uses),
-    else $CS461_DATA_DIR, else ./cs461_assignment1_data. An explicit folder that does not exist is a
-    DataError naming every place tried; it never falls back to other data."""
-    if data_dir is not None:
-        path = expand_path(data_dir)
-        if not path.is_dir():
-            raise DataError(f"data directory {path} (from --data-dir) does not exist or is not a folder; expected "
-                            f"a folder holding {', '.join(SPLIT_FILES.values())}. Places tried:\n"
-                            f"{_places_tried(path)}")
-        return path, "--data-dir"
-    if HUB_DATA_DIR.is_dir():
-        return HUB_DATA_DIR, "course hub"
-    try:
-        path = resolve_data_dir(None, verbose=False)
-    except DataError as error:
-        raise DataError(f"{error} Places tried:\n{_places_tried(None)}") from error
-    source = f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else "local default"
-    return path, source
-
-
 def check_data(report: Report, data_dir, files: dict[str, str] | None, *, load: bool) -> dict[str, Split] | None:
     """The three split files: found (always) and valid (when `load`). Returns the loaded splits, or None."""
     filenames = {**SPLIT_FILES, **(files or {})}
     try:
-        directory, source = locate_data_dir(data_dir)
+        directory, source = locate_data_dir(data_dir, explicit_name="--data-dir")
     except DataError as error:
         report.failed("data directory", str(error), "pass --data-dir with the folder holding "
                       f"{', '.join(filenames.values())} (on the course hub: {HUB_DATA_DIR})")
@@ -957,7 +919,7 @@ def check_data(report: Report, data_dir, files: dict[str, str] | None, *, load: 
     report.data_dir = str(directory.resolve())
     if not directory.is_dir():
         report.failed("data directory", f"{directory.resolve()} [{source}] does not exist; places tried:\n"
-                      f"{_places_tried(None)}",
+                      f"{places_tried(None, explicit_name='--data-dir')}",
                       f"pass --data-dir with the folder holding {', '.join(filenames.values())}, or run "
                       f"`python -m utils.synthetic` to generate the embedded default data set there")
         return None
@@ -1031,47 +993,42 @@ def run_protocol(report: Report, model, splits: dict[str, Split], *, fast: bool,
     run_probes(report, probes, features, splits, fast=fast, device=device)
 
 
-# The grader's four probes, in its order: (key, label, probe kind, which sets).
-PROBE_STEPS = (("id_knn", "ID k-NN", "knn", "id"), ("id_linear", "ID linear", "linear", "id"),
-               ("ood_knn", "OOD k-NN", "knn", "ood"), ("ood_linear", "OOD linear", "linear", "ood"))
-
-
 def run_probes(report: Report, probes, features: dict[str, torch.Tensor], splits: dict[str, Split], *,
                fast: bool, device: torch.device) -> None:
-    """The four probes one by one, a line each with its accuracy and time (the exact linear probe can take
-    minutes: the user sees which step is running). ID: fit on train, scored on val. OOD: the course's split,
-    RandomState(42), 80% fit / 20% scored."""
-    fit_idx, score_idx = (torch.from_numpy(i) for i in ood_split(len(splits["ood"])))
-    ood_f, ood_y = features["ood"], torch.from_numpy(splits["ood"].labels)
-    sets = {
-        "id": ((features["train"], torch.from_numpy(splits["train"].labels)),
-               (features["val"], torch.from_numpy(splits["val"].labels))),
-        "ood": ((ood_f[fit_idx], ood_y[fit_idx]), (ood_f[score_idx], ood_y[score_idx])),
-    }
+    """The four probes (probes.evaluate_protocol, the one implementation of the grader's protocol), a line each
+    with its accuracy and time as it finishes (the exact linear probe can take minutes: the user sees which
+    step is running). ID: fit on train, scored on val. OOD: the course's RandomState(42) 80/20 split."""
+    labels = {name: torch.from_numpy(splits[name].labels) for name in ("train", "val", "ood")}
+    fit_n, score_n = (len(ix) for ix in ood_split(len(splits["ood"])))
     how = "torch (--fast)" if fast else "scikit-learn, exactly as the grader"
     report.note(f"Probes ({how}): k-NN (k=5) and logistic regression (C=1, max_iter=1000). ID: fit on "
                 f"{len(features['train']):,} train, scored on {len(features['val']):,} val. OOD: fit on "
-                f"{len(fit_idx):,}, scored on {len(score_idx):,} (the course's RandomState(42) 80/20 split).")
-    for key, label, kind, which in PROBE_STEPS:
-        (fit_f, fit_y), (score_f, score_y) = sets[which]
-        if kind == "linear" and not fast and device.type == "cpu" and len(fit_f) > LARGE_TRAIN_FOR_CPU:
-            report.warned("exact probes on the CPU", f"the exact linear probe (scikit-learn lbfgs) on "
-                          f"{len(fit_f):,} images will take many minutes on the CPU",
-                          "use --fast for the torch probes (same protocol), or run on a GPU machine")
-        probe = probes.knn_accuracy if kind == "knn" else probes.linear_accuracy
-        if report.echo:      # shown while the probe runs, replaced by its result line
-            print(f"  {label:<11} running ...", end="\r", flush=True)
-        start = time.perf_counter()
-        try:
-            accuracy = probe(fit_f, fit_y, score_f, score_y, fast=fast)
-        except Exception as error:
-            report.failed("probes", f"the {label} probe raised {type(error).__name__}: {str(error)[:300]}",
-                          "check the data files (each split needs at least 2 classes and 5 images)")
-            return
-        seconds = time.perf_counter() - start
-        report.accuracies[key] = float(accuracy)
-        report.timings[f"probe {key}"] = seconds
-        report.note(f"  {label:<11} {format_percent(accuracy):>7}   ({seconds:.1f} s)")
+                f"{fit_n:,}, scored on {score_n:,} (the course's RandomState(42) 80/20 split).")
+
+    running = {"label": "first"}
+
+    def show(step: dict) -> None:
+        running["label"] = step["label"]
+        if step["event"] == "start":
+            if step["key"].endswith("linear") and not fast and device.type == "cpu" \
+                    and step["n_fit"] > LARGE_TRAIN_FOR_CPU:
+                report.warned("exact probes on the CPU", f"the exact linear probe (scikit-learn lbfgs) on "
+                              f"{step['n_fit']:,} images will take many minutes on the CPU",
+                              "use --fast for the torch probes (same protocol), or run on a GPU machine")
+            if report.echo:      # shown while the probe runs, replaced by its result line
+                print(f"  {step['label']:<11} running ...", end="\r", flush=True)
+        else:
+            report.accuracies[step["key"]] = float(step["accuracy"])
+            report.timings[f"probe {step['key']}"] = step["seconds"]
+            report.note(f"  {step['label']:<11} {format_percent(step['accuracy']):>7}   ({step['seconds']:.1f} s)")
+
+    try:
+        probes.evaluate_protocol((features["train"], labels["train"]), (features["val"], labels["val"]),
+                                 (features["ood"], labels["ood"]), fast=fast, progress=False, device=device,
+                                 on_step=show)
+    except Exception as error:
+        report.failed("probes", f"the {running['label']} probe raised {type(error).__name__}: {str(error)[:300]}",
+                      "check the data files (each split needs at least 2 classes and 5 images)")
 
 
 def check_data_features(report: Report, features: dict[str, torch.Tensor]) -> bool:

@@ -667,8 +667,8 @@ def generate_split(split: str, spec: DataSpec | str, seed: int = 0, progress: bo
 def _progress(items, enabled: bool, description: str):
     if not enabled:
         return items
-    from tqdm.auto import tqdm
-    return tqdm(items, desc=description, unit="class", leave=False)
+    from utils.progress import progress_bar
+    return progress_bar(items, desc=description, unit="class", leave=False)
 
 
 def resolve_spec(size: str | DataSpec) -> tuple[str, DataSpec]:
@@ -732,7 +732,7 @@ def write_dataset(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | Data
     """Generate train.npz, val.npz and ood.npz in out_dir. Returns {split: path}.
 
     Refuses (SyntheticDataError, before generating anything) if one of the files exists, unless overwrite.
-    progress: show a tqdm bar over classes for sizes large enough to take a while (course).
+    progress: show a progress bar over classes for sizes large enough to take a while (course).
     """
     _, spec = resolve_spec(size)
     out_dir = Path(out_dir)

@@ -1,0 +1,120 @@
+"""The one device chooser, and the batch size fitted to a shared GPU's free memory (simulated on the CPU)."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from utils.device import (BatchChoice, StepMemory, candidate_batch_sizes, fit_batch_to_memory, measure_step_memory,
+                          pick_device)
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB, MIB = 2**30, 2**20
+
+
+def test_auto_is_the_gpu_only_when_there_is_one():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device("auto").type == expected
+    assert pick_device(None).type == expected
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_asking_for_a_missing_gpu_names_the_fix():
+    with pytest.raises(ValueError, match="device='cuda:1' asked for, but no CUDA GPU.*use device=cpu"):
+        pick_device("cuda:1")
+
+
+def test_device_choice_is_implemented_once():
+    """Every part of the kit calls utils.device.pick_device: no other file decides between CUDA and the CPU."""
+    # `"cuda" if torch.cuda.is_available()` and `torch.device("cuda") if torch.cuda.is_available()`, also as
+    # they appear, escaped, in the notebook's JSON.
+    pattern = re.compile(r"""cuda\\?["']\)?\s+if\s+torch\.cuda\.is_available\(\)""")
+    files = [p for p in [*ROOT.rglob("*.py"), *ROOT.glob("*.ipynb")]
+             if ".venv" not in p.parts and p.name != "test_device.py"]
+    offenders = sorted(str(p.relative_to(ROOT)) for p in files if pattern.search(p.read_text(encoding="utf-8")))
+    assert offenders == ["utils/device.py"], offenders
+
+
+def test_candidates_are_the_recipe_batch_then_powers_of_two_below():
+    assert candidate_batch_sizes(512) == [512, 256, 128, 64, 32, 16, 8]
+    assert candidate_batch_sizes(300) == [300, 256, 128, 64, 32, 16, 8]
+    assert candidate_batch_sizes(8) == [8]
+
+
+def test_a_crowded_gpu_gets_the_largest_power_of_two_that_fits_and_a_scaled_lr(capsys):
+    # A 9.75 GiB card of which others use 3 GiB; simulated step cost: 1 GiB fixed + 24 MiB per image.
+    memory = StepMemory(fixed_bytes=1 * GIB, per_image_bytes=24 * MIB, source="simulated")
+    choice = fit_batch_to_memory(512, 2e-3, int(6.75 * GIB), memory)
+    # 0.8 * 6.75 GiB = 5.4 GiB; 1 GiB + 128 * 24 MiB = 4 GiB fits, 256 images (7 GiB) do not.
+    assert isinstance(choice, BatchChoice) and choice.batch_size == 128 and choice.reduced
+    assert choice.lr == pytest.approx(2e-3 * 128 / 512)
+    assert choice.needed_bytes <= 0.8 * 6.75 * GIB
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line, "one printed line"
+    assert "batch_size=512 -> 128" in line and "lr=0.002 -> 0.0005" in line and "6.75 GiB free" in line
+
+
+def test_enough_memory_keeps_the_recipe(capsys):
+    memory = StepMemory(fixed_bytes=1 * GIB, per_image_bytes=24 * MIB, source="simulated")
+    choice = fit_batch_to_memory(512, 2e-3, 139 * GIB, memory)
+    assert (choice.batch_size, choice.lr, choice.reduced) == (512, 2e-3, False)
+    assert "batch_size=512 fits" in capsys.readouterr().out
+
+
+def test_the_data_reserve_and_the_margin_count():
+    memory = StepMemory(fixed_bytes=0, per_image_bytes=10 * MIB, source="simulated")
+    # 512 images need 5 GiB: they fit in 8 GiB free (6.4 GiB planned) but not once 2 GiB of data are reserved.
+    assert fit_batch_to_memory(512, 1e-3, 8 * GIB, memory, echo=False).batch_size == 512
+    assert fit_batch_to_memory(512, 1e-3, 8 * GIB, memory, reserve_bytes=2 * GIB, echo=False).batch_size == 256
+    assert fit_batch_to_memory(512, 1e-3, 8 * GIB, memory, safety_fraction=0.5, echo=False).batch_size == 256
+
+
+def test_a_batch_with_a_checkpoint_is_preferred(capsys):
+    memory = StepMemory(fixed_bytes=0, per_image_bytes=10 * MIB, source="simulated")
+    choice = fit_batch_to_memory(512, 1e-3, 100 * GIB, memory, prefer=lambda b: b == 128)
+    assert choice.batch_size == 128 and choice.lr == pytest.approx(1e-3 / 4)
+    assert "checkpoint" in capsys.readouterr().out
+    # A preferred size that does not fit is not taken.
+    assert fit_batch_to_memory(512, 1e-3, 1 * GIB, memory, prefer=lambda b: b == 512, echo=False).batch_size == 64
+
+
+def test_nothing_fits_names_batch_size_and_the_free_memory():
+    memory = StepMemory(fixed_bytes=2 * GIB, per_image_bytes=100 * MIB, source="simulated")
+    with pytest.raises(MemoryError, match=r"batch_size=8 does not fit: the GPU has 1\.00 GiB free"):
+        fit_batch_to_memory(512, 1e-3, 1 * GIB, memory)
+
+
+def test_measuring_needs_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("checks the error on a machine without CUDA")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        measure_step_memory(lambda b: None, torch.device("cpu"))
+
+
+def test_the_notebook_fit_prefers_the_batch_of_a_run_it_can_resume(tiny_data_dir, tmp_path, monkeypatch, capsys):
+    """fit_batch_to_gpu with a simulated GPU (free memory and step cost injected): 256 would fit, but a checkpoint
+    of the same run at batch 64 (same settings, lr scaled, same custom loss) exists, so 64 is taken and resumed."""
+    import utils.train as engine
+    from utils.data import load_splits
+    from utils.train import code_signature, fit_batch_to_gpu, prepare_data, run_dir_of
+
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))       # 320 training images
+    cfg = engine.TrainConfig(arch="tiny", batch_size=256, lr=2e-3, out_dir=str(tmp_path))
+    monkeypatch.setattr(engine, "measure_step_memory", lambda run_step, device: StepMemory(0, 10 * MIB, "simulated"))
+    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 100 * GIB)
+    cuda = torch.device("cuda")                 # only its type is read: nothing runs on it here
+
+    def my_loss(z, generator=None):
+        return z.pow(2).mean()
+
+    assert fit_batch_to_gpu(cfg, data, cuda, objective=my_loss).batch_size == 256
+    assert "batch_size=256 fits" in capsys.readouterr().out
+    resumable = engine.dataclasses.replace(cfg, batch_size=64, lr=2e-3 * 64 / 256)
+    checkpoints = run_dir_of(resumable, data.signature(), code_signature(my_loss)) / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "ckpt_step00000010.pt").write_bytes(b"")
+    fitted = fit_batch_to_gpu(cfg, data, cuda, objective=my_loss)
+    assert (fitted.batch_size, fitted.lr) == (64, pytest.approx(5e-4))
+    assert "a checkpoint of that run exists" in capsys.readouterr().out
+    assert fit_batch_to_gpu(cfg, data, torch.device("cpu")) is cfg             # the CPU: nothing to fit
