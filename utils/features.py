@@ -91,7 +91,10 @@ def fit_feature_statistics(model: ImageEncoder, images, *, batch_size: int = 256
 
 
 def set_feature_statistics(model: ImageEncoder, stats: dict) -> ImageEncoder:
-    """Copy `feature_statistics`' output into the model's buffers and mark them fitted. Returns the model."""
+    """Copy `feature_statistics`' output into the model's buffers and mark them fitted (a no-op for a design
+    that needs none). Returns the model."""
+    if not model.needs_feature_statistics:
+        return model
     design = model.feature_design
     buffers = dict(model.named_buffers())
     for i, part in enumerate(design.parts):
