@@ -68,7 +68,7 @@ def test_notebook_and_benchmarks_name_the_recipes_instead_of_restating_them():
 
 def test_short_profile_is_a_cpu_run():
     cfg = recipe_config("short")
-    # A CPU run: the tiny network for a fixed number of epochs (16 on the embedded data: 368 steps, about a
-    # minute on 2 cores), never a time budget.
+    # A CPU run: the tiny network for a fixed number of epochs (16 on the embedded data: 368 steps of 128
+    # images), never a time budget.
     assert cfg.arch == "tiny" and cfg.time_budget_min == 0 and cfg.epochs <= 16
     assert dataclasses.replace(cfg, data_dir="x").fingerprint() == cfg.fingerprint()   # data_dir: not a result
