@@ -59,6 +59,7 @@ from models import ARCH, FeatureDesign, ImageEncoder, design_features
 from utils import probes
 from utils.checkpoint import load_weights_strict
 from utils.data import load_npz, load_splits
+from utils.features import PartsView, feature_statistics
 from utils.provenance import provenance
 from utils.synthetic import DataSpec
 
@@ -79,39 +80,17 @@ TINY_SPEC = DataSpec(id_classes=5, train_per_class=30, val_per_class=20, ood_cla
 CENTRINGS = ((False, None), (True, None))
 
 
-class _AllParts(torch.nn.Module):
-    """Wraps an encoder so that `probes.encode_images` (the grader's image conversion) returns every part:
-    get_features(x) -> (B, sum of part dims), the parts in PART_NAMES order, of x or of its mirror image."""
-
-    def __init__(self, model: ImageEncoder, mirrored: bool):
-        super().__init__()
-        self.model, self.mirrored = model, mirrored
-
-    def get_features(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.model.feature_parts(x.flip(-1) if self.mirrored else x)
-        return torch.cat([parts[name] for name in PART_NAMES], dim=1)
-
-
-def part_dims(model: ImageEncoder) -> dict[str, int]:
-    with torch.no_grad():
-        parts = model.eval().feature_parts(torch.zeros(1, 3, 64, 64))
-    return {name: parts[name].shape[1] for name in PART_NAMES}
-
-
 def cache_set(model: ImageEncoder, images: np.ndarray, labels: np.ndarray, path: Path, progress: bool) -> None:
     """Encode `images` and their mirrors once; save every part as float32 arrays `<part>` and `mirror_<part>`."""
     if path.is_file():
         print(f"cached already: {path}")
         return
-    dims = part_dims(model)
     arrays = {"labels": np.asarray(labels)}
     for mirrored in (False, True):
         start = time.perf_counter()
-        flat = probes.encode_images(_AllParts(model, mirrored), images, progress=progress).numpy()
-        offset = 0
-        for name in PART_NAMES:
-            arrays[("mirror_" if mirrored else "") + name] = flat[:, offset:offset + dims[name]]
-            offset += dims[name]
+        flat = probes.encode_images(PartsView(model, PART_NAMES, mirrored), images, progress=progress)
+        for name, part in zip(PART_NAMES, torch.split(flat, [model.part_widths[n] for n in PART_NAMES], dim=1)):
+            arrays[("mirror_" if mirrored else "") + name] = part.numpy()
         print(f"{path.name}: {len(images)} images{' (mirrored)' if mirrored else ''} in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,24 +128,10 @@ def load_cache(path: Path) -> dict[str, torch.Tensor]:
 
 def statistics_for(stats_set: dict, design: FeatureDesign) -> dict:
     """Training mean (and shrunk whitening) of each part the design reads, from the statistics subset, as
-    `design_features` takes them. Computed on the mirror-averaged parts when the design averages mirrors."""
-    means, whiteners = [], []
-    for name in design.parts:
-        x = _maybe_mirror_average(stats_set, name, design.mirror).double()
-        means.append(x.mean(dim=0).float())
-        if design.whiten is not None:
-            whiteners.append(_shrunk_whitener(x, design.whiten).float())
-    return {"means": means if design.centre else None, "whiteners": whiteners if design.whiten is not None else None}
-
-
-def _shrunk_whitener(x: torch.Tensor, shrink: float) -> torch.Tensor:
-    """(N, d) -> (d, d) W with W^T C W ~ I for C = (1 - shrink) * Cov + shrink * mean(diag) * I."""
-    centred = x - x.mean(dim=0)
-    cov = centred.T @ centred / (len(x) - 1)
-    target = cov.diagonal().mean() * torch.eye(cov.shape[0], dtype=cov.dtype)
-    shrunk = (1 - shrink) * cov + shrink * target
-    eigenvalues, eigenvectors = torch.linalg.eigh(shrunk)
-    return eigenvectors @ torch.diag(eigenvalues.clamp_min(1e-12).rsqrt()) @ eigenvectors.T
+    `design_features` takes them (utils.features.feature_statistics, what training exports). Computed on the
+    mirror-averaged parts when the design averages mirrors."""
+    return feature_statistics([_maybe_mirror_average(stats_set, name, design.mirror) for name in design.parts],
+                              design)
 
 
 def _maybe_mirror_average(cached: dict, name: str, mirror: bool) -> torch.Tensor:
@@ -301,14 +266,13 @@ def cmd_export(args) -> Path:
     """The trained network of --weights with get_features' statistics for models.FEATURE_DESIGN, computed from the
     cached statistics subset (the same parts the study used; no re-encoding), written to --out."""
     from utils.checkpoint import export_weights
-    from utils.features import feature_statistics, load_network_weights, set_feature_statistics
+    from utils.features import load_network_weights, set_feature_statistics
     from utils.submit import weights_metadata
 
     model = load_network_weights(ImageEncoder(args.arch), args.weights)
     design = model.feature_design
     stats_set = load_cache(Path(args.cache) / "stats.npz")
-    parts = [_maybe_mirror_average(stats_set, name, design.mirror) for name in design.parts]
-    set_feature_statistics(model, feature_statistics(parts, design))
+    set_feature_statistics(model, statistics_for(stats_set, design))
     metadata = {**weights_metadata(args.weights), "feature_design": json.dumps(design.as_dict()),
                 "feature_statistics": f"{len(stats_set['labels'])} training images (every {STATS_EVERY}th), "
                                       f"cache {args.cache}"}

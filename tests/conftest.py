@@ -1,5 +1,6 @@
 """Shared fixtures: small embedded data sets generated once per test session."""
 import pytest
+import torch
 
 from utils.synthetic import DataSpec, write_dataset
 
@@ -23,3 +24,14 @@ def learn_data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("learn_data")
     write_dataset(out, LEARN, seed=1, progress=False)
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small tensors: with several intra-op threads on a loaded 2-core CI machine, OpenMP barriers dominate (a
+    30 ms view took 1.4 s). One thread keeps a test file fast; the setting is restored afterwards. A file
+    opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,14 +18,7 @@ IDENTITY = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, 
                       blur_p=0.0, solarize_p=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are small: with several intra-op threads on a loaded 2-core CI machine, OpenMP
-    barriers dominate (a 30 ms view took 1.4 s). One thread keeps the file fast; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: see tests/conftest.py
 
 
 def smooth_images(n: int, seed: int = 0, size: int = 64) -> torch.Tensor:

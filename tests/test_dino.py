@@ -6,12 +6,7 @@ from utils.dino import DinoHead, SelfDistillation
 from utils.ema import ModelEMA
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: see tests/conftest.py
 
 
 class ToyEncoder(torch.nn.Module):

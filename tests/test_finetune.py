@@ -19,12 +19,7 @@ from utils.finetune import FinetuneConfig, finetune_copy, finetune_evaluation
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: see tests/conftest.py
 
 
 def test_fine_tuning_beats_the_linear_probe_and_leaves_the_model_unchanged(learn_data_dir, tmp_path):

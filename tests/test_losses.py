@@ -12,13 +12,7 @@ from utils.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: avoid OpenMP thread contention on a loaded 2-core CI machine (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: see tests/conftest.py
 
 
 def gen(seed: int) -> torch.Generator:

@@ -206,15 +206,7 @@ def test_a_given_objective_is_the_one_that_trains(tiny_data_dir, tmp_path):
 # The caller's step and loss functions; an EMA of the encoder; DINO's head and teacher
 # ----------------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def one_torch_thread():
-    """One intra-op thread: these runs are tiny, and two OpenMP threads spinning on a busy 2-core machine cost
-    several times the CPU time (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+# (one_torch_thread: tests/conftest.py)
 
 def test_a_given_step_is_the_one_that_trains(tiny_data_dir, tmp_path, one_torch_thread):
     """The notebook passes its own training_step: train() must call it for every batch."""

@@ -22,12 +22,7 @@ from utils.train import TrainConfig, train
 TEST_SPEC = vit_spec(embed_dim=32, depth=4, heads=2, proj_hidden=128)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: see tests/conftest.py
 
 
 @pytest.fixture
