@@ -281,25 +281,6 @@ separated clusters for OOD classes are what the OOD probes reward."""),
     {"validation (seen classes)": (features["val"], val_split.labels, val_split.class_names),
      "OOD (unseen classes)": (features["ood"], ood_split_data.labels, ood_split_data.class_names)},
     max_points=1000 if PROFILE == "short" else 1500, seed=0, save_to=FIGURES)"""),
-    ("md", """# 7. Submission Instructions
-
-Hand in four files in one folder (default `~/cs461_assignment1_submission`): `models.py`,
-`final_model.safetensors`, this notebook **executed and saved**, and `report.md` (at most 500 words, with a
-discussion of the OOD results). The next cell copies them there, after checking that Section 0 is filled in,
-then runs `python eval.py`: the grader's checks (strict loading, `get_features` shape, identity, word count)
-and its exact protocol. Fix anything it marks FAIL before the deadline."""),
-    ("code", """SUBMISSION_DIR = Path(os.environ.get("CS461_SUBMISSION_DIR", Path.home() / "cs461_assignment1_submission"))
-NOTEBOOK_PATH = Path(os.environ.get("CS461_NOTEBOOK_PATH", "CS461_Assignment1.ipynb"))
-
-problems = identity_problems({"SCIPER": SCIPER, "LAST_NAME": LAST_NAME, "FIRST_NAME": FIRST_NAME})
-if problems:
-    print("NOT COPIED: fill in Section 0 first, save the notebook, then run this cell again:")
-    print("\\n".join(f"  - {p}" for p in problems))
-else:
-    assemble_submission(SUBMISSION_DIR, weights=result.weights_path, notebook=NOTEBOOK_PATH, report="report.md")
-    check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR), "-d", str(DATA_DIR)]
-                           + (["--fast"] if device.type == "cuda" else []), capture_output=True, text=True)
-    print(check.stdout + check.stderr)"""),
     ("md", """## Optional: fine-tuning evaluation (not graded)
 
 How far are the frozen features from what labels could make of this network? `utils/finetune.py` fine-tunes a
@@ -321,6 +302,25 @@ if RUN_FINETUNE:
     display(tuned.confusion)
 else:
     print("Fine-tuning evaluation skipped (optional, not graded): set CS461_FINETUNE=1 to run it.")"""),
+    ("md", """# 7. Submission Instructions
+
+Hand in four files in one folder (default `~/cs461_assignment1_submission`): `models.py`,
+`final_model.safetensors`, this notebook **executed and saved**, and `report.md` (at most 500 words, with a
+discussion of the OOD results). The next cell copies them there, after checking that Section 0 is filled in,
+then runs `python eval.py`: the grader's checks (strict loading, `get_features` shape, identity, word count)
+and its exact protocol. Fix anything it marks FAIL before the deadline."""),
+    ("code", """SUBMISSION_DIR = Path(os.environ.get("CS461_SUBMISSION_DIR", Path.home() / "cs461_assignment1_submission"))
+NOTEBOOK_PATH = Path(os.environ.get("CS461_NOTEBOOK_PATH", "CS461_Assignment1.ipynb"))
+
+problems = identity_problems({"SCIPER": SCIPER, "LAST_NAME": LAST_NAME, "FIRST_NAME": FIRST_NAME})
+if problems:
+    print("NOT COPIED: fill in Section 0 first, save the notebook, then run this cell again:")
+    print("\\n".join(f"  - {p}" for p in problems))
+else:
+    assemble_submission(SUBMISSION_DIR, weights=result.weights_path, notebook=NOTEBOOK_PATH, report="report.md")
+    check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR), "-d", str(DATA_DIR)]
+                           + (["--fast"] if device.type == "cuda" else []), capture_output=True, text=True)
+    print(check.stdout + check.stderr)"""),
 ]
 
 
