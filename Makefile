@@ -23,7 +23,7 @@ data: $(STAMP)
 	$(PY) -m utils.synthetic
 
 demo: $(STAMP)
-	$(PY) -m utils.demo
+	$(PY) tools/demo.py
 
 test: $(STAMP)
 	$(PY) -m pytest

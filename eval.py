@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.data import HUB_DATA_DIR  # noqa: E402
-from utils.submit import (DEFAULT_SUBMISSION_DIR, GRADER_BATCH_SIZE, accuracy_lines, check_submission,  # noqa: E402
+from utils.submission import (DEFAULT_SUBMISSION_DIR, GRADER_BATCH_SIZE, accuracy_lines, check_submission,  # noqa: E402
                           expand_path)
 
 

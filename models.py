@@ -74,7 +74,7 @@ ARCHITECTURES["vit_tiny"] = vit_spec(embed_dim=192, depth=12, heads=3)
 ARCHITECTURES["vit_small"] = vit_spec(embed_dim=384, depth=12, heads=6)
 
 # The architecture `ImageEncoder()` builds, i.e. what the grader instantiates. The weights file must come
-# from a model of this architecture (eval.py checks it; utils.submit sets this line in the submitted copy).
+# from a model of this architecture (eval.py checks it; utils.submission sets this line in the submitted copy).
 ARCH = "resnet18_s2"
 
 

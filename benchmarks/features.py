@@ -267,7 +267,7 @@ def cmd_export(args) -> Path:
     cached statistics subset (the same parts the study used; no re-encoding), written to --out."""
     from utils.checkpoint import export_weights
     from utils.features import load_network_weights, set_feature_statistics
-    from utils.submit import weights_metadata
+    from utils.submission import weights_metadata
 
     model = load_network_weights(ImageEncoder(args.arch), args.weights)
     design = model.feature_design

@@ -193,7 +193,7 @@ def run_sections(parts: list[tuple[str, list[str]]], log, on_section=None, cuda:
 # ----------------------------------------------------------------------------------------------------------
 
 def parse_eval_accuracies(text: str) -> dict[str, float] | None:
-    """The four accuracies (percent) from eval.py's printed report (utils.submit.accuracy_lines: the ID line,
+    """The four accuracies (percent) from eval.py's printed report (utils.submission.accuracy_lines: the ID line,
     then the OOD line), or None when it printed none."""
     found = ACCURACY_LINE.findall(text)
     if len(found) < 2:

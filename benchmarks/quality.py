@@ -38,7 +38,7 @@ from utils.data import load_npz, load_splits, resolve_data_dir
 from utils.device import pick_device
 from utils.provenance import provenance
 from utils.recipes import RECIPES, SUITES, recipe_config, suite
-from utils.submit import weights_metadata
+from utils.submission import weights_metadata
 from utils.synthetic import DataSpec, write_dataset
 from utils.train import prepare_data, seed_all, train
 

@@ -3,7 +3,7 @@
 Variants (same model, same batch size, same data: random uint8 64x64 images, content does not change speed):
   course_pipeline  Dataset + DataLoader(num_workers, pin_memory) with per-sample torchvision transforms on the
                    CPU making two views, float32 training: what the course's notebook does.
-  engine           utils.train.training_step as shipped: uint8 images on the device, per-sample views made
+  engine           utils.steps.training_step as shipped: uint8 images on the device, per-sample views made
                    there (utils.augment), bf16 autocast and channels_last on CUDA.
   engine_compiled  the same with torch.compile (CUDA only).
   ceiling          the same model's forward, backward and update on two views already on the device.
@@ -40,7 +40,7 @@ from utils import augment, losses, probes
 from utils.optim import build_optimizer
 from utils.provenance import provenance
 from utils.device import configure_backends, pick_device
-from utils.train import autocast_context, project_views, training_step
+from utils.steps import autocast_context, project_views, training_step
 
 VARIANTS = ("course_pipeline", "engine", "engine_compiled", "ceiling")
 

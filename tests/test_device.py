@@ -95,14 +95,18 @@ def test_measuring_needs_cuda():
 def test_the_notebook_fit_prefers_the_batch_of_a_run_it_can_resume(tiny_data_dir, tmp_path, monkeypatch, capsys):
     """fit_batch_to_gpu with a simulated GPU (free memory and step cost injected): 256 would fit, but a checkpoint
     of the same run at batch 64 (same settings, lr scaled, same custom loss) exists, so 64 is taken and resumed."""
-    import utils.train as engine
-    from utils.data import load_splits
-    from utils.train import code_signature, fit_batch_to_gpu, prepare_data, run_dir_of
+    import dataclasses
+
+    import utils.memory as memory
+    from utils.config import TrainConfig, run_dir_of
+    from utils.data import load_splits, prepare_data
+    from utils.memory import fit_batch_to_gpu
+    from utils.steps import code_signature
 
     data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))       # 320 training images
-    cfg = engine.TrainConfig(arch="tiny", batch_size=256, lr=2e-3, out_dir=str(tmp_path))
-    monkeypatch.setattr(engine, "measure_step_memory", lambda run_step, device: StepMemory(0, 10 * MIB, "simulated"))
-    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 100 * GIB)
+    cfg = TrainConfig(arch="tiny", batch_size=256, lr=2e-3, out_dir=str(tmp_path))
+    monkeypatch.setattr(memory, "measure_step_memory", lambda run_step, device: StepMemory(0, 10 * MIB, "simulated"))
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 100 * GIB)
     cuda = torch.device("cuda")                 # only its type is read: nothing runs on it here
 
     def my_loss(z, generator=None):
@@ -110,7 +114,7 @@ def test_the_notebook_fit_prefers_the_batch_of_a_run_it_can_resume(tiny_data_dir
 
     assert fit_batch_to_gpu(cfg, data, cuda, objective=my_loss).batch_size == 256
     assert "batch_size=256 fits" in capsys.readouterr().out
-    resumable = engine.dataclasses.replace(cfg, batch_size=64, lr=2e-3 * 64 / 256)
+    resumable = dataclasses.replace(cfg, batch_size=64, lr=2e-3 * 64 / 256)
     checkpoints = run_dir_of(resumable, data.signature(), code_signature(my_loss)) / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "ckpt_step00000010.pt").write_bytes(b"")

@@ -1,4 +1,4 @@
-"""eval.py and utils.submit: a good submission passes; each kind of broken submission gets its verdict.
+"""eval.py and utils.submission: a good submission passes; each kind of broken submission gets its verdict.
 
 One good submission is built once (a random-init "tiny" encoder is enough for structure checks), assembled
 with assemble_submission so that its models.py says ARCH = "tiny". Each broken variant is a copy of it with
@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from models import ImageEncoder
 from utils.checkpoint import export_weights
-from utils.submit import (SubmissionError, assemble_submission, check_submission, identity_problems,
+from utils.submission import (SubmissionError, assemble_submission, check_submission, identity_problems,
                           notebook_identity, pretrained_or_network_uses, word_count)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,7 +278,7 @@ def test_notebook_and_eval_agree_on_the_data_folder(tmp_path, monkeypatch):
     """On the hub with $CS461_DATA_DIR set, the notebook (resolve_data_dir) and a bare `python eval.py`
     (check_data without --data-dir) must use the same folder: the variable's, then the hub's once it is unset."""
     from utils import data
-    from utils.submit import Report, check_data
+    from utils.submission import Report, check_data
     mine, hub = tmp_path / "mine", tmp_path / "hub"
     for folder in (mine, hub):
         folder.mkdir()
@@ -419,10 +419,11 @@ def test_assemble_needs_exactly_one_arch_line_to_rewrite(sources, tmp_path):
 def test_probe_lines_in_percent_and_the_cpu_warning(monkeypatch, capsys):
     """Each probe prints its accuracy in percent and its time; a large train set on the CPU in exact mode is
     announced before the slow linear probe (the threshold is lowered here to keep the data small)."""
-    from utils import probes, submit
+    from utils import probes, submission
+    from utils.submission import protocol
     from utils.data import Split
 
-    monkeypatch.setattr(submit, "LARGE_TRAIN_FOR_CPU", 35)   # train 40 > 35, OOD fit 32
+    monkeypatch.setattr(protocol, "LARGE_TRAIN_FOR_CPU", 35)   # train 40 > 35, OOD fit 32
     rng = np.random.default_rng(0)
 
     def split(n, classes):
@@ -433,8 +434,8 @@ def test_probe_lines_in_percent_and_the_cpu_warning(monkeypatch, capsys):
     splits = {"train": split(40, [3, 7]), "val": split(20, [3, 7]), "ood": split(40, [11, 12])}
     features = {name: torch.from_numpy(rng.normal(size=(len(s), 8)).astype(np.float32) + s.labels[:, None] % 2)
                 for name, s in splits.items()}
-    report = submit.Report(folder="memory")
-    submit.run_probes(report, probes, features, splits, fast=False, device=torch.device("cpu"))
+    report = submission.Report(folder="memory")
+    submission.run_probes(report, probes, features, splits, fast=False, device=torch.device("cpu"))
     out = capsys.readouterr().out
     assert set(report.accuracies) == set(ACCURACY_KEYS) and report.ok
     assert [c.name for c in report.warnings] == ["exact probes on the CPU"]

@@ -12,7 +12,7 @@ import torch
 
 import models
 from models import FeatureDesign, ImageEncoder, design_features
-from utils import features, probes, submit
+from utils import features, probes, submission
 from utils.checkpoint import CheckpointError, export_weights, load_weights_strict
 from utils.data import load_splits
 
@@ -139,8 +139,8 @@ def test_periodic_probes_and_eval_py_compute_identical_features(tiny_data_dir, m
 
     exported = ImageEncoder("tiny")
     exported.load_state_dict(model.state_dict())
-    report = submit.Report(folder="memory", echo=False)
-    submit.run_protocol(report, exported.eval(), splits, fast=True, batch_size=64, progress=False)
+    report = submission.Report(folder="memory", echo=False)
+    submission.run_protocol(report, exported.eval(), splits, fast=True, batch_size=64, progress=False)
     assert report.ok, [c.line() for c in report.failures]
     (train_a, val_a, ood_a), (train_b, val_b, ood_b) = seen
     for a, b in ((train_a, train_b), (val_a, val_b), (ood_a, ood_b)):

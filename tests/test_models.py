@@ -106,7 +106,7 @@ def test_export_refuses_compiled_wrapper(tmp_path):
 
 def test_shipped_weights_load_strictly_into_the_no_argument_model():
     """What the grader does with the committed final_model.safetensors."""
-    from utils.submit import weights_metadata
+    from utils.submission import weights_metadata
     path = ROOT / "final_model.safetensors"
     assert weights_metadata(path)["arch"] == models.ARCH   # trained as the architecture ImageEncoder() builds
     model = ImageEncoder()

@@ -67,7 +67,7 @@ def test_sections_follow_the_notebook_and_section_0_is_filled(built_notebook):
 
 
 def test_accuracies_are_read_from_eval_output():
-    from utils.submit import Report, accuracy_lines
+    from utils.submission import Report, accuracy_lines
     report = Report(folder="x", accuracies={"id_knn": 21.5, "id_linear": 30.25, "ood_knn": 17.0, "ood_linear": 9.75})
     text = "PASS something\n\nAccuracies (torch probes (--fast), device cuda):\n" + "\n".join(accuracy_lines(report))
     assert notebook_gpu.parse_eval_accuracies(text) == report.accuracies

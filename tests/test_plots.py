@@ -13,7 +13,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from utils import environment, plots
+from utils import embedding, environment, plots
+from utils import explorer as nx
 
 IDS = np.array([7, 312, 998, 45])   # arbitrary, non-contiguous class ids
 NAMES = {7: "goldfish, Carassius auratus", 312: "cricket", 998: "a very long class name that needs cutting",
@@ -214,20 +215,20 @@ def test_id_vs_ood_missing_value_leaves_no_label():
 
 def test_embed_2d_tsne_shape_from_torch_features():
     features = torch.randn(120, 64)   # D > 50: reduced with PCA first
-    coords = plots.embed_2d(features, "tsne", seed=0, max_iter=250)   # sklearn's minimum: a faster test
+    coords = embedding.embed_2d(features, "tsne", seed=0, max_iter=250)   # sklearn's minimum: a faster test
     assert coords.shape == (120, 2) and np.isfinite(coords).all()
 
 
 def test_embed_2d_umap_shape():
     features = np.random.default_rng(0).normal(size=(120, 16)).astype(np.float32)
     # The only UMAP call of the suite: its first use compiles numba code (about 20 s of CPU).
-    coords = plots.embed_2d(features, method="UMAP", seed=0, n_epochs=50)   # method is case-insensitive
+    coords = embedding.embed_2d(features, method="UMAP", seed=0, n_epochs=50)   # method is case-insensitive
     assert coords.shape == (120, 2) and np.isfinite(coords).all()
 
 
 def test_embed_2d_unknown_method_is_named():
     with pytest.raises(ValueError, match="'pca'"):
-        plots.embed_2d(np.zeros((10, 4)), method="pca")
+        embedding.embed_2d(np.zeros((10, 4)), method="pca")
 
 
 def test_plot_embedding_colours_only_the_most_frequent_classes(tmp_path):
@@ -299,7 +300,7 @@ def test_embeddings_without_umap_show_tsne_only_and_say_why(monkeypatch, without
 def test_embed_2d_umap_without_umap_names_the_install_command(without):
     without("umap")
     with pytest.raises(ImportError, match=r"%pip install --user umap-learn==.*method='tsne'"):
-        plots.embed_2d(np.random.default_rng(0).normal(size=(20, 4)), method="umap")
+        embedding.embed_2d(np.random.default_rng(0).normal(size=(20, 4)), method="umap")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -385,16 +386,16 @@ def test_nearest_neighbours_excludes_the_query_and_matches_brute_force():
     features = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
     features[50] = features[10]   # an exact duplicate of query 10 is a neighbour, the query itself is not
     for index in (0, 10, 199):
-        nearest, distances = plots.nearest_neighbours(features, index, 5)
+        nearest, distances = nx.nearest_neighbours(features, index, 5)
         assert index not in nearest
         assert list(nearest) == list(brute_force_neighbours(features, index, 5))
         assert np.all(np.diff(distances) >= 0)
-    assert plots.nearest_neighbours(features, 10, 5)[0][0] == 50
+    assert nx.nearest_neighbours(features, 10, 5)[0][0] == 50
 
 
 def test_majority_vote_breaks_ties_with_the_smallest_label():
-    assert plots.majority_vote([998, 7, 998, 7, 312]) == 7
-    assert plots.majority_vote(np.array([312, 312, 5])) == 312
+    assert nx.majority_vote([998, 7, 998, 7, 312]) == 7
+    assert nx.majority_vote(np.array([312, 312, 5])) == 312
 
 
 def test_widgets_available(monkeypatch):
@@ -403,12 +404,12 @@ def test_widgets_available(monkeypatch):
     class ZMQInteractiveShell:   # stands in for ipykernel's shell
         pass
 
-    monkeypatch.delenv(plots.STATIC_WIDGETS_ENV, raising=False)
-    assert not plots.widgets_available()   # pytest is not an IPython kernel
+    monkeypatch.delenv(nx.STATIC_WIDGETS_ENV, raising=False)
+    assert not nx.widgets_available()   # pytest is not an IPython kernel
     monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
-    assert plots.widgets_available()
-    monkeypatch.setenv(plots.STATIC_WIDGETS_ENV, "1")
-    assert not plots.widgets_available()
+    assert nx.widgets_available()
+    monkeypatch.setenv(nx.STATIC_WIDGETS_ENV, "1")
+    assert not nx.widgets_available()
 
 
 def test_widgets_unavailable_in_a_kernel_without_ipywidgets_is_announced(monkeypatch, without, capsys):
@@ -417,21 +418,21 @@ def test_widgets_unavailable_in_a_kernel_without_ipywidgets_is_announced(monkeyp
     class ZMQInteractiveShell:
         pass
 
-    monkeypatch.delenv(plots.STATIC_WIDGETS_ENV, raising=False)
+    monkeypatch.delenv(nx.STATIC_WIDGETS_ENV, raising=False)
     monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
     without("ipywidgets")
-    assert not plots.widgets_available()
+    assert not nx.widgets_available()
     assert "note: ipywidgets cannot be imported" in capsys.readouterr().out
-    fig = plots.neighbour_explorer(np.zeros((10, 64, 64, 3), np.uint8), np.random.default_rng(0).normal(size=(10, 4)),
+    fig = nx.neighbour_explorer(np.zeros((10, 64, 64, 3), np.uint8), np.random.default_rng(0).normal(size=(10, 4)),
                                    np.repeat([1, 2], 5), k=3)
     assert isinstance(fig, Figure)   # the static explorer
 
 
 def test_explorer_is_a_static_figure_without_widget_front_end(images_and_labels, monkeypatch, tmp_path):
     images, labels = images_and_labels
-    monkeypatch.setenv(plots.STATIC_WIDGETS_ENV, "1")
+    monkeypatch.setenv(nx.STATIC_WIDGETS_ENV, "1")
     features = torch.randn(len(labels), 32)
-    fig = plots.neighbour_explorer(images, features, labels, names=None, k=5, save_to=tmp_path)
+    fig = nx.neighbour_explorer(images, features, labels, names=None, k=5, save_to=tmp_path)
     assert isinstance(fig, Figure)
     assert_saved_png(tmp_path, "neighbour_explorer.png")
     assert len(fig.axes) == 4 * 6   # 4 random queries, each with 5 neighbours
@@ -441,7 +442,7 @@ def test_explorer_is_a_static_figure_without_widget_front_end(images_and_labels,
 def test_explorer_rejects_features_of_other_images(images_and_labels):
     images, labels = images_and_labels
     with pytest.raises(ValueError, match="features"):
-        plots.neighbour_explorer(images, np.zeros((2 * len(labels), 4)), labels, interactive=False)
+        nx.neighbour_explorer(images, np.zeros((2 * len(labels), 4)), labels, interactive=False)
 
 
 def test_explorer_widget_updates_on_slider_change(images_and_labels):
@@ -449,7 +450,7 @@ def test_explorer_widget_updates_on_slider_change(images_and_labels):
 
     images, labels = images_and_labels
     features = np.random.default_rng(1).normal(size=(len(labels), 32)).astype(np.float32)
-    widget = plots.neighbour_explorer(images, torch.from_numpy(features), labels, names=NAMES, k=5,
+    widget = nx.neighbour_explorer(images, torch.from_numpy(features), labels, names=NAMES, k=5,
                                       interactive=True)
     assert isinstance(widget, ipywidgets.Widget)
     explorer = widget.explorer
@@ -458,7 +459,7 @@ def test_explorer_widget_updates_on_slider_change(images_and_labels):
     explorer.slider.value = 17   # what a user's slider move does: the observer redraws
     assert explorer.current["index"] == 17
     assert list(explorer.current["neighbours"]) == list(brute_force_neighbours(features, 17, 5))
-    assert explorer.current["prediction"] == plots.majority_vote(labels[explorer.current["neighbours"]])
+    assert explorer.current["prediction"] == nx.majority_vote(labels[explorer.current["neighbours"]])
     assert isinstance(explorer.current["figure"], Figure)
 
     explorer.on_index_change({"new": 3, "old": 17})   # the callback itself

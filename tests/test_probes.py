@@ -327,3 +327,35 @@ def test_evaluate_encoder_encodes_then_runs_the_protocol(trained_bn_model):
     expected = probes.knn_accuracy(probes.encode_images(model, tr_x), tr_y,
                                    probes.encode_images(model, va_x), va_y)
     assert result.id_knn == expected
+
+
+def test_command_line_scores_a_weights_file_as_evaluate_encoder_does(tiny_data_dir, tmp_path, capsys,
+                                                                       one_torch_thread):
+    """`python -m utils.probes --weights F --data-dir D`: strict loading, the file's arch from its metadata, the
+    same four numbers as evaluate_encoder on the same model, written with their provenance; a file that does not
+    fit the architecture is refused with an error naming it."""
+    import json
+
+    from models import ImageEncoder
+    from utils.checkpoint import export_weights
+    from utils.data import load_splits
+
+    torch.manual_seed(0)
+    model = ImageEncoder("tiny").eval()
+    path = export_weights(model, tmp_path / "weights.safetensors", metadata={"arch": "tiny"})
+    out = tmp_path / "result.json"
+    common = ["--data-dir", str(tiny_data_dir), "--fast", "--device", "cpu", "--no-progress"]
+    assert probes.main(["--weights", str(path), *common, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads(out.read_text())
+
+    s = load_splits(tiny_data_dir)
+    direct = probes.evaluate_encoder(model, s["train"].images, s["train"].labels, s["val"].images, s["val"].labels,
+                                     s["ood"].images, s["ood"].labels, fast=True, batch_size=64, progress=False)
+    for key in ("id_knn", "id_linear", "ood_knn", "ood_linear"):
+        assert record[key] == pytest.approx(getattr(direct, key)), key
+    assert record["arch"] == "tiny" and record["device"] and record["n_train"] == len(s["train"])
+    assert f"{direct.id_knn:.2f}%" in printed
+
+    assert probes.main(["--weights", str(path), "--arch", "resnet18_s2", *common]) == 1
+    assert str(path) in capsys.readouterr().err

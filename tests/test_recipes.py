@@ -58,7 +58,7 @@ def test_suites_name_known_recipes_and_fit_their_calls():
 
 def test_notebook_and_benchmarks_name_the_recipes_instead_of_restating_them():
     builder = (ROOT / "tools" / "build_notebook.py").read_text()
-    assert 'recipe_config("shipped"' in builder and 'recipe_config("short")' in builder
+    assert 'recipe_config("shipped"' in builder and 'recipe_config("short"' in builder
     assert "TrainConfig(arch=" not in builder
     if str(ROOT / "benchmarks") not in sys.path:
         sys.path.insert(0, str(ROOT / "benchmarks"))

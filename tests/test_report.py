@@ -3,7 +3,7 @@ import json
 import re
 from pathlib import Path
 
-from utils.submit import word_count
+from utils.submission import word_count
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = (ROOT / "report.md").read_text()

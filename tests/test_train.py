@@ -113,6 +113,21 @@ def test_time_budget_fits_the_schedule(tiny_data_dir, tmp_path):
     assert result.history["log"][-1]["lr"] < 0.05 * cfg.lr      # the cosine reached its end
 
 
+def test_time_based_checkpoints_leave_the_history_unchanged(tiny_data_dir, tmp_path, one_torch_thread):
+    """A checkpoint after every step (checkpoint_every_min as good as 0) lands inside log windows (log_every=2,
+    5 steps an epoch): the history is the one of a run without them, step for step, and so is the weights file."""
+    from safetensors.torch import load_file
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    plain = train(tiny_config(tiny_data_dir, tmp_path / "a", epochs=2, eval_every=0, checkpoint_every=0), data)
+    often = train(tiny_config(tiny_data_dir, tmp_path / "b", epochs=2, eval_every=0, checkpoint_every=0,
+                              checkpoint_every_min=1e-9, keep_checkpoints=20), data)
+    assert len(list((often.run_dir / "checkpoints").glob("ckpt_*.pt"))) >= 9          # (nearly) every step
+    assert [r["step"] for r in often.history["log"]] == [2, 4, 5, 6, 8, 10]
+    assert without_timing(often.history) == without_timing(plain.history)
+    a, b = load_file(plain.weights_path), load_file(often.weights_path)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("loss", ["vicreg", "lejepa"])
 def test_other_objectives_run(tiny_data_dir, tmp_path, loss):
     result = train(tiny_config(tiny_data_dir, tmp_path, loss=loss, epochs=1, eval_every=0))
@@ -298,8 +313,8 @@ def test_dino_refuses_a_custom_objective_or_step(tiny_data_dir, tmp_path):
 ])
 def test_interrupted_run_with_averaged_weights_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch, recipe,
                                                                 one_torch_thread):
-    """Train 2 epochs straight; train the same, interrupted at step 6 (a KeyboardInterrupt, which saves a
-    checkpoint) and resumed: the EMA, DINO's head and centre, the exported weights and the history all match."""
+    """Train 2 epochs straight; train the same, interrupted after step 7 (a KeyboardInterrupt, which saves a
+    checkpoint, with one step's loss not yet logged) and resumed: the EMA, DINO's head and centre, the exported weights and the history all match."""
     import utils.train as engine
     from utils.checkpoint import latest_checkpoint, load_checkpoint
     from safetensors.torch import load_file
@@ -309,17 +324,18 @@ def test_interrupted_run_with_averaged_weights_resumes_exactly(tiny_data_dir, tm
     step_name = "self_distillation_step" if recipe.get("loss") == "dino" else "training_step"
     real_step, calls = getattr(engine, step_name), []
 
-    def interrupted_at_step_7(*args):
+    def interrupted_at_step_8(*args):
         calls.append(1)
-        if len(calls) == 7:                  # steps 1-6 done; log_every=2, so no partial log window is lost
+        if len(calls) == 8:                  # steps 1-7 done; logged at 2, 4, 5 (epoch end), 6: not step 7
             raise KeyboardInterrupt
         return real_step(*args)
 
     cfg = tiny_config(tiny_data_dir, tmp_path / "b", epochs=2, eval_every=0, **recipe)
-    monkeypatch.setattr(engine, step_name, interrupted_at_step_7)
+    monkeypatch.setattr(engine, step_name, interrupted_at_step_8)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, data)
-    assert load_checkpoint(latest_checkpoint(next((tmp_path / "b").glob("*/checkpoints"))))["step"] == 6
+    saved = load_checkpoint(latest_checkpoint(next((tmp_path / "b").glob("*/checkpoints"))))
+    assert (saved["step"], saved["window_steps"]) == (7, 1)
     monkeypatch.setattr(engine, step_name, real_step)
     resumed = train(cfg, data)
 

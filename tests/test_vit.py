@@ -16,7 +16,7 @@ from utils import optim
 from utils.checkpoint import export_weights
 from utils.data import load_splits
 from utils.features import fit_feature_statistics
-from utils.submit import assemble_submission, check_submission
+from utils.submission import assemble_submission, check_submission
 from utils.train import TrainConfig, train
 
 TEST_SPEC = vit_spec(embed_dim=32, depth=4, heads=2, proj_hidden=128)

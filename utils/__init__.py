@@ -4,16 +4,21 @@
     synthetic.py  the embedded default data set (course format, generated, deterministic)
     augment.py    batched views with per-sample random parameters, on the data's device
     losses.py     NT-Xent (and DCL), VICReg, SIGReg / LeJEPA, DINO's cross-entropy as small pure functions
-    train.py      config, step, loop, checkpoints, resume, time budget (also `python -m utils.train`)
+    train.py      the loop, top to bottom in train() (also `python -m utils.train key=value ...`)
+    config.py     TrainConfig (every setting), key=value parsing, the run's folder
+    steps.py      one training step, DINO's step, the validation loss, code_signature
+    run_state.py  what a checkpoint holds to resume exactly;  memory.py: batch fitting, out-of-memory advice
+    device.py     the one device chooser; a step's measured memory and the batch that fits it
     recipes.py    named recipes (the shipped one, the CPU profile, benchmark variants) and benchmark suites
     ema.py        an exponential moving average of the weights;  dino.py: DINO's head, teacher and centre
     optim.py      warmup + cosine schedule, AdamW / LARS;  monitor.py: collapse statistics
     checkpoint.py atomic checkpoints, safetensors export and strict loading
     probes.py     k-NN / linear probes: course-exact (scikit-learn) and fast (torch), the grader's protocol
-    plots.py      curves, prediction grids, ID-vs-OOD, t-SNE/UMAP, confusion, neighbours, explorer
-    submit.py     assemble and check the submission folder (eval.py is its command line)
+    plots.py      curves, prediction grids, ID-vs-OOD, embedding figures, confusion, neighbours
+    submission/   assemble and check the submission folder (eval.py is its command line), one module per concern
     provenance.py device, commit and date recorded with every measured figure
-    demo.py       `make demo`: the notebook executed headless, then eval.py, then a results record
+    headless.py   the notebook executed headless in a fresh kernel (make demo's tools/demo.py, tests)
+    embedding.py  t-SNE / UMAP coordinates;  explorer.py: the nearest-neighbour explorer (widget or static)
     environment.py  the kernel's Python, torch, GPU and packages (the notebook's first cell); optional imports
     progress.py   progress bars: tqdm, quiet in logs, or a plain printed line without tqdm
 

@@ -23,7 +23,7 @@ b, c, s, h (the order torchvision lists them in). Each colour operation follows 
 single factor and clamps to [0, 1] after itself, as torchvision does, so a sample's jittered image equals
 torchvision.transforms.v2.functional.adjust_*(image, factor) applied in that order (tested).
 
-Typical use (what utils/train.py does each step):
+Typical use (what utils/steps.training_step does each step):
 
     cfgs = default_views(n_global=2)                       # BYOL-style asymmetric pair of 64-px views
     g = torch.Generator(device=images.device).manual_seed(0)

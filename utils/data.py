@@ -9,6 +9,7 @@ ImageNet-1k class ids, never assumed contiguous. Optional: `class_names` (+ `cla
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 from dataclasses import dataclass
@@ -350,3 +351,28 @@ def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
     `batch_size` slices of it and drops the incomplete last one (every step then has the same shape, which
     contrastive losses, BatchNorm and torch.compile prefer)."""
     return torch.randperm(n, generator=generator, device=generator.device)
+
+
+@dataclass
+class TrainData:
+    """The three splits (numpy, validated) and the training images as one uint8 tensor on the device."""
+    train: Split
+    val: Split
+    ood: Split
+    train_on_device: torch.Tensor       # uint8 (N, 64, 64, 3)
+
+    def signature(self) -> str:
+        h = hashlib.sha1()
+        for split in (self.train, self.val, self.ood):
+            h.update(str(split.images.shape).encode())
+            h.update(np.ascontiguousarray(split.labels).tobytes())
+        return h.hexdigest()[:8]
+
+
+def prepare_data(splits: dict[str, Split], device: torch.device, max_train_images: int = 0) -> TrainData:
+    """The splits for training: the first `max_train_images` training images (0: all) copied to `device` once."""
+    train = splits["train"]
+    if max_train_images and max_train_images < len(train):
+        train = Split(train.images[:max_train_images], train.labels[:max_train_images], train.class_names,
+                      train.path)
+    return TrainData(train, splits["val"], splits["ood"], to_device(train.images, device))

@@ -177,3 +177,26 @@ def free_memory_bytes(device: torch.device) -> int:
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+def largest_fitting_batch(try_batch, batch_size: int, smallest: int = SMALLEST_BATCH) -> int:
+    """The largest of batch_size/2, /4, ... (>= smallest) for which try_batch(b) does not run out of
+    memory, or 0."""
+    b = batch_size // 2
+    while b >= smallest:
+        try:
+            try_batch(b)
+            return b
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            b //= 2
+    return 0
+
+
+def memory_note() -> str:
+    """"5.1 GiB free of 9.8 GiB" for the current CUDA device, for error messages."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    free, total = torch.cuda.mem_get_info()
+    return f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"

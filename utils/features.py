@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=0, help="fit on at most this many training images, "
                         "spread over the set (default 0: all of them, as training's export does)")
     args = parser.parse_args(argv)
-    from utils.submit import weights_metadata   # the file's recorded arch and metadata
+    from utils.submission import weights_metadata   # the file's recorded arch and metadata
 
     try:
         metadata = weights_metadata(args.weights)

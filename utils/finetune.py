@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.data import load_splits, resolve_data_dir
     from utils.features import fit_feature_statistics, load_network_weights
     from utils.provenance import provenance
-    from utils.submit import weights_metadata
+    from utils.submission import weights_metadata
 
     defaults = FinetuneConfig()
     parser = argparse.ArgumentParser(

@@ -24,7 +24,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from utils.environment import in_jupyter_kernel, install_command, optional_import, try_import
+from utils.embedding import EMBED_METHODS, embed_2d, to_numpy
+from utils.environment import install_command, optional_import
 
 # ----------------------------------------------------------------------------------------------------------
 # Style
@@ -57,8 +58,6 @@ _CLASS_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 # The course's week-3 SimCLR baseline under the grading protocol (percent), for plot_id_vs_ood(baselines=...).
 COURSE_BASELINES = {"course SimCLR baseline": {"id_knn": 18.0, "ood_knn": 12.0, "ood_linear": 19.0}}
 
-# Environment variable that forces static figures instead of widgets (nbval runs, exported HTML).
-STATIC_WIDGETS_ENV = "CS461_STATIC_WIDGETS"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -98,18 +97,11 @@ def class_name(label, names: Mapping | None = None, max_len: int = 18) -> str:
     return str(label_int)
 
 
-def _to_numpy(x) -> np.ndarray:
-    """numpy array from a numpy array, list or torch tensor (detached, on the CPU)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _display_images(images) -> np.ndarray:
     """Images ready for imshow: (..., H, W, 3) uint8 or float in [0, 1].
 
     Accepts the course's uint8 HWC arrays and also (..., 3, H, W) tensors as a data loader yields them."""
-    images = _to_numpy(images)
+    images = to_numpy(images)
     if images.shape[-1] not in (1, 3) and images.shape[-3] in (1, 3):
         images = np.moveaxis(images, -3, -1)
     if images.dtype != np.uint8:
@@ -266,8 +258,8 @@ def plot_prediction_grid(images, true_labels, pred_labels, names: Mapping | None
 
     images: (N, 64, 64, 3) uint8; true_labels, pred_labels: (N,) class ids."""
     images = _display_images(images)
-    true_labels = _to_numpy(true_labels).reshape(-1)
-    pred_labels = _to_numpy(pred_labels).reshape(-1)
+    true_labels = to_numpy(true_labels).reshape(-1)
+    pred_labels = to_numpy(pred_labels).reshape(-1)
     if not len(images) == len(true_labels) == len(pred_labels):
         raise ValueError(f"plot_prediction_grid: {len(images)} images, {len(true_labels)} true labels and "
                          f"{len(pred_labels)} predictions; expected one of each per image.")
@@ -366,53 +358,15 @@ def _percent(values: Mapping, key: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 5-6. 2-D embeddings (t-SNE, UMAP)
-
-EMBED_METHODS = {"tsne": "t-SNE", "umap": "UMAP"}
+# 5-6. 2-D embeddings (t-SNE, UMAP; the coordinates come from utils/embedding.py)
 
 
-def embed_2d(features, method: str = "tsne", seed: int = 0, **options) -> np.ndarray:
-    """2-D coordinates (N, 2) float32 of features (N, D) (numpy or torch) with t-SNE or UMAP.
 
-    Features with D > 50 are first reduced to 50 dimensions with PCA (much faster, same picture).
-    t-SNE: sklearn, perplexity min(30, (N - 1) / 3), PCA initialisation. UMAP: umap-learn, 15 neighbours
-    (an ImportError naming the install command when umap-learn cannot be imported). Both seeded by `seed`;
-    `options` go to sklearn's TSNE or umap's UMAP (e.g. max_iter=500 for a faster t-SNE) and override the
-    settings above."""
-    method = str(method).lower()
-    if method not in EMBED_METHODS:
-        raise ValueError(f"embed_2d: unknown method {method!r}; use one of {sorted(EMBED_METHODS)}.")
-    x = _to_numpy(features).astype(np.float32, copy=False)
-    if x.ndim != 2:
-        raise ValueError(f"embed_2d: features must be (N, D); got shape {x.shape}.")
-    if len(x) < 5:
-        raise ValueError(f"embed_2d: {method} needs at least 5 points; got {len(x)}.")
-    if not np.isfinite(x).all():
-        raise ValueError("embed_2d: features contain NaN or inf (a diverged model?); nothing to embed.")
-
-    if x.shape[1] > 50:
-        from sklearn.decomposition import PCA
-        x = PCA(n_components=min(50, len(x)), random_state=seed).fit_transform(x).astype(np.float32)
-
-    if method == "tsne":
-        from sklearn.manifold import TSNE
-        settings = {"perplexity": min(30.0, (len(x) - 1) / 3), "init": "pca", "random_state": seed, **options}
-        return TSNE(n_components=2, **settings).fit_transform(x).astype(np.float32)
-
-    # Imported here: umap's first import compiles numba code (several seconds).
-    umap, reason = try_import("umap")
-    if umap is None:
-        raise ImportError(f"embed_2d: method 'umap' needs umap-learn, which cannot be imported ({reason}); "
-                          f"install it with `{install_command('umap-learn')}` and restart the kernel, "
-                          f"or use method='tsne'.")
-    # n_jobs=1: a seeded UMAP runs single-threaded anyway; saying so avoids umap's warning about it.
-    settings = {"n_neighbors": min(15, len(x) - 1), "random_state": seed, "n_jobs": 1, **options}
-    return umap.UMAP(n_components=2, **settings).fit_transform(x).astype(np.float32)
 
 
 def most_frequent_classes(labels, max_classes: int) -> np.ndarray:
     """The max_classes most frequent labels, most frequent first; ties go to the smaller label."""
-    classes, counts = np.unique(_to_numpy(labels).reshape(-1), return_counts=True)
+    classes, counts = np.unique(to_numpy(labels).reshape(-1), return_counts=True)
     order = np.lexsort((classes, -counts))
     return classes[order[:max_classes]]
 
@@ -431,8 +385,8 @@ def class_style(rank: int, n_classes: int) -> tuple[str, str]:
 def _draw_embedding(ax, coords, labels, names, max_classes: int, legend: bool = True) -> None:
     """Scatter of coords (N, 2) on ax: the max_classes most frequent classes coloured, the others light
     grey underneath; legend (class names) outside the axes, on the right."""
-    coords = _to_numpy(coords)
-    labels = _to_numpy(labels).reshape(-1)
+    coords = to_numpy(coords)
+    labels = to_numpy(labels).reshape(-1)
     if coords.shape != (len(labels), 2):
         raise ValueError(f"coords must be (N, 2) with one label per point; got {coords.shape} and "
                          f"{len(labels)} labels.")
@@ -470,7 +424,7 @@ def plot_embedding(coords, labels, names: Mapping | None = None, title: str = ""
 def embedding_sample(labels, max_points: int, max_classes: int, seed: int = 0) -> np.ndarray:
     """Indices of at most max_points points for a readable, fast embedding: all points of the max_classes
     most frequent classes (the ones that get colours), then random others as grey context. Seeded."""
-    labels = _to_numpy(labels).reshape(-1)
+    labels = to_numpy(labels).reshape(-1)
     rng = np.random.default_rng(seed)
     in_coloured = np.isin(labels, most_frequent_classes(labels, max_classes))
     coloured = rng.permutation(np.flatnonzero(in_coloured))[:max_points]
@@ -505,10 +459,10 @@ def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | Non
     fig = _new_figure(6.2 * len(methods) + 1.6, 5.2 * len(sets))
     axes = np.array(fig.subplots(len(sets), len(methods), squeeze=False))
     for row, (set_title, entry) in enumerate(sets.items()):
-        features, labels = entry[0], _to_numpy(entry[1]).reshape(-1)
+        features, labels = entry[0], to_numpy(entry[1]).reshape(-1)
         set_names = entry[2] if len(entry) > 2 else names
         keep = embedding_sample(labels, max_points, max_classes, seed)
-        features = _to_numpy(features)[keep]
+        features = to_numpy(features)[keep]
         for col, method in enumerate(methods):
             coords = embed_2d(features, method=method, seed=seed)
             ax = axes[row, col]
@@ -526,8 +480,8 @@ def most_confused_classes(true_labels, pred_labels, k: int = 10) -> np.ndarray:
     """Up to k class ids taken from the most frequent errors first: off-diagonal (true, predicted) pairs
     sorted by count (ties: smaller ids), both classes of each pair added in turn. The most confused pair
     is therefore always included. Without errors: the k most frequent true classes."""
-    true_labels = _to_numpy(true_labels).reshape(-1)
-    pred_labels = _to_numpy(pred_labels).reshape(-1)
+    true_labels = to_numpy(true_labels).reshape(-1)
+    pred_labels = to_numpy(pred_labels).reshape(-1)
     wrong = true_labels != pred_labels
     pairs, counts = np.unique(np.stack([true_labels[wrong], pred_labels[wrong]], axis=1), axis=0,
                               return_counts=True)
@@ -552,8 +506,8 @@ def plot_confusion_top(true_labels, pred_labels, names: Mapping | None = None, k
 
     true_labels, pred_labels: (N,) class ids."""
     sns = optional_import("seaborn")   # imported here: only this figure needs it
-    true_labels = _to_numpy(true_labels).reshape(-1)
-    pred_labels = _to_numpy(pred_labels).reshape(-1)
+    true_labels = to_numpy(true_labels).reshape(-1)
+    pred_labels = to_numpy(pred_labels).reshape(-1)
     classes = most_confused_classes(true_labels, pred_labels, k)
     percent = np.full((len(classes), len(classes) + 1), np.nan)
     for r, true_class in enumerate(classes):
@@ -624,14 +578,14 @@ def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labe
     (e.g. the neighbours' majority vote) shown under the query."""
     query_images = _display_images(query_images)
     neighbour_images = _display_images(neighbour_images)
-    query_labels = _to_numpy(query_labels).reshape(-1)
-    neighbour_labels = _to_numpy(neighbour_labels).reshape(len(query_labels), -1)
+    query_labels = to_numpy(query_labels).reshape(-1)
+    neighbour_labels = to_numpy(neighbour_labels).reshape(len(query_labels), -1)
     n_queries, k = neighbour_labels.shape
     if len(query_images) != n_queries or neighbour_images.shape[:2] != (n_queries, k):
         raise ValueError(f"plot_neighbours: {len(query_images)} queries with {n_queries} labels, neighbour "
                          f"images {neighbour_images.shape[:2]} vs labels {neighbour_labels.shape}; expected "
                          f"(Q, k) for both.")
-    distances = None if distances is None else _to_numpy(distances).reshape(n_queries, k)
+    distances = None if distances is None else to_numpy(distances).reshape(n_queries, k)
 
     fig = _new_figure(1.7 * (k + 1) + 0.4, 2.05 * n_queries + 0.5)
     # A narrow empty column separates the query from its neighbours.
@@ -641,7 +595,7 @@ def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labe
         _image_panel(ax, query_images[q], frame_color="black")
         text = f"query: {class_name(query_labels[q], names, 16)}"
         if predictions is not None:
-            prediction = _to_numpy(predictions).reshape(-1)[q]
+            prediction = to_numpy(predictions).reshape(-1)[q]
             mark = CORRECT_MARK if prediction == query_labels[q] else WRONG_MARK
             text += f"\nvote: {class_name(prediction, names, 14)} {mark}"
         ax.set_xlabel(text, fontsize=MIN_FONT)
@@ -664,144 +618,6 @@ def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labe
 
 
 # ----------------------------------------------------------------------------------------------------------
-# 9. Interactive neighbour explorer (static figure without a widget front-end)
-
-def widgets_available() -> bool:
-    """True when widgets can be shown: inside a Jupyter (ZMQ) kernel with ipywidgets installed, unless the
-    environment variable CS461_STATIC_WIDGETS is "1" (nbval runs and HTML exports, where a widget would
-    show as nothing). In a kernel without ipywidgets, prints once that the explorer is static."""
-    if os.environ.get(STATIC_WIDGETS_ENV) == "1" or not in_jupyter_kernel():
-        return False
-    return optional_import("ipywidgets") is not None
-
-
-def nearest_neighbours(features: np.ndarray, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices (k,), distances (k,)) of the k points nearest to features[index] by Euclidean distance,
-    nearest first, the query itself excluded. features: (N, D) numpy."""
-    distances = np.sqrt(((features - features[index]) ** 2).sum(axis=1))
-    distances[index] = np.inf                                  # never return the query itself
-    k = min(k, len(features) - 1)
-    candidates = np.argpartition(distances, k - 1)[:k]
-    order = np.lexsort((candidates, distances[candidates]))   # by distance, ties by index
-    nearest = candidates[order]
-    return nearest, distances[nearest]
-
-
-def majority_vote(labels) -> int:
-    """The most common label; ties go to the smallest label."""
-    values, counts = np.unique(_to_numpy(labels).reshape(-1), return_counts=True)
-    return values[np.argmax(counts)].item()   # np.unique sorts, argmax takes the first maximum
-
-
-class NeighbourExplorer:
-    """State and callbacks of the interactive explorer (kept apart from the widgets so they can be tested).
-
-    images: (N, 64, 64, 3) uint8; features: (N, D) numpy or torch; labels: (N,)."""
-
-    def __init__(self, images, features, labels, names: Mapping | None = None, k: int = 5, seed: int = 0):
-        self.images = _display_images(images)
-        self.features = _to_numpy(features).astype(np.float32, copy=False)
-        self.labels = _to_numpy(labels).reshape(-1)
-        if self.features.ndim != 2 or not len(self.images) == len(self.features) == len(self.labels):
-            raise ValueError(f"neighbour_explorer: {len(self.images)} images, features {self.features.shape} and "
-                             f"{len(self.labels)} labels; expected features (N, D) and one label per image.")
-        if len(self.images) < 2:
-            raise ValueError("neighbour_explorer: needs at least 2 images.")
-        self.names = names
-        self.k = min(k, len(self.images) - 1)
-        self.rng = np.random.default_rng(seed)
-        self.current: dict = {}
-        self.output = None   # the ipywidgets.Output the figure is drawn into, set by build_widget
-        self.slider = None
-
-    def query(self, index: int) -> dict:
-        """Neighbours and vote for image `index`: {index, label, neighbours, distances, neighbour_labels,
-        prediction}."""
-        index = int(index)
-        neighbours, distances = nearest_neighbours(self.features, index, self.k)
-        neighbour_labels = self.labels[neighbours]
-        return {"index": index, "label": self.labels[index].item(), "neighbours": neighbours,
-                "distances": distances, "neighbour_labels": neighbour_labels,
-                "prediction": majority_vote(neighbour_labels)}
-
-    def figure(self, indices: Sequence[int], title: str = "", save_to=None,
-               filename: str = "neighbour_explorer.png") -> Figure:
-        """plot_neighbours for the given query indices, with distances and the neighbours' vote."""
-        results = [self.query(i) for i in indices]
-        return plot_neighbours(self.images[[r["index"] for r in results]], [r["label"] for r in results],
-                               self.images[np.stack([r["neighbours"] for r in results])],
-                               np.stack([r["neighbour_labels"] for r in results]), names=self.names,
-                               distances=np.stack([r["distances"] for r in results]),
-                               predictions=[r["prediction"] for r in results], title=title,
-                               save_to=save_to, filename=filename)
-
-    def static_figure(self, n_queries: int = 4, save_to=None) -> Figure:
-        """A few random queries in one figure: what the notebook shows without a widget front-end."""
-        indices = self.rng.choice(len(self.images), size=min(n_queries, len(self.images)), replace=False)
-        return self.figure(indices, title=f"Nearest neighbours ({self.k}) of {len(indices)} random images, by "
-                                          f"Euclidean distance of the features (green = same class)",
-                           save_to=save_to)
-
-    def show(self, index: int) -> Figure:
-        """Compute and draw image `index` in the output area; returns the figure."""
-        self.current = self.query(index)
-        c = self.current
-        verdict = CORRECT_MARK if c["prediction"] == c["label"] else WRONG_MARK
-        fig = self.figure([index], title=f"image {index}: true {class_name(c['label'], self.names, 24)}, "
-                                         f"{self.k}-NN vote {class_name(c['prediction'], self.names, 24)} {verdict}")
-        self.current["figure"] = fig
-        if self.output is not None:
-            from IPython.display import display
-            with self.output:
-                self.output.clear_output(wait=True)
-                display(fig)
-        return fig
-
-    def on_index_change(self, change: Mapping) -> None:
-        """Slider callback (ipywidgets' change dict: the new index is change["new"])."""
-        self.show(change["new"])
-
-    def on_random(self, _button=None) -> None:
-        """'random image' button callback: move the slider to a random index (which redraws)."""
-        index = int(self.rng.integers(len(self.images)))
-        if index == self.slider.value:
-            self.show(index)
-        self.slider.value = index
-
-    def build_widget(self):
-        """The widget: an index slider, a 'random image' button and the output area, shown at index 0."""
-        import ipywidgets as widgets
-
-        self.slider = widgets.IntSlider(value=0, min=0, max=len(self.images) - 1, description="image",
-                                        continuous_update=False, layout=widgets.Layout(width="60%"))
-        button = widgets.Button(description="random image", icon="random")
-        self.output = widgets.Output()
-        self.slider.observe(self.on_index_change, names="value")
-        button.on_click(self.on_random)
-        box = widgets.VBox([widgets.HBox([self.slider, button]), self.output])
-        box.explorer = self   # reachable from the returned widget (tests, curious students)
-        self.show(self.slider.value)
-        return box
-
-
-def neighbour_explorer(images, features, labels, names: Mapping | None = None, k: int = 5,
-                       interactive: bool | None = None, n_static: int = 4, seed: int = 0, save_to=None):
-    """Browse images and their k nearest neighbours in feature space (Euclidean), with the neighbours'
-    majority vote as the predicted class (ties: smallest label).
-
-    images: (N, 64, 64, 3) uint8; features: (N, D) numpy or torch; labels: (N,) class ids.
-    interactive: None = widgets when a front-end can show them (widgets_available()), True = widgets,
-    False = a static figure of n_static random queries (saved as neighbour_explorer.png when save_to is set).
-    Returns the ipywidgets widget (its `.explorer` holds the state and callbacks) or the Figure."""
-    explorer = NeighbourExplorer(images, features, labels, names=names, k=k, seed=seed)
-    if interactive is None:
-        interactive = widgets_available()
-    if not interactive:
-        return explorer.static_figure(n_static, save_to=save_to)
-    return explorer.build_widget()
-
-
-# ----------------------------------------------------------------------------------------------------------
 # 10. The data and the views the objective sees (notebook section 1), and the learning-rate schedule (section 4)
 
 def plot_image_grid(images, labels, names: Mapping | None = None, title: str = "", classes: int = 8,
@@ -810,7 +626,7 @@ def plot_image_grid(images, labels, names: Mapping | None = None, title: str = "
 
     images: (N, 64, 64, 3) uint8; labels: (N,) class ids."""
     images = _display_images(images)
-    labels = _to_numpy(labels).reshape(-1)
+    labels = to_numpy(labels).reshape(-1)
     shown = np.unique(labels)[:classes]
     fig = _new_figure(1.3 * per_class + 1.6, 1.35 * len(shown) + 0.6)
     axes = np.array(fig.subplots(len(shown), per_class, squeeze=False))
@@ -834,7 +650,7 @@ def plot_views(images, views: Sequence, save_to=None, filename: str = "augmented
 
     images: (B, 64, 64, 3) uint8; views: list of V arrays (B, 3, S, S) float in [0, 1]."""
     images = _display_images(images)
-    views = [np.clip(_to_numpy(v).transpose(0, 2, 3, 1), 0, 1) for v in views]
+    views = [np.clip(to_numpy(v).transpose(0, 2, 3, 1), 0, 1) for v in views]
     fig = _new_figure(1.5 * (len(views) + 1), 1.5 * len(images) + 0.7)
     axes = np.array(fig.subplots(len(images), len(views) + 1, squeeze=False))
     for row in range(len(images)):

@@ -16,6 +16,10 @@ Two layers live here.
    - `evaluate_protocol` / `evaluate_encoder`: the grader's whole protocol (ID: fit on train, score on val;
      OOD: the course's 80/20 split of the OOD set) as one call returning a `ProtocolResult`.
 
+3. A command line for a saved weights file (eval.py checks a whole submission folder; this scores one file):
+
+       python -m utils.probes --weights runs/ntxent-1234abcd/final_model.safetensors --data-dir DIR [--fast]
+
 Speed: scikit-learn's probes (fast=False) on course-sized data (100k x 1000 features, 200 classes) take many
 minutes on a CPU, the logistic regression most of all. The fast torch paths are meant for a GPU (seconds); on
 a CPU they do the same amount of work as scikit-learn (the k-NN in float64 there, for exact agreement), so
@@ -26,10 +30,14 @@ Labels are arbitrary integers (the course's are ImageNet ids such as 3, 17, 998)
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -535,7 +543,7 @@ def evaluate_protocol(train, val, ood, *, fast: bool = True, progress: bool = Tr
     if not draws and not id_sets:
         raise ValueError("evaluate_protocol: expected ID (train, val) pairs or at least one OOD pair, found none")
     reference = id_sets[0][0] if id_sets else draws[0][0]
-    for name, f in ([("val", id_sets[1][0])] if id_sets else []) + [(f"ood", d[0]) for d in draws]:
+    for name, f in ([("val", id_sets[1][0])] if id_sets else []) + [("ood", d[0]) for d in draws]:
         if f.shape[1] != reference.shape[1]:
             raise ValueError(f"{name} features have {f.shape[1]} dimensions, train features {reference.shape[1]}: "
                              f"all sets must come from the same encoder")
@@ -617,3 +625,55 @@ def evaluate_encoder(model, train_images, train_labels, val_images, val_labels, 
                                device=_model_device(model))
     result.seconds = {**seconds, **result.seconds}
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 3. Command line: the grader's protocol on a saved weights file
+# ----------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """Load a weights file strictly (as the grader), encode the three splits with get_features in batches of 64,
+    run the four probes, print them, and optionally write them with their provenance to --json."""
+    from models import ARCH, ImageEncoder
+    from utils.checkpoint import CheckpointError, load_weights_strict
+    from utils.data import DataError, load_splits, resolve_data_dir
+    from utils.provenance import provenance
+    from utils.submission import GRADER_BATCH_SIZE, weights_metadata
+
+    parser = argparse.ArgumentParser(prog="python -m utils.probes", description="The grader's protocol (k-NN "
+                                     "and logistic regression; ID train -> val, OOD 80/20) on a weights file.")
+    parser.add_argument("--weights", type=Path, required=True, help="safetensors file of a trained encoder")
+    parser.add_argument("--data-dir", default=None, help="folder holding train.npz, val.npz and ood.npz "
+                        "(default: $CS461_DATA_DIR, the hub folder, ./cs461_assignment1_data)")
+    parser.add_argument("--arch", default=None, help="architecture (default: the file's metadata, else models.ARCH)")
+    parser.add_argument("--fast", action="store_true", help="torch probes (seconds on a GPU) instead of "
+                        "scikit-learn's, which the grader uses")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the GPU when there is one)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result and its provenance here")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        arch = args.arch or weights_metadata(args.weights).get("arch", ARCH)
+        model = load_weights_strict(ImageEncoder(arch), args.weights)
+        data_dir = resolve_data_dir(args.data_dir)
+        splits = load_splits(data_dir)
+    except (CheckpointError, DataError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    device = pick_device(args.device)
+    result = evaluate_encoder(model.to(device), splits["train"].images, splits["train"].labels,
+                              splits["val"].images, splits["val"].labels, splits["ood"].images, splits["ood"].labels,
+                              fast=args.fast, batch_size=GRADER_BATCH_SIZE, progress=not args.no_progress)
+    print(f"{args.weights} ({arch}) on {data_dir}:")
+    print(result)
+    if args.json:
+        record = {**provenance(device), "weights": str(args.weights), "arch": arch, "data_dir": str(data_dir),
+                  **result.as_dict()}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from utils.train import TrainConfig, parse_overrides
+from utils.config import TrainConfig, parse_overrides
 
 # The submitted recipe: ResNet-18 with a stride-2 stem, multi-crop SimCLR (2 x 64 px + 4 x 32 px views), t=0.2,
 # AdamW 2e-3, batch 512. Measured on Tiny ImageNet at 64x64 (benchmarks/README.md): at 3.5 min on an H100 it
@@ -29,7 +29,7 @@ SHIPPED = dict(arch="resnet18_s2", loss="ntxent", temperature=0.2, global_views=
 RECIPES: dict[str, dict] = {
     "shipped": SHIPPED,
     # The notebook's CPU profile: a tiny network for 16 short CPU epochs on the embedded default data, enough for
-    # the demo's figures to show learning (utils/demo.py LEARNING_BAR: ID k-NN >= 4x chance, OOD k-NN >= 3x).
+    # the demo's figures to show learning (tools/demo.py LEARNING_BAR: ID k-NN >= 4x chance, OOD k-NN >= 3x).
     # crop_min_scale=0.8: the generated objects fill a modest part of the frame, and smaller crops often pair
     # views of background; it was the setting that mattered. Measured in benchmarks/results/short-recipe-sweep-
     # cpu-2026-12-02.json (fast probes, 20 + 20 classes, chance 5%): 20 epochs at crop 0.2 / 0.4 / 0.6 gave ID

@@ -17,33 +17,17 @@ import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "CS461_Assignment1.ipynb"
+sys.path.insert(0, str(ROOT))      # run as `python tools/demo.py`: the project's packages
+
+from utils.headless import NOTEBOOK, execute_notebook, fill_identity  # noqa: E402
+
 OUTPUT = ROOT / "demo_output"
-DEMO_IDENTITY = 'SCIPER = 100000  # demo identity filled in by `make demo`\nLAST_NAME = "Student"\nFIRST_NAME = "Demo"\n'
 # What the short profile must reach on the embedded default data for the demo's figures to show learning
 # (clusters in the t-SNE/UMAP plots, mostly right predictions): eval.py's k-NN accuracy, in multiples of chance
 # (100% / the number of classes).
 LEARNING_BAR = {"id_knn": 4.0, "ood_knn": 3.0}
-
-
-def fill_identity(nb) -> None:
-    """Replace the source of the cell tagged 'identity' with the demo identity."""
-    cells = [c for c in nb.cells if "identity" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise SystemExit(f"{NOTEBOOK}: expected exactly one cell tagged 'identity', found {len(cells)}")
-    cells[0].source = DEMO_IDENTITY
-
-
-def execute_notebook(nb, env: dict | None = None, timeout: int = 3600) -> None:
-    """Execute `nb` in place, headless, in a fresh python3 kernel whose working directory is the project root.
-    env: the kernel's environment variables (default: this process's). Raises nbclient's CellExecutionError
-    at the first cell that fails; the cells run until then keep their outputs."""
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}})
-    client.execute(**({} if env is None else {"env": env}))   # env=None would reach the kernel launcher as None
 
 
 def run_eval(submission: Path) -> int:

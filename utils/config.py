@@ -1,0 +1,162 @@
+"""Every setting of a training run (`TrainConfig`), read from `key=value` strings, and where the run lives.
+
+A run's folder is named by a fingerprint of the settings that change what is computed, the data's signature and
+the source of user-supplied code, so that running the same settings again resumes, and changing any of them
+starts a new folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from models import ARCHITECTURES
+from utils import dino, losses
+
+# Objectives of projections (losses.LOSSES), plus DINO, which the engine trains with a head and a teacher.
+LOSS_NAMES = (*losses.LOSSES, "dino")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. Override any of them as `key=value` (command line) or keyword (Python)."""
+    # objective: "ntxent" (SimCLR), "vicreg", "lejepa" (invariance + SIGReg), "dino" (self-distillation)
+    loss: str = "ntxent"
+    temperature: float = 0.2            # ntxent
+    decoupled: bool = False             # ntxent: DCL, the positive pair leaves the denominator (Yeh et al. 2022)
+    lejepa_lambda: float = 0.05         # lejepa: weight of SIGReg
+    # dino: prototypes on the projection; the teacher is the EMA below (ema_momentum > 0); centred, sharpened
+    dino_prototypes: int = 4096
+    dino_teacher_temperature: float = 0.04   # below dino_student_temperature: the targets are sharpened
+    dino_student_temperature: float = 0.1
+    dino_center_momentum: float = 0.9
+    # weight averaging: an EMA of the encoder, exported instead of the last weights (and DINO's teacher)
+    ema_momentum: float = 0.0           # 0: off (e.g. 0.996); rises to ema_momentum_end on a cosine over the run
+    ema_momentum_end: float = 1.0       # equal to ema_momentum: a fixed momentum
+    # model: a name in models.ARCHITECTURES (models.ARCH is what ImageEncoder() builds)
+    arch: str = "resnet18_s2"
+    # views: global 64-px views + optional small multi-crop views
+    global_views: int = 2
+    local_views: int = 4                # multi-crop: measured +4.7 points OOD linear (benchmarks/README.md)
+    local_size: int = 32
+    aug_strength: float = 1.0           # colour-jitter strength (1: BYOL's, 2: about SimCLR's)
+    crop_min_scale: float = 0.2         # smallest crop area of a global view, as a fraction of the image
+    # optimisation
+    epochs: int = 100
+    time_budget_min: float = 0.0        # > 0: train for this many minutes; the schedule fits the budget
+    batch_size: int = 512
+    optimizer: str = "adamw"            # "adamw" or "lars"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.05                # fraction of the run spent warming up the learning rate
+    final_lr_ratio: float = 0.0
+    # data
+    data_dir: str = ""                  # "" = resolve: $CS461_DATA_DIR, the hub folder, ./cs461_assignment1_data
+    max_train_images: int = 0           # 0 = all
+    # performance
+    device: str = "auto"                # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: str = "auto"             # "auto" (bf16 on CUDA, fp32 on CPU), "bf16", "fp32"
+    channels_last: bool = True          # CUDA only
+    compile: bool = False               # torch.compile the model (CUDA; first steps are slower)
+    # monitoring and persistence
+    eval_every: int = 5                 # epochs between probe evaluations (0: only at the end)
+    eval_max_train: int = 20000         # train images used to fit the periodic ID probes (0 = all)
+    eval_linear_iters: int = 300        # L-BFGS iterations of the periodic linear probe
+    checkpoint_every: int = 5           # epochs between checkpoints (0: only the time-based ones)
+    checkpoint_every_min: float = 10.0  # also checkpoint when this many minutes passed since the last one
+    keep_checkpoints: int = 3
+    log_every: int = 25                 # steps between logged loss / collapse statistics
+    out_dir: str = "runs"
+    run_name: str = ""                  # "" = "<loss>-<fingerprint>"
+    export_path: str = ""               # "" = <run dir>/final_model.safetensors
+    seed: int = 0
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        checks = [
+            (self.loss in LOSS_NAMES, f"loss must be one of {sorted(LOSS_NAMES)}, got {self.loss!r}"),
+            (not self.decoupled or self.loss == "ntxent",
+             f"decoupled=True is an option of loss='ntxent' (DCL), got loss={self.loss!r}"),
+            (0 <= self.ema_momentum < 1, f"ema_momentum must be in [0, 1) (0: no EMA; e.g. 0.996), got "
+                                         f"{self.ema_momentum}"),
+            (self.ema_momentum == 0 or self.ema_momentum <= self.ema_momentum_end <= 1,
+             f"ema_momentum_end must be in [ema_momentum, 1] = [{self.ema_momentum}, 1], got {self.ema_momentum_end}"),
+            (self.loss != "dino" or self.ema_momentum > 0,
+             "loss='dino' needs a teacher, the EMA of the student: set ema_momentum > 0 (DINO: 0.996)"),
+            (isinstance(self.dino_prototypes, int) and self.dino_prototypes >= 2,
+             f"dino_prototypes must be an int >= 2, got {self.dino_prototypes!r}"),
+            (self.arch in ARCHITECTURES, f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}"),
+            (self.optimizer in ("adamw", "lars"), f"optimizer must be 'adamw' or 'lars', got {self.optimizer!r}"),
+            (self.precision in ("auto", "bf16", "fp32"), f"precision must be auto, bf16 or fp32, got {self.precision!r}"),
+            (self.global_views >= 1 and self.global_views + self.local_views >= 2,
+             f"need at least 2 views in all (global_views={self.global_views}, local_views={self.local_views})"),
+            (self.epochs >= 1 or self.time_budget_min > 0, f"epochs must be >= 1 (got {self.epochs}) or set time_budget_min"),
+            (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.warmup < 1, f"warmup is a fraction of the run in [0, 1), got {self.warmup}"),
+            (0 < self.crop_min_scale <= 1, f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}"),
+            (self.aug_strength >= 0, f"aug_strength must be >= 0, got {self.aug_strength}"),
+            (self.time_budget_min >= 0, f"time_budget_min must be >= 0, got {self.time_budget_min}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        dino.check_settings(teacher_temperature=self.dino_teacher_temperature,
+                            student_temperature=self.dino_student_temperature,
+                            center_momentum=self.dino_center_momentum, num_global=self.global_views, prefix="dino_")
+
+    # Settings that do not change what is computed: they are left out of the run's fingerprint.
+    NOT_IN_FINGERPRINT = ("eval_every", "eval_max_train", "eval_linear_iters", "checkpoint_every",
+                          "checkpoint_every_min", "keep_checkpoints", "log_every", "out_dir", "run_name",
+                          "export_path", "resume", "progress", "device", "compile", "data_dir")
+
+    def fingerprint(self, data_signature: str = "", code_signature: str = "") -> str:
+        """Short hash of the settings that change the result, plus the data's signature and the signature of
+        user-supplied code (code_signature: the notebook's loss and step functions)."""
+        items = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.NOT_IN_FINGERPRINT}
+        blob = json.dumps(items, sort_keys=True) + data_signature + code_signature
+        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+def parse_overrides(args: list[str], base: TrainConfig | None = None) -> TrainConfig:
+    """TrainConfig from `key=value` strings, each value converted to the field's type, with clear errors."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = dataclasses.asdict(base) if base else {}
+    for arg in args:
+        if "=" not in arg:
+            raise ValueError(f"expected key=value, got {arg!r}")
+        key, raw = arg.split("=", 1)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else f" Known keys: {', '.join(fields)}."
+            raise ValueError(f"unknown setting {key!r}.{hint}")
+        values[key] = _convert(key, raw, fields[key].type)
+    return TrainConfig(**values)
+
+
+def _convert(key: str, raw: str, type_name) -> object:
+    type_name = getattr(type_name, "__name__", str(type_name))
+    try:
+        if type_name == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"setting {key} expects {type_name}, got {raw!r}") from None
+    return raw
+
+
+def run_dir_of(cfg: TrainConfig, data_signature: str, code_signature: str = "") -> Path:
+    """The folder of cfg's run: out_dir/run_name, or out_dir/<loss>-<fingerprint of the settings, data and
+    user-supplied code (code_signature)>."""
+    return Path(cfg.out_dir) / (cfg.run_name or f"{cfg.loss}-{cfg.fingerprint(data_signature, code_signature)}")

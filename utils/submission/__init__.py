@@ -1,0 +1,49 @@
+"""The pre-submission check behind `python eval.py`, and the notebook's hand-in step.
+
+`check_submission(folder)` does what the course's grader does to a submission folder, and more, so that a
+student learns before the deadline what the grader would trip on:
+
+1. structure: the folder and its four files; `models.py` self-contained (statically: its imports; for real:
+   imported alone in a fresh interpreter, in a folder holding nothing but a copy of it, as the grader imports
+   it beside its own utils.py); `ImageEncoder()` builds with no arguments and keeps the course's class
+   variables; `final_model.safetensors` loads strictly; `get_features` gives finite (B, 1000) features; the
+   notebook names its author; `report.md` stays within 500 words; the data files exist and are valid;
+2. the grader's protocol, only when every structural check passed (otherwise the accuracies would be
+   meaningless): raw `get_features` outputs of ToTensor images, batch 64; k-NN (k=5) and logistic-regression
+   probes fit on train and scored on val (in-distribution), fit on 80% of ood and scored on the other 20%.
+
+Every finding is a `Check` (pass / fail / warn) whose message says what is wrong, what was expected, what was
+found, and whose `fix` says how to fix it. Nothing is ever substituted: missing data is a failure, never
+random tensors.
+
+`assemble_submission(folder, weights=...)` copies the four files into the submission folder (the notebook's
+last section calls it). It refuses while the notebook's identity is still a placeholder, and makes the
+copied models.py build the architecture the weights were trained with.
+
+Where each part lives:
+
+    course.py           what the course expects: the four files, class variables, word limit, allowed imports
+    report.py           Check and Report (the findings, the four accuracies), accuracy_lines
+    check.py            check_submission: the whole check, in order; the folder and its files
+    model_checks.py     models.py and the weights: imports, isolated import, class variables, strict load, features
+    notebook_checks.py  the notebook: valid, executed, identity filled in
+    words.py            report.md's word count
+    data_checks.py      the data files
+    protocol.py         raw get_features, then utils.probes.evaluate_protocol (the grader's protocol)
+    assemble.py         assemble_submission: copy the four files (the notebook's Section 7)
+"""
+from utils.submission.assemble import assemble_submission, set_arch_line
+from utils.submission.check import check_submission
+from utils.submission.course import (DEFAULT_SUBMISSION_DIR, GRADER_BATCH_SIZE, MAX_REPORT_WORDS, SUBMISSION_FILES,
+                                     SubmissionError, expand_path)
+from utils.submission.data_checks import check_data
+from utils.submission.model_checks import pretrained_or_network_uses, weights_metadata
+from utils.submission.notebook_checks import identity_problems, notebook_identity
+from utils.submission.protocol import run_probes, run_protocol
+from utils.submission.report import Check, Report, accuracy_lines, format_percent
+from utils.submission.words import word_count
+
+__all__ = ["Check", "DEFAULT_SUBMISSION_DIR", "GRADER_BATCH_SIZE", "MAX_REPORT_WORDS", "Report", "SUBMISSION_FILES",
+           "SubmissionError", "accuracy_lines", "assemble_submission", "check_data", "check_submission",
+           "expand_path", "format_percent", "identity_problems", "notebook_identity", "pretrained_or_network_uses",
+           "run_probes", "run_protocol", "set_arch_line", "weights_metadata", "word_count"]

@@ -1,0 +1,418 @@
+"""models.py and the weights as the grader uses them: allowed imports, no pre-trained downloads, a
+self-contained import in a fresh interpreter, `ImageEncoder()` with the course's class variables, strict loading,
+finite (B, 1000) `get_features`."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from utils.checkpoint import weight_mismatches
+from utils.submission.course import (ALLOWED_MODULES, COURSE_CLASS_VARIABLES, DOWNLOAD_FUNCTIONS, MODELS_FILE,
+                                     NETWORK_MODULES, PRETRAINED_KEYWORDS, PROJECT_ROOT, TOLERATED_MODULES)
+from utils.submission.report import Report
+
+
+def check_model(report: Report, models_path: Path, weights_path: Path | None, device: torch.device):
+    """All checks of models.py and the weights. Returns the model (eval mode, on `device`, weights loaded)
+    when it is usable for the probes, else None."""
+    built = load_encoder(report, models_path)
+    if built is None:
+        if weights_path is not None:   # still tell now whether the weights file itself is damaged
+            check_weights_readable(report, weights_path)
+        return None
+    module, model = built
+    usable = check_class_variables(report, module.ImageEncoder, model)
+    if weights_path is not None:
+        usable &= check_weights(report, model, weights_path, built_arch(module, model))
+    else:
+        usable = False
+    model.to(device).eval()
+    usable &= check_get_features(report, model, device)
+    return model if usable else None
+
+
+def load_encoder(report: Report, models_path: Path):
+    """(module, ImageEncoder()) after the checks of models.py itself: syntax, imports (static, then for real
+    in isolation), the class, the no-argument constructor. None (with the failed check) when one fails."""
+    try:
+        tree = ast.parse(models_path.read_text(encoding="utf-8"), filename=str(models_path))
+    except (SyntaxError, UnicodeDecodeError) as error:
+        report.failed("models.py syntax", f"{models_path} cannot be parsed: {type(error).__name__}: {error}",
+                      "fix the syntax error (run `python -c \"import models\"` in the folder to see it)")
+        return None
+    check_imports(report, tree)
+    check_no_pretrained(report, tree)
+    if not check_isolated_import(report, models_path):
+        return None
+    module = import_in_process(report, models_path)
+    if module is None:
+        return None
+    model = build_encoder(report, module)
+    return None if model is None else (module, model)
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[str, int]]:
+    """(module as written, line) for every import in the file, also inside functions. Relative imports
+    keep their leading dots."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append(("." * node.level + (node.module or ""), node.lineno))
+    return sorted(found, key=lambda item: item[1])
+
+
+def classify_import(module: str) -> str:
+    """"ok", "tolerated" (numpy), "project" (utils, relative or a module of this project) or "foreign"."""
+    root = module.split(".")[0]
+    if module.startswith(".") or root == "utils":
+        return "project"
+    if root in ALLOWED_MODULES or root == "__future__" or root in sys.stdlib_module_names:
+        return "ok"
+    if root in TOLERATED_MODULES:
+        return "tolerated"
+    if (PROJECT_ROOT / f"{root}.py").is_file() or (PROJECT_ROOT / root).is_dir():
+        return "project"
+    return "foreign"
+
+
+def check_imports(report: Report, tree: ast.AST) -> None:
+    """Static check: models.py imports only torch, torchvision and the standard library."""
+    verdicts = [(module, line, classify_import(module)) for module, line in imported_modules(tree)]
+    project = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "project"]
+    foreign = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "foreign"]
+    tolerated = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "tolerated"]
+    if project:
+        report.failed("models.py imports", f"imports project module(s) {', '.join(project)}; expected torch, "
+                      f"torchvision and the standard library only. The grader puts its OWN utils.py beside "
+                      f"models.py and nothing else from this project",
+                      "copy what models.py needs into models.py itself and delete those imports")
+    if foreign:
+        report.failed("models.py imports", f"imports {', '.join(foreign)}, which the grader may not have; the "
+                      f"course allows torch and torchvision only",
+                      "rewrite that part with torch/torchvision and delete those imports")
+    if tolerated and not (project or foreign):
+        report.warned("models.py imports", f"imports {', '.join(tolerated)}; the course allows torch and "
+                      f"torchvision only (numpy is usually installed with torch)", "prefer torch equivalents")
+    if not (project or foreign or tolerated):
+        modules = sorted({m.split(".")[0] for m, _, _ in verdicts if m != "__future__"})
+        report.passed("models.py imports", f"{', '.join(modules) or 'nothing'} (torch, torchvision and the "
+                      f"standard library only)")
+
+
+def _dotted_name(node: ast.AST) -> str:
+    """`torch.hub.load` for an Attribute/Name chain, "" for anything else."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+def _network_import(node: ast.Import | ast.ImportFrom) -> str:
+    """"import requests" / "from torch.hub import load_state_dict_from_url" when the import reaches for the
+    network or pre-trained weights, else ""."""
+    if isinstance(node, ast.Import):
+        risky = [a.name for a in node.names
+                 if a.name.split(".")[0] in NETWORK_MODULES or a.name.startswith("torch.hub")]
+        return f"import {', '.join(risky)}" if risky else ""
+    module, names = node.module or "", [a.name for a in node.names]
+    risky = (module.split(".")[0] in NETWORK_MODULES or module.startswith("torch.hub")
+             or any(n in DOWNLOAD_FUNCTIONS for n in names) or (module == "torch" and "hub" in names))
+    return f"from {module} import {', '.join(names)}" if risky else ""
+
+
+def pretrained_or_network_uses(tree: ast.AST) -> list[str]:
+    """Places where models.py may use pre-trained weights or the network, "line N: what", in line order."""
+    found = []
+    reported = set()   # nodes inside a name chain already reported (torch.hub inside torch.hub.load)
+    for node in ast.walk(tree):   # breadth first: an outer chain comes before the chains inside it
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            text = _network_import(node)
+            if text:
+                found.append((node.lineno, text))
+        elif isinstance(node, ast.Call):
+            for keyword in node.keywords:
+                harmless = isinstance(keyword.value, ast.Constant) and keyword.value.value in (None, False)
+                if keyword.arg in PRETRAINED_KEYWORDS and not harmless:
+                    found.append((node.lineno, f"{keyword.arg}={ast.unparse(keyword.value)}"))
+        elif isinstance(node, (ast.Attribute, ast.Name)) and id(node) not in reported:
+            name = _dotted_name(node)
+            if name == "torch.hub" or name.startswith("torch.hub.") or name.split(".")[-1] in DOWNLOAD_FUNCTIONS:
+                found.append((node.lineno, name))
+                reported.update(id(inner) for inner in ast.walk(node))
+    return [f"line {line}: {text}" for line, text in sorted(found, key=lambda item: item[0])]
+
+
+def check_no_pretrained(report: Report, tree: ast.AST) -> None:
+    uses = pretrained_or_network_uses(tree)
+    if uses:
+        report.warned("no pre-trained weights or downloads", f"models.py may load pre-trained weights or use the "
+                      f"network: {'; '.join(uses)}. The course forbids pre-trained weights (training from "
+                      f"scratch is verified) and the grader may have no network",
+                      "build every module from scratch (weights=None, no torch.hub, no downloads)")
+    else:
+        report.passed("no pre-trained weights or downloads")
+
+
+ISOLATED_IMPORT_SCRIPT = (
+    "import sys\n"
+    "sys.path.insert(0, '.')\n"   # python -I does not put the current folder on the path
+    "import models\n"
+)
+
+
+# Results of isolated imports in this process, by the content of models.py: checking the same file again (the
+# notebook's last section, the tests) does not pay for a fresh interpreter each time.
+_isolated_import_results: dict[str, str | None] = {}
+
+
+def isolated_import_error(models_path: Path, timeout_s: float = 300) -> str | None:
+    """Import models.py in a fresh interpreter (`python -I`: no PYTHONPATH, no user site) whose current folder
+    holds only a copy of it, so that nothing of this project is importable, as on the grader's side.
+    Returns None when the import works, else the error (the last line of the traceback)."""
+    source = models_path.read_bytes()
+    key = hashlib.sha256(source).hexdigest()
+    if key in _isolated_import_results:
+        return _isolated_import_results[key]
+    with tempfile.TemporaryDirectory(prefix="cs461_isolated_import_") as tmp:
+        (Path(tmp) / MODELS_FILE).write_bytes(source)
+        try:
+            result = subprocess.run([sys.executable, "-I", "-c", ISOLATED_IMPORT_SCRIPT], cwd=tmp,
+                                    capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return (f"a timeout: importing it took more than {timeout_s:.0f} s (models.py must not train, "
+                    f"download or load data at import time)")
+    if result.returncode == 0:
+        error = None
+    else:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        error = lines[-1] if lines else f"exit status {result.returncode}"
+    _isolated_import_results[key] = error
+    return error
+
+
+def check_isolated_import(report: Report, models_path: Path) -> bool:
+    error = isolated_import_error(models_path)
+    if error is None:
+        report.passed("models.py imports in isolation", "imported alone in a fresh `python -I` with nothing "
+                      "of this project beside it")
+        return True
+    hint = ""
+    if "No module named" in error:
+        hint = " (the grader has its own utils.py and nothing else of this project beside models.py)"
+    report.failed("models.py imports in isolation", f"importing models.py alone, in a folder holding only a "
+                  f"copy of it, fails with {error}{hint}",
+                  "make models.py self-contained: copy what it needs into it; import only torch and torchvision")
+    return False
+
+
+_import_counter = itertools.count()
+
+
+def import_in_process(report: Report, models_path: Path):
+    """models.py as a module under a unique name (never `models`, so the project's own models.py, if
+    imported, is left alone). No __pycache__ is written into the submission folder."""
+    name = f"_submitted_models_{next(_import_counter)}"
+    spec = importlib.util.spec_from_file_location(name, models_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    was = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        report.failed("models.py imports in this process",
+                      f"importing {models_path} raised {type(error).__name__}: {error}",
+                      "run `python -c \"import models\"` in the submission folder and fix the error")
+        return None
+    finally:
+        sys.dont_write_bytecode = was
+    return module
+
+
+def build_encoder(report: Report, module):
+    """`ImageEncoder()` with no arguments, as the grader builds it (or None, with a failed check)."""
+    cls = getattr(module, "ImageEncoder", None)
+    if cls is None:
+        report.failed("ImageEncoder exists", "models.py defines no `ImageEncoder`; the grader builds "
+                      "`models.ImageEncoder()`", "keep the template's class name ImageEncoder")
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        report.failed("ImageEncoder exists", f"ImageEncoder is a {type(cls).__name__}, expected a subclass of "
+                      f"torch.nn.Module", "keep `class ImageEncoder(nn.Module)` from the template")
+        return None
+    report.passed("ImageEncoder exists")
+    try:
+        model = cls()
+    except Exception as error:
+        report.failed("ImageEncoder() builds", f"ImageEncoder() with no arguments raised {type(error).__name__}: "
+                      f"{error}", "give every constructor argument a default: the grader calls ImageEncoder()")
+        return None
+    n_params = sum(p.numel() for p in model.parameters())
+    report.passed("ImageEncoder() builds", f"{n_params:,} parameters" +
+                  (f", arch {model.arch!r}" if isinstance(getattr(model, "arch", None), str) else ""))
+    return model
+
+
+def built_arch(module, model) -> str | None:
+    """The architecture name ImageEncoder() builds: the instance's `arch`, else the module's ARCH."""
+    arch = getattr(model, "arch", None)
+    if isinstance(arch, str):
+        return arch
+    arch = getattr(module, "ARCH", None)
+    return arch if isinstance(arch, str) else None
+
+
+def check_class_variables(report: Report, cls, model) -> bool:
+    """input_dim 64, input_channels 3, feature_dim 1000, proj_dim 128, on the class and on the instance."""
+    wrong = []
+    for name, expected in COURSE_CLASS_VARIABLES.items():
+        for owner, where in ((cls, "class"), (model, "instance")):
+            value = getattr(owner, name, "<missing>")
+            if value != expected:
+                wrong.append(f"{name} = {value!r} on the {where} (expected {expected})")
+    if wrong:
+        report.failed("class variables", "; ".join(dict.fromkeys(wrong)) + ". The grader relies on them",
+                      "restore " + ", ".join(f"`{k} = {v}`" for k, v in COURSE_CLASS_VARIABLES.items()) +
+                      " in class ImageEncoder; the course forbids changing them")
+        return False
+    report.passed("class variables", ", ".join(f"{k} {v}" for k, v in COURSE_CLASS_VARIABLES.items()))
+    return True
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; raises whatever safetensors raises for a damaged file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return load_file(str(path)), metadata
+
+
+def weights_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file ({} when it has none)."""
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
+def _report_unreadable_weights(report: Report, path: Path, error: Exception) -> None:
+    report.failed("weights load strictly", f"{path} is not a readable safetensors file ({type(error).__name__}: "
+                  f"{str(error)[:200]}); it is probably truncated (an interrupted save or copy)",
+                  "export the weights again (utils.checkpoint.export_weights or safetensors.torch.save_model) "
+                  "and copy the file again")
+
+
+def check_weights_readable(report: Report, path: Path) -> bool:
+    """When models.py cannot be used, the weights cannot be matched against it; whether the file itself is
+    intact can still be told."""
+    try:
+        weights, _ = read_weights(path)
+    except Exception as error:
+        _report_unreadable_weights(report, path, error)
+        return False
+    report.passed("weights file readable", f"{len(weights)} tensors (not matched against ImageEncoder(): "
+                  f"models.py must work first)")
+    return True
+
+
+def check_weights(report: Report, model, path: Path, arch: str | None) -> bool:
+    """Strict loading, as the grader does with safetensors.torch.load_model(model, path)."""
+    from safetensors.torch import load_model
+    name = "weights load strictly"
+    try:
+        weights, metadata = read_weights(path)
+    except Exception as error:
+        _report_unreadable_weights(report, path, error)
+        return False
+    weights_arch = metadata.get("arch")
+    arch_note = ""
+    if weights_arch and arch and weights_arch != arch:
+        arch_note = (f"weights were trained with arch {weights_arch!r} but models.py builds {arch!r} "
+                     f"(ARCH = \"{arch}\")")
+    problems = weight_mismatches(model, weights)
+    if problems:
+        fix = (f"set ARCH = \"{weights_arch}\" in the submitted models.py (utils.submission.assemble_submission "
+               f"does it), or submit weights of a {arch!r} model" if arch_note else
+               "export the weights of an ImageEncoder() built by this very models.py (not a torch.compile or "
+               "DataParallel wrapper, whose keys carry a prefix) with utils.checkpoint.export_weights")
+        report.failed(name, (arch_note + ". " if arch_note else "") + f"{path.name} does not match "
+                      f"ImageEncoder(): " + "; ".join(problems), fix)
+        return False
+    try:
+        load_model(model, str(path), strict=True)   # exactly the grader's call
+    except Exception as error:
+        report.failed(name, f"safetensors.torch.load_model(ImageEncoder(), {path.name}) raised "
+                      f"{type(error).__name__}: {str(error)[:300]}", "export the weights again with "
+                      "utils.checkpoint.export_weights from an ImageEncoder() built by this models.py")
+        return False
+    if arch_note:
+        report.warned(name, f"the {len(weights)} tensors load, but the metadata says: {arch_note}",
+                      "check that the submitted weights are the ones you meant")
+        return True
+    report.passed(name, f"{len(weights)} tensors match ImageEncoder() exactly" +
+                  (f" (arch {weights_arch!r})" if weights_arch else ""))
+    return True
+
+
+def check_get_features(report: Report, model, device: torch.device) -> bool:
+    """get_features on ToTensor-like inputs (uniform in [0, 1]), one image and a batch of 64, and the grader's
+    own check on randn(1, 3, 64, 64): shape (B, 1000), finite values."""
+    generator = torch.Generator().manual_seed(0)
+    cases = [
+        ("get_features (1 image)", torch.rand(1, 3, 64, 64, generator=generator)),
+        ("get_features (batch of 64)", torch.rand(64, 3, 64, 64, generator=generator)),
+        ("get_features (grader's randn check)", torch.randn(1, 3, 64, 64, generator=generator)),
+    ]
+    all_ok = True
+    for name, x in cases:
+        all_ok &= _check_one_features_call(report, model, name, x.to(device))
+    return all_ok
+
+
+def _check_one_features_call(report: Report, model, name: str, x: torch.Tensor) -> bool:
+    expected = (x.shape[0], COURSE_CLASS_VARIABLES["feature_dim"])
+    try:
+        with torch.no_grad():
+            out = model.get_features(x)
+    except Exception as error:
+        report.failed(name, f"model.get_features on a {tuple(x.shape)} {x.dtype} input on {x.device} raised "
+                      f"{type(error).__name__}: {str(error)[:300]}",
+                      "get_features must accept (B, 3, 64, 64) float images in [0, 1] on the model's device")
+        return False
+    if not isinstance(out, torch.Tensor):
+        report.failed(name, f"get_features returned a {type(out).__name__}, expected a tensor of shape {expected}",
+                      "return only the features tensor from get_features (forward may return more)")
+        return False
+    if tuple(out.shape) != expected:
+        report.failed(name, f"get_features returned shape {tuple(out.shape)}, expected {expected}",
+                      "return (B, 1000) features: keep feature_dim = 1000 and flatten the pooled features")
+        return False
+    if not out.is_floating_point():
+        report.failed(name, f"get_features returned dtype {out.dtype}, expected floating point",
+                      "return float features")
+        return False
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        report.failed(name, f"{bad} of {out.numel()} feature values are NaN or infinite (expected finite values)",
+                      "look for a division by zero, log of 0 or sqrt of a negative number in get_features, or "
+                      "NaN weights from a diverged training run")
+        return False
+    report.passed(name, f"shape {tuple(out.shape)}, finite, values in [{float(out.min()):.3g}, "
+                  f"{float(out.max()):.3g}]")
+    return True
