@@ -9,9 +9,9 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from utils.synthetic import (CLASS_COMBOS, PARTS, SHAPES, SIZES, SPLIT_FILES, TEXTURES, DataSpec, SyntheticDataError,
-                             ensure_default_data, generate_split, local_coords, main, read_meta, write_dataset,
-                             write_npz_deterministic)
+from utils.shapes import CLASS_COMBOS, PARTS, SHAPES, TEXTURES, local_coords
+from utils.synthetic import (SIZES, SPLIT_FILES, DataSpec, SyntheticDataError, ensure_default_data, generate_split,
+                             main, read_meta, write_dataset, write_npz_deterministic)
 
 # Tiny: a few classes and images, for tests that only need real shapes (well under a second to generate).
 TINY = DataSpec(id_classes=4, train_per_class=6, val_per_class=3, ood_classes=3, ood_per_class=5)

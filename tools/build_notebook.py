@@ -308,7 +308,8 @@ Hand in four files in one folder (default `~/cs461_assignment1_submission`): `mo
 `final_model.safetensors`, this notebook **executed and saved**, and `report.md` (at most 500 words, with a
 discussion of the OOD results). The next cell copies them there, after checking that Section 0 is filled in,
 then runs `python eval.py`: the grader's checks (strict loading, `get_features` shape, identity, word count)
-and its exact protocol. Fix anything it marks FAIL before the deadline."""),
+and its exact protocol, also saved to `eval_result.json` in the output folder. Fix anything it marks FAIL before
+the deadline."""),
     ("code", """SUBMISSION_DIR = Path(os.environ.get("CS461_SUBMISSION_DIR", Path.home() / "cs461_assignment1_submission"))
 NOTEBOOK_PATH = Path(os.environ.get("CS461_NOTEBOOK_PATH", "CS461_Assignment1.ipynb"))
 
@@ -318,7 +319,8 @@ if problems:
     print("\\n".join(f"  - {p}" for p in problems))
 else:
     assemble_submission(SUBMISSION_DIR, weights=result.weights_path, notebook=NOTEBOOK_PATH, report="report.md")
-    check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR), "-d", str(DATA_DIR)]
+    check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR), "-d", str(DATA_DIR),
+                            "--json", str(OUTPUT_DIR / "eval_result.json")]           # the verdict, kept
                            + (["--fast"] if device.type == "cuda" else []), capture_output=True, text=True)
     print(check.stdout + check.stderr)"""),
 ]

@@ -1,8 +1,14 @@
 """`make demo`: run CS461_Assignment1.ipynb end to end, headless, in the short CPU profile.
 
 Leaves in demo_output/: the executed notebook (and an HTML copy), figures/, final_model.safetensors,
-training_metrics.json, submission/ (the four files), eval_verdict.txt / eval_result.json from eval.py, and
-demo_record.json: the eval numbers with the device, commit, training settings and timings they came from.
+training_metrics.json, submission/ (the four files), eval_result.json (written by the eval.py run of the
+notebook's Section 7: the grader's checks and exact protocol), eval_verdict.txt / eval_final.json (eval.py
+--quick once the executed notebook is in the submission folder), and demo_record.json: the eval numbers with
+the device, commit, training settings and timings they came from.
+
+eval.py's probes run once, in Section 7, as a student's would. What changes afterwards is only the notebook file
+in the submission folder (now executed), so the final check is structural (--quick): the same weights and data
+would give the same four numbers again.
 
 The demo fills the notebook's identity cell with an obvious demo identity (SCIPER 100000, "Demo Student")
 so that the submission section can run; a real user fills in their own.
@@ -30,9 +36,11 @@ OUTPUT = ROOT / "demo_output"
 LEARNING_BAR = {"id_knn": 4.0, "ood_knn": 3.0}
 
 
-def run_eval(submission: Path) -> int:
-    """eval.py on the submission folder (the exact protocol); its output saved to eval_verdict.txt."""
-    cmd = [sys.executable, str(ROOT / "eval.py"), "-i", str(submission), "--json", str(OUTPUT / "eval_result.json")]
+def final_check(submission: Path) -> int:
+    """eval.py --quick on the submission folder once it holds the executed notebook: every structural check,
+    no probes (Section 7 ran them on the same weights and data). Output saved to eval_verdict.txt."""
+    cmd = [sys.executable, str(ROOT / "eval.py"), "-i", str(submission), "--quick", "--json",
+           str(OUTPUT / "eval_final.json")]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     (OUTPUT / "eval_verdict.txt").write_text(result.stdout + result.stderr)
     print(result.stdout + result.stderr)
@@ -81,16 +89,20 @@ def write_record(notebook_seconds: float, eval_code: int) -> Path:
     settings, on which machine and commit. A copy is committed under benchmarks/results/ when it is quoted."""
     from utils.provenance import provenance
     metrics = json.loads((OUTPUT / "training_metrics.json").read_text())
-    evaluation = json.loads((OUTPUT / "eval_result.json").read_text())
+    evaluation = json.loads((OUTPUT / "eval_result.json").read_text())      # Section 7's eval.py
+    final = json.loads((OUTPUT / "eval_final.json").read_text())            # --quick, the executed notebook
     record = {
-        "what": "make demo: CS461_Assignment1.ipynb executed headless in the short CPU profile, "
-                "then eval.py (the grader's exact protocol) on the assembled submission",
+        "what": "make demo: CS461_Assignment1.ipynb executed headless in the short CPU profile; its Section 7 "
+                "ran eval.py (the grader's checks and exact protocol) on the assembled submission, then eval.py "
+                "--quick checked the folder again with the executed notebook",
         **provenance("cpu"),
         "profile": os.environ["CS461_PROFILE"],
         "data": {**metrics["data"], "kind": "embedded default data (utils.synthetic, size 'small')"},
         "training": {k: metrics[k] for k in ("config", "fingerprint", "device", "steps", "epochs", "train_minutes")},
         "notebook_seconds": round(notebook_seconds, 1),
         "eval_exit_status": eval_code,
+        "section_7_eval_summary": evaluation["summary"],
+        "final_check_summary": final["summary"],
         "eval_accuracies_percent": evaluation["accuracies_percent"],
         "eval_timings_s": evaluation["timings_s"],
         "training_final_fast_probes_percent": metrics["final"],
@@ -109,6 +121,8 @@ def main() -> int:
     os.environ.update({"CS461_PROFILE": os.environ.get("CS461_PROFILE", "short"), "CS461_STATIC_WIDGETS": "1",
                        "CS461_OUTPUT_DIR": str(OUTPUT), "CS461_NOTEBOOK_PATH": str(executed),
                        "CS461_SUBMISSION_DIR": str(submission)})
+    for stale in ("eval_result.json", "eval_final.json"):    # only this run's verdicts may be recorded
+        (OUTPUT / stale).unlink(missing_ok=True)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     fill_identity(nb)
     nbformat.write(nb, executed)        # the copy the notebook's submission section hands in
@@ -129,14 +143,21 @@ def main() -> int:
         print(f"note: no HTML copy ({type(error).__name__}: {error})")
 
     # The submission folder got the notebook before it ran; hand in the executed one and check again.
+    if not (OUTPUT / "eval_result.json").is_file():
+        print(f"error: Section 7 wrote no {OUTPUT / 'eval_result.json'}: it did not run eval.py (see its output "
+              f"in {executed}).")
+        return 1
     submission.mkdir(exist_ok=True)
     (submission / NOTEBOOK.name).write_bytes(executed.read_bytes())
-    code = run_eval(submission)
+    code = final_check(submission)
+    if not json.loads((OUTPUT / "eval_result.json").read_text())["ok"]:
+        print("Section 7's eval.py found failures (see eval_result.json and the executed notebook).")
+        code = code or 1
     record_path = write_record(notebook_seconds, code)
     print(f"Record: {record_path}")
     for line in learning_warnings(json.loads(record_path.read_text())["learning_check"]):
         print(line)
-    print(f"Demo outputs in {OUTPUT}/ (eval.py exit status {code}).")
+    print(f"Demo outputs in {OUTPUT}/ (exit status {code}).")
     return code
 
 

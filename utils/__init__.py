@@ -2,6 +2,7 @@
 
     data.py       npz loading + validation, data-directory resolution, the OOD split, device batches
     synthetic.py  the embedded default data set (course format, generated, deterministic)
+    shapes.py     its world: shapes, textures and parts as signed distances in object-local coordinates
     augment.py    batched views with per-sample random parameters, on the data's device
     losses.py     NT-Xent (and DCL), VICReg, SIGReg / LeJEPA, DINO's cross-entropy as small pure functions
     train.py      the loop, top to bottom in train() (also `python -m utils.train key=value ...`)

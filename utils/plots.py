@@ -12,6 +12,11 @@ Conventions shared by all figures:
 
 Figures are detached from pyplot before they are returned, so that a notebook shows each figure exactly once:
 as the value of the cell (or with `display(fig)`), not a second time when pyplot flushes open figures.
+
+Why one module of about 700 lines: every figure shares the style constants and the small helpers at the top
+(fonts, the colour-blind-safe palette, class names, saving), and each figure is one function numbered by the
+notebook section that shows it. What is not drawing lives elsewhere: the 2-D coordinates in utils/embedding.py,
+the interactive explorer in utils/explorer.py.
 """
 from __future__ import annotations
 

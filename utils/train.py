@@ -84,6 +84,27 @@ def log_record(step: int, mean_loss: float, optimizer, z0: torch.Tensor, *, imag
             "img_per_s": round(images_per_s, 1), **stats}
 
 
+def format_eval(r: dict) -> str:
+    return (f"epoch {r['epoch']:>4} | val loss {r['val_loss']:.4f} | ID k-NN {r['id_knn']:.2f}% linear "
+            f"{r['id_linear']:.2f}% | OOD k-NN {r['ood_knn']:.2f}% linear {r['ood_linear']:.2f}%")
+
+
+def write_metrics(path: Path, cfg: TrainConfig, state: RunState, fingerprint: str, device, data) -> Path:
+    """training_metrics.json: settings, where it ran, and the full history (train, eval, log)."""
+    record = {
+        "config": dataclasses.asdict(cfg), "fingerprint": fingerprint,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "steps": state.step, "epochs": state.epoch,
+        "train_minutes": round(state.elapsed_s / 60, 3),
+        "data": {"train": str(data.train.path), "n_train": len(data.train), "n_val": len(data.val),
+                 "n_ood": len(data.ood)},
+        "final": state.history["eval"][-1] if state.history["eval"] else None,
+        **state.history,
+    }
+    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    return path
+
+
 @dataclass
 class TrainResult:
     model: ImageEncoder
@@ -267,27 +288,6 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
     print(f"Exported {weights_path} and {metrics_path} after {state.step} steps "
           f"({state.epoch} epochs, {state.elapsed_s / 60:.1f} min of training).")
     return TrainResult(exported, state.history, run_dir, weights_path, metrics_path, cfg)
-
-
-def format_eval(r: dict) -> str:
-    return (f"epoch {r['epoch']:>4} | val loss {r['val_loss']:.4f} | ID k-NN {r['id_knn']:.2f}% linear "
-            f"{r['id_linear']:.2f}% | OOD k-NN {r['ood_knn']:.2f}% linear {r['ood_linear']:.2f}%")
-
-
-def write_metrics(path: Path, cfg: TrainConfig, state: RunState, fingerprint: str, device, data) -> Path:
-    """training_metrics.json: settings, where it ran, and the full history (train, eval, log)."""
-    record = {
-        "config": dataclasses.asdict(cfg), "fingerprint": fingerprint,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "steps": state.step, "epochs": state.epoch,
-        "train_minutes": round(state.elapsed_s / 60, 3),
-        "data": {"train": str(data.train.path), "n_train": len(data.train), "n_val": len(data.val),
-                 "n_ood": len(data.ood)},
-        "final": state.history["eval"][-1] if state.history["eval"] else None,
-        **state.history,
-    }
-    checkpoint.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
