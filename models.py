@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ImageEncoder", "ARCH", "ARCHITECTURES", "FeatureDesign", "design_features"]
+__all__ = ["ImageEncoder", "ARCH", "ARCHITECTURES", "FeatureDesign", "design_features", "signed_power"]
 
 # Named architectures. "resnet18_s2" is the submitted one; the smaller ones exist so that the whole pipeline
 # (training, probes, the pre-submission check) can run on a laptop CPU in minutes.
@@ -85,8 +85,11 @@ class FeatureDesign:
     """What get_features computes from the pooled parts of the network (benchmarks/features.py compares them).
 
     parts: names from ImageEncoder.feature_parts ("stage1".."stage4", "feature_layer"), concatenated in order.
-    centre: subtract each part's mean over the training images.  whiten: None, or the shrinkage (0..1] of a
-    whitening fitted on the training images.  mirror: average each part over the image and its mirror image.
+    power: None, or p for a signed power sign(x) * |x|^p of each pooled part before anything else (0.5: the
+    square root, which damps the few channels that fire strongly on every image).  centre: subtract each
+    part's mean over the training images.  whiten: None, or the shrinkage (0..1] of a whitening fitted on the
+    training images.  weights: None (every part weighs the same), or one relative weight per part, applied after
+    each part's L2 normalisation.  mirror: average each part over the image and its mirror image.
     scale: the norm of every returned row (sqrt(1000): unit root-mean-square per dimension).
     """
     parts: tuple = ("feature_layer",)
@@ -94,29 +97,44 @@ class FeatureDesign:
     whiten: float | None = None
     mirror: bool = False
     scale: float = math.sqrt(1000)
+    power: float | None = None
+    weights: tuple | None = None
+
+    def __post_init__(self):
+        if self.weights is not None and len(self.weights) != len(self.parts):
+            raise ValueError(f"FeatureDesign: expected one weight per part ({len(self.parts)}), "
+                             f"found {len(self.weights)}")
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "parts": list(self.parts)}
+        return {**asdict(self), "parts": list(self.parts),
+                "weights": None if self.weights is None else list(self.weights)}
 
 
-def design_features(parts: list[torch.Tensor], *, means=None, whiteners=None, scale: float,
+def signed_power(x: torch.Tensor, power: float | None) -> torch.Tensor:
+    """sign(x) * |x|^power elementwise; x itself when power is None. Shapes unchanged."""
+    return x if power is None else x.sign() * x.abs().pow(power)
+
+
+def design_features(parts: list[torch.Tensor], design: FeatureDesign, *, means=None, whiteners=None,
                     out_dim: int = 1000) -> torch.Tensor:
-    """[(B, d_i)] pooled parts -> (B, out_dim) features.
+    """[(B, d_i)] pooled parts -> (B, out_dim) features, as `design` says.
 
-    Each part is centred (`means[i]`, (d_i,)), whitened (`whiteners[i]`, (d_i, d_i)) when given, and
-    L2-normalised, so that every part weighs the same whatever its width and activation scale; the
-    concatenation is multiplied by scale / sqrt(len(parts)), so every row has norm `scale`, and zero-padded to
-    out_dim (a zero column changes no Euclidean distance and gets a zero weight from an L2-penalised probe).
+    Each part is raised to the design's signed power, centred (`means[i]`, (d_i,), fitted on the powered
+    training parts), whitened (`whiteners[i]`, (d_i, d_i)) when given, and L2-normalised, so that every part
+    weighs the same whatever its width and activation scale, then multiplied by its relative weight; the
+    concatenation is rescaled so that every row has norm `design.scale`, and zero-padded to out_dim (a zero
+    column changes no Euclidean distance and gets a zero weight from an L2-penalised probe).
     """
+    weights = design.weights or (1.0,) * len(parts)
     pieces = []
     for i, x in enumerate(parts):
-        x = x.float()
+        x = signed_power(x.float(), design.power)
         if means is not None:
             x = x - means[i]
         if whiteners is not None:
             x = x @ whiteners[i]
-        pieces.append(F.normalize(x, dim=1))
-    h = torch.cat(pieces, dim=1) * (scale / math.sqrt(len(pieces)))
+        pieces.append(F.normalize(x, dim=1) * weights[i])
+    h = torch.cat(pieces, dim=1) * (design.scale / math.sqrt(sum(w * w for w in weights)))
     if h.shape[1] > out_dim:
         raise ValueError(f"design_features: the parts have {h.shape[1]} dimensions in all, more than {out_dim}")
     return F.pad(h, (0, out_dim - h.shape[1]))
@@ -385,7 +403,7 @@ class ImageEncoder(nn.Module):
         buffers = dict(self.named_buffers())
         means = [buffers[f"feature_mean_{p}"] for p in design.parts] if design.centre else None
         whiteners = [buffers[f"feature_whitener_{p}"] for p in design.parts] if design.whiten is not None else None
-        return design_features(self.design_parts(x), means=means, whiteners=whiteners, scale=design.scale,
+        return design_features(self.design_parts(x), design, means=means, whiteners=whiteners,
                                out_dim=self.feature_dim)
 
     def forward(self, x: torch.Tensor):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import models
 from models import FeatureDesign, ImageEncoder, design_features
@@ -31,12 +32,29 @@ def as_input(batch: np.ndarray) -> torch.Tensor:
 
 def test_design_features_rows_have_the_scale_and_parts_weigh_the_same():
     a, b = torch.randn(6, 4) * 100, torch.randn(6, 3) * 0.01      # very different activation scales
-    h = design_features([a, b], scale=7.0, out_dim=10)
+    h = design_features([a, b], FeatureDesign(parts=("a", "b"), scale=7.0), out_dim=10)
     assert h.shape == (6, 10) and torch.all(h[:, 7:] == 0)             # zero-padded to out_dim
     torch.testing.assert_close(h.norm(dim=1), torch.full((6,), 7.0))
     torch.testing.assert_close(h[:, :4].norm(dim=1), h[:, 4:7].norm(dim=1))
     with pytest.raises(ValueError, match="more than 5"):
-        design_features([a, b], scale=1.0, out_dim=5)
+        design_features([a, b], FeatureDesign(parts=("a", "b"), scale=1.0), out_dim=5)
+
+
+def test_part_weights_and_signed_power_shape_the_features():
+    a, b = torch.randn(6, 4), torch.randn(6, 3)
+    weighted = design_features([a, b], FeatureDesign(parts=("a", "b"), scale=5.0, weights=(1.0, 0.5)), out_dim=8)
+    torch.testing.assert_close(weighted.norm(dim=1), torch.full((6,), 5.0))       # the row norm is still the scale
+    torch.testing.assert_close(weighted[:, 4:7].norm(dim=1), weighted[:, :4].norm(dim=1) / 2)
+    rooted = design_features([a], FeatureDesign(parts=("a",), scale=1.0, power=0.5), out_dim=4)
+    torch.testing.assert_close(rooted, F.normalize(a.sign() * a.abs().sqrt(), dim=1))
+    with pytest.raises(ValueError, match="one weight per part"):
+        FeatureDesign(parts=("a", "b"), weights=(1.0,))
+
+
+def test_statistics_of_a_powered_design_are_fitted_on_the_powered_parts():
+    parts = [torch.rand(50, 4) * 9]
+    stats = features.feature_statistics(parts, FeatureDesign(parts=("a",), centre=True, power=0.5))
+    torch.testing.assert_close(stats["means"][0], parts[0].sqrt().mean(dim=0))
 
 
 def test_statistics_are_the_training_mean_of_the_mirror_averaged_parts():
@@ -163,4 +181,12 @@ def test_feature_study_runs_in_a_tiny_configuration(tmp_path):
     assert [f["design"] for f in final] == [record["baseline"], record["winner"]]
     assert all(f["id"]["id_linear"] is not None and "id_linear" in f["id"]["lbfgs_iter"] for f in final)
     assert record["export_check_max_abs_diff"] < 1e-3     # the scored design is what get_features computes
-    assert math.isclose(final[1]["score"], max(r["score"] for r in record["stage_a"] + record["stage_b"]), abs_tol=0.1 + 1e-9)
+    # Stage C: the whole grid screened on k-NN alone, the best by the screen measured fully, then at another scale.
+    screen = record["stage_c_screen"]
+    assert len(screen) == 8 and all("linear" not in r["ood_mean"] and "score" not in r for r in screen)
+    best_screened = max(screen, key=lambda r: r["screen_score"])
+    assert [r["design"] for r in record["stage_c"]] == [best_screened["design"],
+                                                         {**best_screened["design"],
+                                                          "scale": best_screened["design"]["scale"] * 2}]
+    every = record["stage_a"] + record["stage_b"] + record["stage_c"]
+    assert math.isclose(final[1]["score"], max(r["score"] for r in every), abs_tol=0.1 + 1e-9)

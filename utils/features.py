@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from models import ARCH, FeatureDesign, ImageEncoder
+from models import ARCH, FeatureDesign, ImageEncoder, signed_power
 
 # A command that adds the statistics to a weights file: named by every error about missing statistics.
 ADD_STATISTICS_COMMAND = "python -m utils.features --weights {weights} --data-dir <folder holding train.npz>"
@@ -58,7 +58,9 @@ def shrunk_whitener(x: torch.Tensor, shrink: float) -> torch.Tensor:
 
 def feature_statistics(parts: list[torch.Tensor], design: FeatureDesign) -> dict:
     """[(N, d_i)] training parts (already mirror-averaged when the design says so) -> {"means": [(d_i,)] or
-    None, "whiteners": [(d_i, d_i)] or None}, float32, as `models.design_features` takes them."""
+    None, "whiteners": [(d_i, d_i)] or None}, float32, as `models.design_features` takes them: fitted on the
+    parts raised to the design's signed power, which design_features applies before centring."""
+    parts = [signed_power(p, design.power) for p in parts]
     means = [p.double().mean(dim=0).float() for p in parts] if design.centre else None
     whiteners = [shrunk_whitener(p, design.whiten).float() for p in parts] if design.whiten is not None else None
     return {"means": means, "whiteners": whiteners}
