@@ -141,8 +141,8 @@ def design_features(parts: list[torch.Tensor], design: FeatureDesign, *, means=N
 
 
 # What get_features computes: chosen by benchmarks/features.py (see the module docstring above).
-FEATURE_DESIGN = FeatureDesign(parts=("stage4", "stage3"), centre=False, whiten=None, mirror=True,
-                               scale=math.sqrt(1000) / 2)
+FEATURE_DESIGN = FeatureDesign(parts=("stage4", "stage3"), centre=True, whiten=0.25, mirror=True,
+                               scale=math.sqrt(1000) / 4, power=0.5, weights=(1.0, 0.7))
 
 
 class BasicBlock(nn.Module):
