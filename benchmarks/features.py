@@ -54,7 +54,8 @@ SELECTION RULE, written before the sweep and not changed after it:
     whole training set (500 per class) is the grader's ID setting and is measured by eval.py on the exported
     weights.
 Every candidate is written to the results JSON (with the lbfgs iterations and whether they converged), with
-the device, commit and set sizes.
+the device, commit and set sizes. The shipped design (models.FEATURE_DESIGN) is measured on every cache too, as
+`shipped_design`: not a candidate, the check of whether a design chosen on one model serves another.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ import numpy as np
 import torch
 
 import common  # noqa: F401  (puts the checkout on sys.path)
-from models import ARCH, FeatureDesign, ImageEncoder, design_features
+from models import ARCH, FEATURE_DESIGN, FeatureDesign, ImageEncoder, design_features
 from utils import probes
 from utils.checkpoint import load_weights_strict
 from utils.data import load_npz, load_splits
@@ -305,6 +306,10 @@ def cmd_sweep(args) -> dict:
     rows = [done[json.dumps(d.as_dict(), sort_keys=True)] for d in candidates]
     winner = candidates[pick_winner(rows, candidates)]
     record["winner"] = winner.as_dict()
+    # Not a candidate: models.FEATURE_DESIGN as shipped, measured on this cache, so that a second model shows
+    # whether the design chosen on the shipped weights also serves it.
+    record["shipped_design"] = evaluated(FEATURE_DESIGN)
+    _print_row("shipped", record["shipped_design"])
     baseline = FeatureDesign(parts=("feature_layer",), centre=False, whiten=None, mirror=False, scale=REFERENCE_SCALE)
     record["baseline"] = baseline.as_dict()
     id_fit = sets.get("train", stats_set)      # the ID probes' fit set: the whole training set when cached

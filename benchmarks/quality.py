@@ -31,14 +31,14 @@ from pathlib import Path
 import torch
 
 import common  # noqa: F401  (puts the checkout on sys.path)
-from models import ARCH, ImageEncoder
+from models import ImageEncoder
 from utils import probes
 from utils.checkpoint import load_weights_strict
 from utils.data import load_npz, load_splits, resolve_data_dir
 from utils.device import pick_device
 from utils.provenance import provenance
 from utils.recipes import RECIPES, SUITES, recipe_config, suite
-from utils.submission import weights_metadata
+from utils.submission import weights_arch
 from utils.synthetic import DataSpec, write_dataset
 from utils.train import prepare_data, seed_all, train
 
@@ -47,8 +47,7 @@ TINY_SPEC = DataSpec(id_classes=5, train_per_class=40, val_per_class=10, ood_cla
 
 def load_trained(path: Path, device) -> ImageEncoder:
     """An ImageEncoder of the architecture recorded in the file's metadata, weights loaded strictly."""
-    arch = weights_metadata(path).get("arch", ARCH)
-    return load_weights_strict(ImageEncoder(arch), path).to(device)
+    return load_weights_strict(ImageEncoder(weights_arch(path)), path).to(device)
 
 
 def mean_and_spread(values: list[float]) -> dict:

@@ -1,4 +1,5 @@
 """Shared fixtures: small embedded data sets generated once per test session."""
+import numpy as np
 import pytest
 import torch
 
@@ -35,3 +36,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fit_statistics():
+    """fit_statistics(model, images=None) -> model with get_features' training statistics fitted (what training
+    does before every probe and at export), on `images` or on 64 random uint8 images: a network that was never
+    trained cannot compute the shipped design's features without them."""
+    from utils.features import fit_feature_statistics
+
+    def fit(model, images=None):
+        if images is None:
+            images = np.random.default_rng(0).integers(0, 256, (64, 64, 64, 3), dtype=np.uint8)
+        return fit_feature_statistics(model, images)
+    return fit

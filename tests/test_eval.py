@@ -71,10 +71,11 @@ def single_threaded():
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    """The files a student hands in, before assembling: tiny weights (arch 'tiny'), notebook, report."""
+def sources(tmp_path_factory, fit_statistics):
+    """The files a student hands in, before assembling: tiny weights (arch 'tiny', feature statistics fitted as
+    training's export does), notebook, report."""
     out = tmp_path_factory.mktemp("sources")
-    export_weights(ImageEncoder("tiny"), out / "final_model.safetensors", metadata={"arch": "tiny"})
+    export_weights(fit_statistics(ImageEncoder("tiny")), out / "final_model.safetensors", metadata={"arch": "tiny"})
     (out / "CS461_Assignment1.ipynb").write_text(notebook_text())
     (out / "report.md").write_text(REPORT)
     return out

@@ -188,5 +188,6 @@ def test_feature_study_runs_in_a_tiny_configuration(tmp_path):
     assert [r["design"] for r in record["stage_c"]] == [best_screened["design"],
                                                          {**best_screened["design"],
                                                           "scale": best_screened["design"]["scale"] * 2}]
+    assert record["shipped_design"]["design"] == models.FEATURE_DESIGN.as_dict() and record["shipped_design"]["score"]
     every = record["stage_a"] + record["stage_b"] + record["stage_c"]
     assert math.isclose(final[1]["score"], max(r["score"] for r in every), abs_tol=0.1 + 1e-9)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: see tests/conftest.py
 
 
-def test_fine_tuning_beats_the_linear_probe_and_leaves_the_model_unchanged(learn_data_dir, tmp_path):
+def test_fine_tuning_beats_the_linear_probe_and_leaves_the_model_unchanged(learn_data_dir, tmp_path, fit_statistics):
     """A randomly initialised tiny ResNet on the embedded data (10 ID classes, 1000 train and 1000 val images):
     its frozen features' linear probe is near chance (10%); 8 epochs of fine-tuning with the labels (160 steps)
     must beat it by 5 points. Measured on one 2-core machine: 13.9% -> 28.5% (this seed), and 14.0% -> 27.9% for
@@ -31,7 +31,7 @@ def test_fine_tuning_beats_the_linear_probe_and_leaves_the_model_unchanged(learn
     encoder has nothing to preserve. About 25 s on a busy 2-core CPU, most of it the 160 training steps."""
     splits = load_splits(learn_data_dir)
     torch.manual_seed(0)
-    model = ImageEncoder("tiny").eval()
+    model = fit_statistics(ImageEncoder("tiny"), splits["train"].images).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}     # weights and batch-norm statistics
     cfg = FinetuneConfig(epochs=8, batch_size=50, lr_head=3e-3, lr_encoder=1e-3, seed=0)
     result = finetune_evaluation(model, splits["train"], splits["val"], cfg, device="cpu", figure_dir=tmp_path)
@@ -48,10 +48,10 @@ def test_fine_tuning_beats_the_linear_probe_and_leaves_the_model_unchanged(learn
     assert not model.training                                                  # its mode is kept too
 
 
-def test_the_copy_is_trained_and_the_global_random_state_is_left_alone(tiny_data_dir):
+def test_the_copy_is_trained_and_the_global_random_state_is_left_alone(tiny_data_dir, fit_statistics):
     splits = load_splits(tiny_data_dir)
     torch.manual_seed(0)
-    model = ImageEncoder("tiny")
+    model = fit_statistics(ImageEncoder("tiny"), splits["train"].images[:64])
     rng_before = torch.get_rng_state()
     classifier, classes, history = finetune_copy(model, splits["train"].images[:64], splits["train"].labels[:64],
                                                  FinetuneConfig(epochs=1, batch_size=32), device="cpu")

@@ -37,8 +37,8 @@ def test_models_py_imports_only_torch_and_stdlib():
 
 
 @pytest.mark.parametrize("arch", ["tiny", "small"])
-def test_get_features_shape_scale_and_forward(arch):
-    model = ImageEncoder(arch).eval()
+def test_get_features_shape_scale_and_forward(arch, fit_statistics):
+    model = fit_statistics(ImageEncoder(arch)).eval()
     x = torch.rand(4, 3, 64, 64)
     with torch.no_grad():
         f = model.get_features(x)
@@ -63,9 +63,9 @@ def test_the_reference_design_is_the_normalised_feature_layer():
         ImageEncoder("resnet50")
 
 
-def test_safetensors_round_trip_is_strict_and_exact(tmp_path):
+def test_safetensors_round_trip_is_strict_and_exact(tmp_path, fit_statistics):
     torch.manual_seed(0)
-    model = ImageEncoder().eval()
+    model = fit_statistics(ImageEncoder()).eval()
     model.to(memory_format=torch.channels_last)   # as trained on CUDA: non-contiguous conv weights
     path = export_weights(model, tmp_path / "final_model.safetensors", metadata={"arch": "resnet18"})
     fresh = ImageEncoder().eval()

@@ -330,7 +330,7 @@ def test_evaluate_encoder_encodes_then_runs_the_protocol(trained_bn_model):
 
 
 def test_command_line_scores_a_weights_file_as_evaluate_encoder_does(tiny_data_dir, tmp_path, capsys,
-                                                                       one_torch_thread):
+                                                                       one_torch_thread, fit_statistics):
     """`python -m utils.probes --weights F --data-dir D`: strict loading, the file's arch from its metadata, the
     same four numbers as evaluate_encoder on the same model, written with their provenance; a file that does not
     fit the architecture is refused with an error naming it."""
@@ -341,7 +341,7 @@ def test_command_line_scores_a_weights_file_as_evaluate_encoder_does(tiny_data_d
     from utils.data import load_splits
 
     torch.manual_seed(0)
-    model = ImageEncoder("tiny").eval()
+    model = fit_statistics(ImageEncoder("tiny"), load_splits(tiny_data_dir)["train"].images).eval()
     path = export_weights(model, tmp_path / "weights.safetensors", metadata={"arch": "tiny"})
     out = tmp_path / "result.json"
     common = ["--data-dir", str(tiny_data_dir), "--fast", "--device", "cpu", "--no-progress"]

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from models import ImageEncoder
+from models import FeatureDesign, ImageEncoder
 from utils import probes
-from utils.checkpoint import list_checkpoints
+from utils.checkpoint import list_checkpoints, read_weights_file
 from utils.data import load_splits
+from utils.features import is_statistics_key
 from utils.train import (TrainConfig, TrainError, largest_fitting_batch, parse_overrides, prepare_data, probe_fit_rows,
                          seed_all, train)
 
@@ -39,28 +40,44 @@ def without_timing(history):
 def test_training_learns_beyond_a_random_network(learn_data_dir, tmp_path):
     """SimCLR on the embedded data for 12 short epochs, against the same network at its initialisation.
 
+    Both networks are probed through the reference design (the L2-normalised feature layer, FeatureDesign()),
+    which uses no statistics of the training images: the shipped design whitens with them, which makes even a
+    random network's features better (its linear probe: 12.0% through the reference design, 15.1% through the
+    shipped one, on one 2-core machine), so through it the comparison would mix what training changed in the
+    network with what whitening adds. Measured there through the reference design: k-NN 12.2% -> 13.5%, linear
+    12.0% -> 19.3%. The engine's own periodic probe (shipped design)
+    must still be recorded and beat the initialisation.
+
     Self-supervision on this data is slow on a CPU (shared colour and clutter between two views are easy
-    shortcuts), so the margins are modest. The run is seeded, but float rounding differs between CPUs and
-    thread counts, so the figures move a little from machine to machine: measured 15.6% vs 12.2% k-NN and
-    19.1% vs 11.9% linear on one 2-core machine, 13.5% vs 12.2% and 19.3% vs 12.0% on another (1000 val
-    images, 10 classes). k-NN moves slowly and noisily on this data, the linear probe steadily: the test asks
-    k-NN to beat the initialisation and the linear probe to beat it by 5 points.
+    shortcuts), so the margins are modest, and float rounding differs between CPUs and thread counts, so the
+    figures move a little from machine to machine. k-NN moves slowly and noisily on this data, the linear probe
+    steadily: the test asks k-NN to beat the initialisation and the linear probe to beat it by 5 points.
     """
     cfg = tiny_config(learn_data_dir, tmp_path, epochs=12, batch_size=100, eval_every=12, lr=3e-3, seed=4)
     data = prepare_data(load_splits(learn_data_dir), torch.device("cpu"))
     seed_all(cfg.seed)
     random_net = ImageEncoder("tiny")   # train() seeds the same way: this is the trained network's initialisation
-    train_f, val_f = probes.encode_images(random_net, data.train.images), probes.encode_images(random_net, data.val.images)
-    random_knn = probes.knn_accuracy(train_f, data.train.labels, val_f, data.val.labels)
-    random_linear = probes.linear_accuracy(train_f, data.train.labels, val_f, data.val.labels, fast=True,
-                                           max_iter=cfg.eval_linear_iters)
+    initial = {k: v.clone() for k, v in random_net.state_dict().items()}
     result = train(cfg, data)
     losses = [r["loss"] for r in result.history["train"]]
     assert losses[-1] < losses[0] - 0.3, losses
+
+    def reference_probes(weights: dict) -> tuple[float, float]:
+        net = ImageEncoder("tiny", feature_design=FeatureDesign())
+        net.load_state_dict({k: v for k, v in weights.items() if not is_statistics_key(k)}, strict=True)
+        train_f, val_f = probes.encode_images(net, data.train.images), probes.encode_images(net, data.val.images)
+        return (probes.knn_accuracy(train_f, data.train.labels, val_f, data.val.labels),
+                probes.linear_accuracy(train_f, data.train.labels, val_f, data.val.labels, fast=True,
+                                       max_iter=cfg.eval_linear_iters))
+
+    (random_knn, random_linear), (knn, linear) = reference_probes(initial), reference_probes(
+        read_weights_file(result.weights_path))
     final = result.history["eval"][-1]
-    print(f"init k-NN {random_knn:.1f}% linear {random_linear:.1f}%; trained {final}; losses {losses}")
-    assert final["id_knn"] > random_knn, (random_knn, final)
-    assert final["id_linear"] > random_linear + 5, (random_linear, final)
+    print(f"reference design: init k-NN {random_knn:.1f}% linear {random_linear:.1f}%, trained k-NN {knn:.1f}% "
+          f"linear {linear:.1f}%; engine's probe {final}; losses {losses}")
+    assert knn > random_knn, (random_knn, knn)
+    assert linear > random_linear + 5, (random_linear, linear)
+    assert final["id_linear"] > random_linear, final
     assert result.weights_path.is_file() and result.metrics_path.is_file()
     metrics = json.loads(result.metrics_path.read_text())
     assert metrics["steps"] == 12 * (1000 // 100) and metrics["final"]["id_knn"] == final["id_knn"]

@@ -61,6 +61,7 @@ from models import ImageEncoder
 from utils import augment, explorer, plots, probes
 from utils.data import LOCAL_DATA_DIR, load_splits, ood_split, resolve_data_dir
 from utils.device import pick_device
+from utils.features import fit_feature_statistics
 from utils.recipes import recipe_config
 from utils.submission import assemble_submission, identity_problems
 from utils.synthetic import ensure_default_data, is_generated
@@ -141,11 +142,18 @@ print(f"train images on {device}: {tuple(data.train_on_device.shape)} uint8, "
 
 `models.py` holds `ImageEncoder`, self-contained (torch only) because the grader imports it alone and builds it
 with **no arguments**. The class variables `input_dim`, `input_channels` and `feature_dim` are fixed by the
-course. `get_features` returns L2-normalised features scaled by sqrt(1000): Euclidean 5-NN then ranks by cosine
-similarity, and the unscaled C=1 logistic regression of the grader sees features of unit scale per dimension."""),
+course. `get_features` is designed for the grader's two probes on unseen classes, not left to the training loss
+(`models.FEATURE_DESIGN`, chosen by `benchmarks/features.py`): the pooled outputs of the last two stages,
+averaged over the image and its mirror, square-rooted, centred and whitened with statistics of the training
+images (buffers that training fits before export and saves in the weights), each L2-normalised, concatenated
+and zero-padded to 1000, every row of norm sqrt(1000)/4 (for the unscaled C=1 logistic regression, the scale
+acts as C)."""),
     ("code", f"""{CHECK}
 model = ImageEncoder(cfg.arch).to(device)
 n_params = sum(p.numel() for p in model.parameters())
+# get_features centres and whitens with statistics of the training images: fitted on a few here, for this
+# check; training refits them before every probe and at export, for the network as trained by then.
+fit_feature_statistics(model, train_split.images[:256], device=device)
 with torch.no_grad():
     shape = tuple(model.eval().get_features(torch.rand(2, 3, 64, 64, device=device)).shape)
 print(f"ImageEncoder({{cfg.arch!r}}): {{n_params / 1e6:.2f}} M parameters, get_features -> {{shape}}")"""),

@@ -198,5 +198,6 @@ def memory_note() -> str:
     """"5.1 GiB free of 9.8 GiB" for the current CUDA device, for error messages."""
     if not torch.cuda.is_available():
         return "no CUDA device"
-    free, total = torch.cuda.mem_get_info()
-    return f"{free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
+    device = torch.device("cuda", torch.cuda.current_device())
+    total = torch.cuda.get_device_properties(device).total_memory
+    return f"{free_memory_bytes(device) / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"

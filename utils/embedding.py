@@ -10,7 +10,8 @@ from utils.environment import install_command, try_import
 
 
 def to_numpy(x) -> np.ndarray:
-    """numpy array from a numpy array, list or torch tensor (detached, on the CPU)."""
+    """numpy array from a numpy array, list or torch tensor (detached, on the CPU, from any device). The one
+    conversion: the plots, the embeddings and the scikit-learn probes (utils.probes) use it."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from models import ARCH, FeatureDesign, ImageEncoder, signed_power
+from models import FeatureDesign, ImageEncoder, signed_power
 
 # A command that adds the statistics to a weights file: named by every error about missing statistics.
 ADD_STATISTICS_COMMAND = "python -m utils.features --weights {weights} --data-dir <folder holding train.npz>"
@@ -151,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=0, help="fit on at most this many training images, "
                         "spread over the set (default 0: all of them, as training's export does)")
     args = parser.parse_args(argv)
-    from utils.submission import weights_metadata   # the file's recorded arch and metadata
+    from utils.submission import weights_arch, weights_metadata   # the file's recorded arch and metadata
 
     try:
         metadata = weights_metadata(args.weights)
-        model = load_network_weights(ImageEncoder(args.arch or metadata.get("arch", ARCH)), args.weights)
+        model = load_network_weights(ImageEncoder(weights_arch(args.weights, args.arch)), args.weights)
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -226,12 +226,12 @@ def finetune_evaluation(model: torch.nn.Module, train: Split, val: Split, cfg: F
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models import ARCH, ImageEncoder
+    from models import ImageEncoder
     from utils.checkpoint import CheckpointError
     from utils.data import load_splits, resolve_data_dir
     from utils.features import fit_feature_statistics, load_network_weights
     from utils.provenance import provenance
-    from utils.submission import weights_metadata
+    from utils.submission import weights_arch
 
     defaults = FinetuneConfig()
     parser = argparse.ArgumentParser(
@@ -258,9 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr_head=args.lr_head,
                              lr_encoder=args.lr_encoder, weight_decay=args.weight_decay,
                              max_train_images=args.max_train_images, seed=args.seed)
-        metadata = weights_metadata(args.weights)
-        arch = args.arch or metadata.get("arch", ARCH)
-        model = load_network_weights(ImageEncoder(arch), args.weights)
+        model = load_network_weights(ImageEncoder(weights_arch(args.weights, args.arch)), args.weights)
     except (CheckpointError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -278,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  linear probe on the frozen features: {result.linear_probe:6.2f}%\n"
           f"  fine-tuned copy ({epochs}):{' ' * (18 - len(epochs))}{result.finetuned:6.2f}%\n"
           f"{NOT_GRADED}")
-    record = {**provenance(device), "weights": str(args.weights), "arch": arch, "data_dir": str(data_dir),
+    record = {**provenance(device), "weights": str(args.weights), "arch": model.arch, "data_dir": str(data_dir),
               "n_train": len(spread_rows(len(splits["train"]), cfg.max_train_images)), "n_val": len(splits["val"]),
               "settings": dataclasses.asdict(cfg), **result.as_dict()}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from utils.data import ood_split
 from utils.device import pick_device
+from utils.embedding import to_numpy
 from utils.progress import progress_bar
 
 # Largest (queries x train points) distance block held at once by knn_predict: 2**26 entries is 256 MB in
@@ -99,8 +100,8 @@ def run_knn_probe(train_features, train_labels, test_features, test_labels):
     from sklearn.neighbors import KNeighborsClassifier
 
     knn = KNeighborsClassifier(n_neighbors=5, n_jobs=-1)
-    knn.fit(_numpy(train_features), _numpy(train_labels))
-    return float(accuracy_score(_numpy(test_labels), knn.predict(_numpy(test_features))))
+    knn.fit(to_numpy(train_features), to_numpy(train_labels))
+    return float(accuracy_score(to_numpy(test_labels), knn.predict(to_numpy(test_features))))
 
 
 def run_linear_probe(train_features, train_labels, test_features, test_labels):
@@ -114,15 +115,8 @@ def run_linear_probe(train_features, train_labels, test_features, test_labels):
     from sklearn.metrics import accuracy_score
 
     clf = LogisticRegression(max_iter=1000)  # the course also passes n_jobs=-1: a no-op since sklearn 1.8
-    clf.fit(_numpy(train_features), _numpy(train_labels))
-    return float(accuracy_score(_numpy(test_labels), clf.predict(_numpy(test_features))))
-
-
-def _numpy(x):
-    """Torch tensors (on any device) -> numpy; anything else is passed through to scikit-learn as is."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return x
+    clf.fit(to_numpy(train_features), to_numpy(train_labels))
+    return float(accuracy_score(to_numpy(test_labels), clf.predict(to_numpy(test_features))))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -412,8 +406,8 @@ def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = 5, fast: bool = T
     train_f, train_y, test_f, test_y = _checked_pairs(train_f, train_y, test_f, test_y)
     if not fast:
         from sklearn.neighbors import KNeighborsClassifier
-        knn = KNeighborsClassifier(n_neighbors=k, n_jobs=-1).fit(_numpy(train_f), _numpy(train_y))
-        return _percent(torch.as_tensor(knn.predict(_numpy(test_f))), test_y)
+        knn = KNeighborsClassifier(n_neighbors=k, n_jobs=-1).fit(to_numpy(train_f), to_numpy(train_y))
+        return _percent(torch.as_tensor(knn.predict(to_numpy(test_f))), test_y)
     device = pick_device(device)   # None: the GPU when there is one (the fast path is meant for it)
     pred, _ = knn_predict(train_f.to(device), train_y.to(device), test_f, k=k)
     return _percent(pred, test_y)
@@ -442,9 +436,9 @@ def linear_probe_run(train_f, train_y, test_f, test_y, *, fast: bool = True, C: 
         from sklearn.linear_model import LogisticRegression
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression(C=C, max_iter=max_iter).fit(_numpy(train_f), _numpy(train_y))
+            clf = LogisticRegression(C=C, max_iter=max_iter).fit(to_numpy(train_f), to_numpy(train_y))
         n_iter = int(np.max(clf.n_iter_))
-        pred = torch.as_tensor(clf.predict(_numpy(test_f)))
+        pred = torch.as_tensor(clf.predict(to_numpy(test_f)))
     else:
         device = pick_device(device)   # None: the GPU when there is one (the fast path is meant for it)
         with warnings.catch_warnings():
@@ -639,11 +633,11 @@ def evaluate_encoder(model, train_images, train_labels, val_images, val_labels, 
 def main(argv: list[str] | None = None) -> int:
     """Load a weights file strictly (as the grader), encode the three splits with get_features in batches of 64,
     run the four probes, print them, and optionally write them with their provenance to --json."""
-    from models import ARCH, ImageEncoder
+    from models import ImageEncoder
     from utils.checkpoint import CheckpointError, load_weights_strict
     from utils.data import DataError, load_splits, resolve_data_dir
     from utils.provenance import provenance
-    from utils.submission import GRADER_BATCH_SIZE, weights_metadata
+    from utils.submission import GRADER_BATCH_SIZE, weights_arch
 
     parser = argparse.ArgumentParser(prog="python -m utils.probes", description="The grader's protocol (k-NN "
                                      "and logistic regression; ID train -> val, OOD 80/20) on a weights file.")
@@ -658,8 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        arch = args.arch or weights_metadata(args.weights).get("arch", ARCH)
-        model = load_weights_strict(ImageEncoder(arch), args.weights)
+        model = load_weights_strict(ImageEncoder(weights_arch(args.weights, args.arch)), args.weights)
         data_dir = resolve_data_dir(args.data_dir)
         splits = load_splits(data_dir)
     except (CheckpointError, DataError, ValueError, OSError) as error:
@@ -669,10 +662,10 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_encoder(model.to(device), splits["train"].images, splits["train"].labels,
                               splits["val"].images, splits["val"].labels, splits["ood"].images, splits["ood"].labels,
                               fast=args.fast, batch_size=GRADER_BATCH_SIZE, progress=not args.no_progress)
-    print(f"{args.weights} ({arch}) on {data_dir}:")
+    print(f"{args.weights} ({model.arch}) on {data_dir}:")
     print(result)
     if args.json:
-        record = {**provenance(device), "weights": str(args.weights), "arch": arch, "data_dir": str(data_dir),
+        record = {**provenance(device), "weights": str(args.weights), "arch": model.arch, "data_dir": str(data_dir),
                   **result.as_dict()}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")

@@ -37,7 +37,7 @@ from utils.submission.check import check_submission
 from utils.submission.course import (DEFAULT_SUBMISSION_DIR, GRADER_BATCH_SIZE, MAX_REPORT_WORDS, SUBMISSION_FILES,
                                      SubmissionError, expand_path)
 from utils.submission.data_checks import check_data
-from utils.submission.model_checks import pretrained_or_network_uses, weights_metadata
+from utils.submission.model_checks import pretrained_or_network_uses, weights_arch, weights_metadata
 from utils.submission.notebook_checks import identity_problems, notebook_identity
 from utils.submission.protocol import run_probes, run_protocol
 from utils.submission.report import Check, Report, accuracy_lines, format_percent
@@ -46,4 +46,4 @@ from utils.submission.words import word_count
 __all__ = ["Check", "DEFAULT_SUBMISSION_DIR", "GRADER_BATCH_SIZE", "MAX_REPORT_WORDS", "Report", "SUBMISSION_FILES",
            "SubmissionError", "accuracy_lines", "assemble_submission", "check_data", "check_submission",
            "expand_path", "format_percent", "identity_problems", "notebook_identity", "pretrained_or_network_uses",
-           "run_probes", "run_protocol", "set_arch_line", "weights_metadata", "word_count"]
+           "run_probes", "run_protocol", "set_arch_line", "weights_arch", "weights_metadata", "word_count"]

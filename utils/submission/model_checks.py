@@ -31,10 +31,12 @@ def check_model(report: Report, models_path: Path, weights_path: Path | None, de
         return None
     module, model = built
     usable = check_class_variables(report, module.ImageEncoder, model)
-    if weights_path is not None:
-        usable &= check_weights(report, model, weights_path, built_arch(module, model))
-    else:
-        usable = False
+    loaded = weights_path is not None and check_weights(report, model, weights_path, built_arch(module, model))
+    if not loaded:
+        # What get_features computes depends on the weights file (the design's training statistics live in it),
+        # so a model without them would only add a second, misleading failure.
+        report.note("get_features was not checked: the weights did not load")
+        return None
     model.to(device).eval()
     usable &= check_get_features(report, model, device)
     return model if usable else None
@@ -309,6 +311,13 @@ def weights_metadata(path: str | os.PathLike) -> dict[str, str]:
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata() or {}
+
+
+def weights_arch(path: str | os.PathLike, override: str | None = None) -> str:
+    """The architecture to build for a weights file: `override` when given (a command's --arch), else the one the
+    file's metadata records, else the kit's models.ARCH. The kit's commands all resolve it here."""
+    from models import ARCH
+    return override or weights_metadata(path).get("arch", ARCH)
 
 
 def _report_unreadable_weights(report: Report, path: Path, error: Exception) -> None:
