@@ -94,8 +94,8 @@ class FeatureDesign:
     power: None, or p for a signed power sign(x) * |x|^p of each pooled part before anything else (0.5: the
     square root, which damps the few channels that fire strongly on every image).  centre: subtract each
     part's mean over the training images.  whiten: None, or the shrinkage (0..1] of a whitening fitted on the
-    training images.  weights: None (every part weighs the same), or one relative weight per part, applied after
-    each part's L2 normalisation.  mirror: average each part over the image and its mirror image.
+    training images.  part_weights: None (every part weighs the same), or one relative weight per part,
+    applied after each part's L2 normalisation.  mirror: average each part over the image and its mirror image.
     scale: the norm of every returned row (sqrt(1000): unit root-mean-square per dimension).
     """
     parts: tuple = ("feature_layer",)
@@ -104,16 +104,16 @@ class FeatureDesign:
     mirror: bool = False
     scale: float = math.sqrt(1000)
     power: float | None = None
-    weights: tuple | None = None
+    part_weights: tuple | None = None
 
     def __post_init__(self):
-        if self.weights is not None and len(self.weights) != len(self.parts):
+        if self.part_weights is not None and len(self.part_weights) != len(self.parts):
             raise ValueError(f"FeatureDesign: expected one weight per part ({len(self.parts)}), "
-                             f"found {len(self.weights)}")
+                             f"found {len(self.part_weights)}")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "parts": list(self.parts),
-                "weights": None if self.weights is None else list(self.weights)}
+                "part_weights": None if self.part_weights is None else list(self.part_weights)}
 
 
 def signed_power(x: torch.Tensor, power: float | None) -> torch.Tensor:
@@ -131,7 +131,7 @@ def design_features(parts: list[torch.Tensor], design: FeatureDesign, *, means=N
     concatenation is rescaled so that every row has norm `design.scale`, and zero-padded to out_dim (a zero
     column changes no Euclidean distance and gets a zero weight from an L2-penalised probe).
     """
-    weights = design.weights or (1.0,) * len(parts)
+    weights = design.part_weights or (1.0,) * len(parts)
     pieces = []
     for i, x in enumerate(parts):
         x = signed_power(x.float(), design.power)
@@ -148,7 +148,7 @@ def design_features(parts: list[torch.Tensor], design: FeatureDesign, *, means=N
 
 # What get_features computes: chosen by benchmarks/features.py (see the module docstring above).
 FEATURE_DESIGN = FeatureDesign(parts=("stage4", "stage3"), centre=True, whiten=0.25, mirror=True,
-                               scale=math.sqrt(1000) / 4, power=0.5, weights=(1.0, 0.7))
+                               scale=math.sqrt(1000) / 4, power=0.5, part_weights=(1.0, 0.7))
 
 
 class BasicBlock(nn.Module):

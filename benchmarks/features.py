@@ -207,13 +207,13 @@ def simplicity(design: FeatureDesign) -> tuple:
     """Smaller is simpler: fewer parts, then no whitening, no centring, no mirror, no power, equal weights (the
     tie-break of the rule)."""
     return (len(design.parts), design.whiten is not None, design.centre, design.mirror, design.power is not None,
-            design.weights is not None)
+            design.part_weights is not None)
 
 
 def design_from_dict(d: dict) -> FeatureDesign:
     """A results file's design (lists, maybe without the fields added later) -> FeatureDesign."""
     return FeatureDesign(**{**d, "parts": tuple(d["parts"]),
-                            "weights": None if d.get("weights") is None else tuple(d["weights"])})
+                            "part_weights": None if d.get("part_weights") is None else tuple(d["part_weights"])})
 
 
 def design_key(d: dict) -> str:
@@ -241,7 +241,7 @@ def stage_c_designs(scale: float, part_sets=STAGE_C_PART_SETS, statistics=STAGE_
         for w in earlier_weights if len(parts) > 1 else (1.0,):
             weights = None if w == 1.0 else (1.0,) + (w,) * (len(parts) - 1)
             designs.append(FeatureDesign(parts=parts, centre=centre, whiten=whiten, mirror=True, scale=scale,
-                                         power=power, weights=weights))
+                                         power=power, part_weights=weights))
     return designs
 
 
@@ -398,7 +398,7 @@ def verify_export(weights: Path, arch: str, cache: Path, ood_file: Path, n: int 
 def _describe(design: FeatureDesign) -> str:
     d = design
     return f"{'+'.join(d.parts):26s} centre={d.centre!s:5} whiten={d.whiten!s:4} mirror={d.mirror!s:5} " \
-           f"power={d.power!s:4} weights={d.weights and '/'.join(f'{w:g}' for w in d.weights)!s:8} scale={d.scale:7.2f}"
+           f"power={d.power!s:4} weights={d.part_weights and '/'.join(f'{w:g}' for w in d.part_weights)!s:8} scale={d.scale:7.2f}"
 
 
 def _print_row(label: str, r: dict) -> None:

@@ -42,13 +42,13 @@ def test_design_features_rows_have_the_scale_and_parts_weigh_the_same():
 
 def test_part_weights_and_signed_power_shape_the_features():
     a, b = torch.randn(6, 4), torch.randn(6, 3)
-    weighted = design_features([a, b], FeatureDesign(parts=("a", "b"), scale=5.0, weights=(1.0, 0.5)), out_dim=8)
+    weighted = design_features([a, b], FeatureDesign(parts=("a", "b"), scale=5.0, part_weights=(1.0, 0.5)), out_dim=8)
     torch.testing.assert_close(weighted.norm(dim=1), torch.full((6,), 5.0))       # the row norm is still the scale
     torch.testing.assert_close(weighted[:, 4:7].norm(dim=1), weighted[:, :4].norm(dim=1) / 2)
     rooted = design_features([a], FeatureDesign(parts=("a",), scale=1.0, power=0.5), out_dim=4)
     torch.testing.assert_close(rooted, F.normalize(a.sign() * a.abs().sqrt(), dim=1))
     with pytest.raises(ValueError, match="one weight per part"):
-        FeatureDesign(parts=("a", "b"), weights=(1.0,))
+        FeatureDesign(parts=("a", "b"), part_weights=(1.0,))
 
 
 def test_statistics_of_a_powered_design_are_fitted_on_the_powered_parts():
@@ -191,3 +191,24 @@ def test_feature_study_runs_in_a_tiny_configuration(tmp_path):
     assert record["shipped_design"]["design"] == models.FEATURE_DESIGN.as_dict() and record["shipped_design"]["score"]
     every = record["stage_a"] + record["stage_b"] + record["stage_c"]
     assert math.isclose(final[1]["score"], max(r["score"] for r in every), abs_tol=0.1 + 1e-9)
+
+
+def test_a_training_checkpoint_of_another_feature_design_resumes_with_statistics_to_refit(fit_statistics):
+    """A checkpoint written under another design (here: none, the feature layer) holds no statistics, or other
+    ones: training resumes from its network weights, and the statistics wait, unfitted, for the refit that every
+    probe and the export do. Any other difference is still an error naming the checkpoint."""
+    from utils.ema import ModelEMA
+
+    old = ImageEncoder("tiny", feature_design=FeatureDesign())
+    model = fit_statistics(ImageEncoder("tiny", feature_design=CENTRED))
+    features.load_training_state(model, old.state_dict(), "checkpoint c.pt (model)")
+    assert torch.equal(model.feature_layer.weight, old.feature_layer.weight)
+    assert float(model.feature_statistics_fitted) == 0.0
+    with pytest.raises(RuntimeError, match="fit_feature_statistics"):
+        model.get_features(torch.rand(1, 3, 64, 64))
+    ema = ModelEMA(torch.nn.ModuleDict({"encoder": ImageEncoder("tiny", feature_design=CENTRED)}))
+    ema.load_state_dict({f"encoder.{k}": v for k, v in old.state_dict().items()})
+    assert torch.equal(ema.model["encoder"].feature_layer.weight, old.feature_layer.weight)
+    broken = {**old.state_dict(), "feature_layer.bias": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match="checkpoint c.pt"):
+        features.load_training_state(model, broken, "checkpoint c.pt (model)")

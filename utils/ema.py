@@ -93,4 +93,6 @@ class ModelEMA:
         return self.model.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state, strict=True)
+        """Strict, except for get_features' statistics (utils.features.load_training_state)."""
+        from utils.features import load_training_state
+        load_training_state(self.model, state, "EMA state")

@@ -109,7 +109,29 @@ def set_feature_statistics(model: ImageEncoder, stats: dict) -> ImageEncoder:
 
 
 def is_statistics_key(key: str) -> bool:
-    return key.startswith(STATISTICS_PREFIXES)
+    """True for a state-dict key of get_features' statistics, also inside a module that holds an encoder
+    ("encoder.feature_mean_stage4")."""
+    return key.rsplit(".", 1)[-1].startswith(STATISTICS_PREFIXES)
+
+
+def load_training_state(module: torch.nn.Module, state: dict, source: str) -> torch.nn.Module:
+    """Load a training checkpoint's state dict into `module` (an encoder, or a module that holds one, like the
+    EMA's): every key strictly except get_features' statistics, which are left unfitted. Training refits them
+    before every probe and at export, so a checkpoint's are never needed, and a checkpoint may come from a run
+    whose feature design was another (the design changes no training step). Returns the module."""
+    from utils.checkpoint import CheckpointError, weight_mismatches
+
+    current = module.state_dict()
+    network = {k: v for k, v in state.items() if not is_statistics_key(k)}
+    problems = weight_mismatches({k: v for k, v in current.items() if not is_statistics_key(k)}, network)
+    if problems:
+        raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
+    merged = {**current, **network}
+    for key in merged:
+        if key.rsplit(".", 1)[-1] == "feature_statistics_fitted":
+            merged[key] = torch.zeros_like(merged[key])
+    module.load_state_dict(merged, strict=True)
+    return module
 
 
 def missing_statistics_message(path, missing: list[str]) -> str | None:
