@@ -9,6 +9,8 @@ final_model.safetensors and the grader's strict loading finds them. This module 
   before exporting the weights, so a student's own run gets the same design with its own statistics.
 - `python -m utils.features --weights FILE --data-dir DIR`: adds them to a weights file made before the design
   needed them (the network weights are not changed), the command that the loading errors name.
+- `load_training_state(model, state, source)`: resumes a training checkpoint, whose statistics are never needed
+  (refitted before every probe and at export) and may belong to another design.
 
     from utils.features import fit_feature_statistics
     fit_feature_statistics(model, splits["train"].images)      # uint8 (N, 64, 64, 3), as in the npz files
