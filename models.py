@@ -32,9 +32,10 @@ before the sweep (mean of OOD k-NN and linear over the public OOD draws 0-4 and 
 - each part L2-normalised, stage 3 weighted 0.7 against stage 4, concatenated and zero-padded to 1000 (a zero
   column changes no distance and gets no weight under the L2 penalty);
 - every row of norm sqrt(1000) / 4: the scale is the logistic regression's C in disguise (k-NN ignores it).
-The mean and whitening matrix of each part are buffers (feature_mean_*, feature_whitener_*), fitted on the
-training images by the kit's utils/features.py when training exports, so they travel inside
-final_model.safetensors and load strictly; get_features refuses to run without them.
+The mean and whitening matrix of each part are buffers (feature_mean_*, feature_whitener_*), so they travel
+inside final_model.safetensors and load strictly; get_features refuses to run without them. Training fits them
+on all its training images when it exports (the kit's utils/features.py); the shipped file's come from the
+study's subset of 10,000 training images (every 5th), the ones its figures were measured with.
 Measured on the shipped weights (Tiny ImageNet, 50 unseen classes, mean of draws 0-4;
 benchmarks/results/features-shipped-resnet18_s2.json, stage C): OOD k-NN 35.5% -> 42.0%, OOD linear
 40.6% -> 50.2%, lbfgs iterations 361 -> 20, against the first design (the feature layer, L2-normalised, times
@@ -118,7 +119,9 @@ class FeatureDesign:
 
 def signed_power(x: torch.Tensor, power: float | None) -> torch.Tensor:
     """sign(x) * |x|^power elementwise; x itself when power is None. Shapes unchanged."""
-    return x if power is None else x.sign() * x.abs().pow(power)
+    # clamp: the gradient of |x|^p at exactly 0 is infinite, and 0 * inf is NaN (a dead channel's pooled value is
+    # exactly 0); the forward value at 0 stays 0 (sign 0)
+    return x if power is None else x.sign() * x.abs().clamp_min(1e-12).pow(power)
 
 
 def design_features(parts: list[torch.Tensor], design: FeatureDesign, *, means=None, whiteners=None,

@@ -31,10 +31,10 @@ SELECTION RULE, written before the sweep and not changed after it:
   Stages (amended for compute before the sweep ran, after timing one few-shot fit: scikit-learn's lbfgs takes
   about a minute a fit on this 2-core CPU, and the torch probe is no faster there):
   - stage A: parts {stage4+3+2, stage4+3, stage4, feature layer} x centring {no, yes} x mirror {no, yes}, at
-    the reference scale sqrt(1000) (unit root-mean-square per dimension, today's choice): 16 designs;
+    the reference scale sqrt(1000) (unit root-mean-square per dimension, the first design's): 16 designs;
   - stage B: the best stage-A design at scales 0.5x, 2x, 4x, 8x the reference;
-  - the winner is the best of stages A and B together (the rule above). Whitening (a shrunk training-set
-    whitening, `whiten=0.5`) is implemented but left out of the sweep: not measured.
+  - the winner of stages A and B is the best of them together (the rule above). Whitening is not in them: it
+    was measured in stage C.
   Stage C (amended on 2026-12-03, written and committed before it ran, after stages A and B had run: every
   stage-A/B design scored OOD k-NN 33.0-36.0, mean of draws 0-4, against the issue's target of 36; stage C asks
   whether the form of the parts, rather than which parts, moves k-NN; the rule that picks the winner is the
@@ -49,13 +49,14 @@ SELECTION RULE, written before the sweep and not changed after it:
     is also measured at 0.5x and 2x its scale (the linear probe's C; whitening changes its conditioning);
   - the winner is the best score of stages A, B and C together, ties within 0.1 to the simpler design (fewer
     parts, no whitening, no centring, no mirror, then no power, then equal weights).
-  - finalists (today's design and the winner) also get the ID probes, fit on the statistics subset (100
+  - finalists (the baseline, the normalised feature layer, and the winner) also get the ID probes, fit on the statistics subset (100
     training images per class) and scored on val: the same fit set for both, so the comparison is fair; the
-    whole training set (500 per class) is the grader's ID setting and is measured by eval.py on the exported
+    whole training set (500 per class) is the grader's ID setting and is measured by `python -m utils.probes` on the exported
     weights.
 Every candidate is written to the results JSON (with the lbfgs iterations and whether they converged), with
 the device, commit and set sizes. The shipped design (models.FEATURE_DESIGN) is measured on every cache too, as
-`shipped_design`: not a candidate, the check of whether a design chosen on one model serves another.
+`shipped_design` (since stage C): not a candidate, the check of whether a design chosen on one model serves
+another.
 """
 from __future__ import annotations
 
@@ -81,10 +82,10 @@ from utils.synthetic import DataSpec
 
 PART_NAMES = ("stage1", "stage2", "stage3", "stage4", "feature_layer")
 STATS_EVERY = 5                 # the statistics subset: every 5th training image (100 per class of 500)
-REFERENCE_SCALE = 1000 ** 0.5   # today's: unit root-mean-square per dimension
+REFERENCE_SCALE = 1000 ** 0.5   # the first design's: unit root-mean-square per dimension
 SCALES = (REFERENCE_SCALE / 2, REFERENCE_SCALE * 2, REFERENCE_SCALE * 4, REFERENCE_SCALE * 8)
 STAGE_B_TOP = 1                 # stage-A designs whose scale stage B sweeps
-# Which pooled outputs a design reads (stage A). "feature_layer" is today's get_features.
+# Which pooled outputs a design reads (stage A). "feature_layer" is the first get_features (the baseline).
 # Evaluated in this order: the widest first (the 2-core CPU may not finish the sweep in one session; a cut
 # sweep resumes from its results file).
 PART_SETS = (("stage4", "stage3", "stage2"), ("stage4", "stage3"), ("stage4",), ("feature_layer",))
@@ -101,8 +102,7 @@ STAGE_C_SCALE_FACTORS = (0.5, 2.0)
 TINY_STAGE_C = dict(part_sets=(("stage4", "stage3"),), statistics=((False, None), (True, 0.5)), powers=(None, 0.5),
                     earlier_weights=(1.0, 0.5), top=1, scale_factors=(2.0,))
 TINY_SPEC = DataSpec(id_classes=5, train_per_class=30, val_per_class=20, ood_classes=5, ood_per_class=20)
-# (centre, whitening shrinkage) pairs: none; centring. (True, 0.5), centring + shrunk whitening, is implemented
-# and tested but not in the sweep (compute, see the docstring).
+# Stage A's (centre, whitening shrinkage) pairs: none; centring. Whitening came in stage C.
 CENTRINGS = ((False, None), (True, None))
 
 
@@ -367,16 +367,15 @@ def cmd_export(args) -> Path:
     """The trained network of --weights with get_features' statistics for models.FEATURE_DESIGN, computed from the
     cached statistics subset (the same parts the study used; no re-encoding), written to --out."""
     from utils.checkpoint import export_weights
-    from utils.features import load_network_weights, set_feature_statistics
+    from utils.features import load_network_weights, set_feature_statistics, statistics_metadata
     from utils.submission import weights_metadata
 
     model = load_network_weights(ImageEncoder(args.arch), args.weights)
     design = model.feature_design
     stats_set = load_cache(Path(args.cache) / "stats.npz")
     set_feature_statistics(model, statistics_for(stats_set, design))
-    metadata = {**weights_metadata(args.weights), "feature_design": json.dumps(design.as_dict()),
-                "feature_statistics": f"{len(stats_set['labels'])} training images (every {STATS_EVERY}th), "
-                                      f"cache {args.cache}"}
+    metadata = {**weights_metadata(args.weights), **statistics_metadata(
+        model, f"{len(stats_set['labels'])} training images (every {STATS_EVERY}th), cache {args.cache}")}
     out = export_weights(model, args.out, metadata=metadata)
     print(f"wrote {out}: {design.as_dict()}")
     return out

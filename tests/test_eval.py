@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from threadpoolctl import threadpool_limits
 
-from models import ImageEncoder
+from models import FEATURE_DESIGN, ImageEncoder
 from utils.checkpoint import export_weights
 from utils.submission import (SubmissionError, assemble_submission, check_submission, identity_problems,
                           notebook_identity, pretrained_or_network_uses, word_count)
@@ -451,3 +451,18 @@ def test_bare_json_flag_prints_the_result_on_standard_output(good, data_dir):
     assert process.returncode == 0, process.stdout + process.stderr
     result = json.loads(process.stdout[process.stdout.index("\n{") + 1:])
     assert result["ok"] is True and result["mode"] == "quick"
+
+
+def test_statistics_fitted_for_another_feature_design(broken, data_dir):
+    """The weights record the design their statistics were fitted for; a models.py whose FEATURE_DESIGN has since
+    changed would apply them to features they do not belong to: a failure naming the command that refits them."""
+    weights = load_file(broken / "final_model.safetensors")
+    save_file(weights, broken / "final_model.safetensors",
+              metadata={"arch": "tiny", "feature_design": json.dumps(FEATURE_DESIGN.as_dict())})
+    assert failed(quick(broken, data_dir)) == set()                    # recorded and equal: nothing to say
+    edit(broken / "models.py", "whiten=0.25,", "whiten=0.5,")
+    report = quick(broken, data_dir)
+    assert failed(report) == {"weights load strictly"}
+    check = report.check("weights load strictly")
+    assert "fitted for another get_features design" in check.message and "whiten" in check.message
+    assert "python -m utils.features --weights" in check.fix

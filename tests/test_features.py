@@ -201,14 +201,36 @@ def test_a_training_checkpoint_of_another_feature_design_resumes_with_statistics
 
     old = ImageEncoder("tiny", feature_design=FeatureDesign())
     model = fit_statistics(ImageEncoder("tiny", feature_design=CENTRED))
-    features.load_training_state(model, old.state_dict(), "checkpoint c.pt (model)")
+    features.load_network_state(model, old.state_dict(), "checkpoint c.pt (model)", keep_statistics=False)
     assert torch.equal(model.feature_layer.weight, old.feature_layer.weight)
     assert float(model.feature_statistics_fitted) == 0.0
     with pytest.raises(RuntimeError, match="fit_feature_statistics"):
         model.get_features(torch.rand(1, 3, 64, 64))
     ema = ModelEMA(torch.nn.ModuleDict({"encoder": ImageEncoder("tiny", feature_design=CENTRED)}))
-    ema.load_state_dict({f"encoder.{k}": v for k, v in old.state_dict().items()})
+    ema.load_state_dict({f"encoder.{k}": v for k, v in old.state_dict().items()}, source="checkpoint c.pt (EMA)")
     assert torch.equal(ema.model["encoder"].feature_layer.weight, old.feature_layer.weight)
     broken = {**old.state_dict(), "feature_layer.bias": torch.zeros(3)}
     with pytest.raises(CheckpointError, match="checkpoint c.pt"):
-        features.load_training_state(model, broken, "checkpoint c.pt (model)")
+        features.load_network_state(model, broken, "checkpoint c.pt (model)", keep_statistics=False)
+
+
+def test_a_weights_file_with_another_designs_statistics_loads_its_network_only(fit_statistics, tmp_path):
+    """load_network_weights (the add-statistics command, fine-tuning): statistics of another design are dropped
+    and the model's are left unfitted, never mixed with them; this design's are kept."""
+    other = fit_statistics(ImageEncoder("tiny", feature_design=WHITENED))           # stage4 only, whitened
+    path = export_weights(other, tmp_path / "other.safetensors", metadata={"arch": "tiny"})
+    model = features.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
+    assert torch.equal(model.feature_layer.weight, other.feature_layer.weight)
+    assert float(model.feature_statistics_fitted) == 0.0
+    same = fit_statistics(ImageEncoder("tiny", feature_design=CENTRED))
+    path = export_weights(same, tmp_path / "same.safetensors", metadata={"arch": "tiny"})
+    model = features.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
+    assert float(model.feature_statistics_fitted) == 1.0
+    assert torch.equal(model.feature_mean_stage3, same.feature_mean_stage3)
+
+
+def test_the_square_root_has_finite_gradients_at_zero():
+    x = torch.tensor([0.0, 0.5, -2.0], requires_grad=True)
+    models.signed_power(x, 0.5).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[1] > 0
+    assert models.signed_power(torch.tensor([0.0, 4.0]), 0.5).tolist() == [0.0, 2.0]

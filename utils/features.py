@@ -9,8 +9,8 @@ final_model.safetensors and the grader's strict loading finds them. This module 
   before exporting the weights, so a student's own run gets the same design with its own statistics.
 - `python -m utils.features --weights FILE --data-dir DIR`: adds them to a weights file made before the design
   needed them (the network weights are not changed), the command that the loading errors name.
-- `load_training_state(model, state, source)`: resumes a training checkpoint, whose statistics are never needed
-  (refitted before every probe and at export) and may belong to another design.
+- `load_network_state(model, state, source, keep_statistics=False)`: resumes a training checkpoint, whose
+  statistics are never needed (refitted before every probe and at export) and may belong to another design.
 
     from utils.features import fit_feature_statistics
     fit_feature_statistics(model, splits["train"].images)      # uint8 (N, 64, 64, 3), as in the npz files
@@ -18,6 +18,7 @@ final_model.safetensors and the grader's strict loading finds them. This module 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from models import FeatureDesign, ImageEncoder, signed_power
 
 # A command that adds the statistics to a weights file: named by every error about missing statistics.
 ADD_STATISTICS_COMMAND = "python -m utils.features --weights {weights} --data-dir <folder holding train.npz>"
-STATISTICS_PREFIXES = ("feature_mean_", "feature_whitener_", "feature_statistics_fitted")
+FITTED_FLAG = "feature_statistics_fitted"       # the buffer that says the statistics were fitted
+STATISTICS_PREFIXES = ("feature_mean_", "feature_whitener_", FITTED_FLAG)
 
 
 class PartsView(torch.nn.Module):
@@ -106,34 +108,20 @@ def set_feature_statistics(model: ImageEncoder, stats: dict) -> ImageEncoder:
             buffers[f"feature_mean_{part}"].copy_(stats["means"][i])
         if stats["whiteners"] is not None:
             buffers[f"feature_whitener_{part}"].copy_(stats["whiteners"][i])
-    buffers["feature_statistics_fitted"].fill_(1.0)
+    buffers[FITTED_FLAG].fill_(1.0)
     return model
+
+
+def statistics_metadata(model: ImageEncoder, fitted_on: str) -> dict[str, str]:
+    """What a weights file records about its feature statistics: the design they were fitted for (eval.py
+    compares it with the submitted models.py's) and on which images. Every exporter adds it."""
+    return {"feature_design": json.dumps(model.feature_design.as_dict()), "feature_statistics": fitted_on}
 
 
 def is_statistics_key(key: str) -> bool:
     """True for a state-dict key of get_features' statistics, also inside a module that holds an encoder
     ("encoder.feature_mean_stage4")."""
     return key.rsplit(".", 1)[-1].startswith(STATISTICS_PREFIXES)
-
-
-def load_training_state(module: torch.nn.Module, state: dict, source: str) -> torch.nn.Module:
-    """Load a training checkpoint's state dict into `module` (an encoder, or a module that holds one, like the
-    EMA's): every key strictly except get_features' statistics, which are left unfitted. Training refits them
-    before every probe and at export, so a checkpoint's are never needed, and a checkpoint may come from a run
-    whose feature design was another (the design changes no training step). Returns the module."""
-    from utils.checkpoint import CheckpointError, weight_mismatches
-
-    current = module.state_dict()
-    network = {k: v for k, v in state.items() if not is_statistics_key(k)}
-    problems = weight_mismatches({k: v for k, v in current.items() if not is_statistics_key(k)}, network)
-    if problems:
-        raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
-    merged = {**current, **network}
-    for key in merged:
-        if key.rsplit(".", 1)[-1] == "feature_statistics_fitted":
-            merged[key] = torch.zeros_like(merged[key])
-    module.load_state_dict(merged, strict=True)
-    return module
 
 
 def missing_statistics_message(path, missing: list[str]) -> str | None:
@@ -147,18 +135,36 @@ def missing_statistics_message(path, missing: list[str]) -> str | None:
             f"{ADD_STATISTICS_COMMAND.format(weights=path)}")
 
 
-def load_network_weights(model: ImageEncoder, path) -> ImageEncoder:
-    """Load a weights file that may lack the feature statistics (and only those); everything else strictly,
-    with checkpoint.load_weights_strict's error for any other difference."""
-    from utils.checkpoint import CheckpointError, read_weights_file, weight_mismatches
+def load_network_state(module: torch.nn.Module, state: dict, source: str, *,
+                       keep_statistics: bool) -> torch.nn.Module:
+    """Load `state` (a state dict read from `source`, which errors name) into `module` (an encoder, or a module
+    that holds one, like the EMA's): every key but get_features' statistics strictly, with a CheckpointError for
+    any difference. The statistics: with keep_statistics, the ones `state` holds when they are exactly the
+    module's (same keys and shapes: an exported file of this design); otherwise they are left unfitted, for
+    fit_feature_statistics, which training runs before every probe and at export (a training checkpoint, whose
+    statistics are never needed and may belong to another design). Returns the module."""
+    from utils.checkpoint import CheckpointError, weight_mismatches
 
-    weights = read_weights_file(Path(path))
-    expected = {k: v for k, v in model.state_dict().items() if not is_statistics_key(k)}
-    problems = weight_mismatches(expected, {k: v for k, v in weights.items() if not is_statistics_key(k)})
+    current = module.state_dict()
+    network = {k: v for k, v in state.items() if not is_statistics_key(k)}
+    problems = weight_mismatches({k: v for k, v in current.items() if not is_statistics_key(k)}, network)
     if problems:
-        raise CheckpointError(f"weights file {path} does not match {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict({**model.state_dict(), **weights}, strict=True)
-    return model
+        raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
+    ours = {k: v for k, v in current.items() if is_statistics_key(k)}
+    theirs = {k: v for k, v in state.items() if is_statistics_key(k)}
+    if keep_statistics and not weight_mismatches(ours, theirs):
+        statistics = theirs
+    else:
+        statistics = {k: torch.zeros_like(v) if k.rsplit(".", 1)[-1] == FITTED_FLAG else v for k, v in ours.items()}
+    module.load_state_dict({**current, **network, **statistics}, strict=True)
+    return module
+
+
+def load_network_weights(model: ImageEncoder, path) -> ImageEncoder:
+    """A weights file whose network matches `model` exactly, with its feature statistics when they are this
+    design's, else with none (a file made before the design needed them, or for another design)."""
+    from utils.checkpoint import read_weights_file
+    return load_network_state(model, read_weights_file(Path(path)), f"weights file {path}", keep_statistics=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = probe_fit_rows(len(train), args.max_images)
     fit_feature_statistics(model, train.images[rows], progress=True)
     what = f"{len(rows)} of the {len(train)} training images of {train.path}"
-    out = export_weights(model, args.out or args.weights, metadata={**metadata, "feature_statistics": what})
+    out = export_weights(model, args.out or args.weights, metadata={**metadata, **statistics_metadata(model, what)})
     print(f"wrote {out}: feature statistics from {what}")
     return 0
 

@@ -90,14 +90,17 @@ def resume_from(path: Path, fingerprint: str, model, optimizer, order_gen, aug_g
         raise TrainError(f"checkpoint {path} belongs to another run (fingerprint {saved['fingerprint']}, this "
                          f"run {fingerprint}): its settings, data or code differ. Use another run_name, or "
                          f"resume=False to start over in a new folder.")
-    features.load_training_state(model, saved["model"], f"checkpoint {path} (model)")
+    features.load_network_state(model, saved["model"], f"checkpoint {path} (model)", keep_statistics=False)
     optimizer.load_state_dict(saved["optimizer"])
     for name, piece in (("head", head), ("ema", ema), ("dino", distiller)):
         if piece is not None:
             if saved.get(name) is None:
                 raise TrainError(f"checkpoint {path} holds no {name!r} state, which this run needs to resume "
                                  f"exactly; use resume=False to start over.")
-            piece.load_state_dict(saved[name])
+            if name == "ema":
+                piece.load_state_dict(saved[name], source=f"checkpoint {path} (EMA)")
+            else:
+                piece.load_state_dict(saved[name])
     restore_rng_states(saved["rng"], order_gen, aug_gen)
     order = saved["order"].to(device) if saved["order"] is not None else None
     return RunState(step=saved["step"], epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"],

@@ -281,9 +281,10 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
     weights_path = Path(cfg.export_path) if cfg.export_path else run_dir / "final_model.safetensors"
     # get_features' statistics from every training image, so the file loads strictly and needs nothing else
     features.fit_feature_statistics(exported, data.train.images, device=device)
-    checkpoint.export_weights(exported, weights_path, metadata={"arch": cfg.arch, "loss": cfg.loss,
-                                                                "fingerprint": fingerprint, "step": str(state.step),
-                                                                "weights": "ema" if ema else "last"})
+    checkpoint.export_weights(exported, weights_path, metadata={
+        "arch": cfg.arch, "loss": cfg.loss, "fingerprint": fingerprint, "step": str(state.step),
+        "weights": "ema" if ema else "last",
+        **features.statistics_metadata(exported, f"all {len(data.train)} training images of the run")})
     metrics_path = write_metrics(run_dir / "training_metrics.json", cfg, state, fingerprint, device, data)
     print(f"Exported {weights_path} and {metrics_path} after {state.step} steps "
           f"({state.epoch} epochs, {state.elapsed_s / 60:.1f} min of training).")

@@ -7,6 +7,7 @@ import ast
 import hashlib
 import importlib.util
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +36,8 @@ def check_model(report: Report, models_path: Path, weights_path: Path | None, de
     if not loaded:
         # What get_features computes depends on the weights file (the design's training statistics live in it),
         # so a model without them would only add a second, misleading failure.
-        report.note("get_features was not checked: the weights did not load")
+        report.note("get_features was not checked: " + ("there is no weights file" if weights_path is None
+                                                        else "the weights did not load"))
         return None
     model.to(device).eval()
     usable &= check_get_features(report, model, device)
@@ -374,9 +376,37 @@ def check_weights(report: Report, model, path: Path, arch: str | None) -> bool:
         report.warned(name, f"the {len(weights)} tensors load, but the metadata says: {arch_note}",
                       "check that the submitted weights are the ones you meant")
         return True
+    stale = statistics_design_mismatch(model, metadata)
+    if stale:
+        report.failed(name, f"{path.name} loads, but {stale}", "fit them again for this design, without changing "
+                      f"the network: python -m utils.features --weights {path} --data-dir <folder holding "
+                      f"train.npz>")
+        return False
     report.passed(name, f"{len(weights)} tensors match ImageEncoder() exactly" +
                   (f" (arch {weights_arch!r})" if weights_arch else ""))
     return True
+
+
+def statistics_design_mismatch(model, metadata: dict) -> str | None:
+    """When the weights' feature statistics were fitted for another feature design than the one models.py's
+    ImageEncoder computes (the file's "feature_design" metadata): what differs. None when they agree, or when
+    the file or the model says nothing about it (a models.py without feature designs)."""
+    recorded, design = metadata.get("feature_design"), getattr(model, "feature_design", None)
+    if not recorded or design is None or not hasattr(design, "as_dict") or \
+            not getattr(model, "needs_feature_statistics", True):
+        return None
+    try:
+        recorded = json.loads(recorded)
+    except ValueError:
+        return f"its feature_design metadata is not JSON: {recorded[:100]!r}"
+    current = design.as_dict()
+    if recorded == current:
+        return None
+    changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    return (f"its feature statistics were fitted for another get_features design than models.py's "
+            f"FEATURE_DESIGN (differs in {', '.join(changed)}: file {[recorded.get(k) for k in changed]}, "
+            f"models.py {[current.get(k) for k in changed]}), so get_features would apply statistics that do "
+            f"not belong to it")
 
 
 def check_get_features(report: Report, model, device: torch.device) -> bool:
