@@ -49,10 +49,10 @@ SELECTION RULE, written before the sweep and not changed after it:
     is also measured at 0.5x and 2x its scale (the linear probe's C; whitening changes its conditioning);
   - the winner is the best score of stages A, B and C together, ties within 0.1 to the simpler design (fewer
     parts, no whitening, no centring, no mirror, then no power, then equal weights).
-  - finalists (the baseline, the normalised feature layer, and the winner) also get the ID probes, fit on the statistics subset (100
-    training images per class) and scored on val: the same fit set for both, so the comparison is fair; the
-    whole training set (500 per class) is the grader's ID setting and is measured by `python -m utils.probes` on the exported
-    weights.
+  - finalists (the baseline, the normalised feature layer, and the winner) also get the ID probes, fit on the
+    statistics subset (100 training images per class) and scored on val: the same fit set for both, so the
+    comparison is fair; the whole training set (500 per class) is the grader's ID setting and is measured by
+    `python -m utils.probes` on the exported weights.
 Every candidate is written to the results JSON (with the lbfgs iterations and whether they converged), with
 the device, commit and set sizes. The shipped design (models.FEATURE_DESIGN) is measured on every cache too, as
 `shipped_design` (since stage C): not a candidate, the check of whether a design chosen on one model serves
