@@ -45,6 +45,19 @@ class PartsView(torch.nn.Module):
         return torch.cat([parts[name] for name in self.parts], dim=1)
 
 
+class DesignPartsView(torch.nn.Module):
+    """An encoder seen through `probes.encode_images`: get_features(x) -> the parts its design reads, exactly as
+    get_features reads them (ImageEncoder.design_parts: mirror-averaged when the design says so), concatenated:
+    (B, sum of dims)."""
+
+    def __init__(self, model: ImageEncoder):
+        super().__init__()
+        self.model = model
+
+    def get_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.model.design_parts(x), dim=1)
+
+
 def shrunk_whitener(x: torch.Tensor, shrink: float) -> torch.Tensor:
     """(N, d) samples -> (d, d) symmetric W = C^(-1/2) for C = (1 - shrink) * Cov(x) + shrink * mean(diag) * I.
 
@@ -76,12 +89,9 @@ def training_parts(model: ImageEncoder, images, *, batch_size: int = 256, progre
     averaged with the mirror images' parts when the design mirrors. Same image conversion as the grader's."""
     from utils import probes   # here: utils.probes is the heavier module, and it never needs this one
 
-    design = model.feature_design
-    encode = lambda mirrored: probes.encode_images(PartsView(model, design.parts, mirrored), images,  # noqa: E731
-                                                   batch_size=batch_size, device=device, progress=progress)
-    flat = (encode(False) + encode(True)) / 2 if design.mirror else encode(False)
-    dims = [model.part_widths[name] for name in design.parts]
-    return list(torch.split(flat, dims, dim=1))
+    flat = probes.encode_images(DesignPartsView(model), images, batch_size=batch_size, device=device,
+                                progress=progress)
+    return list(torch.split(flat, [model.part_widths[name] for name in model.feature_design.parts], dim=1))
 
 
 def fit_feature_statistics(model: ImageEncoder, images, *, batch_size: int = 256, progress: bool = False,
