@@ -216,8 +216,10 @@ def design_from_dict(d: dict) -> FeatureDesign:
                             "part_weights": None if d.get("part_weights") is None else tuple(d["part_weights"])})
 
 
-def design_key(d: dict) -> str:
-    return json.dumps(design_from_dict(d).as_dict(), sort_keys=True)
+def design_key(design: FeatureDesign | dict) -> str:
+    """The key that identifies a design in a sweep (and across restarts, from a results file's dict)."""
+    design = design if isinstance(design, FeatureDesign) else design_from_dict(design)
+    return json.dumps(design.as_dict(), sort_keys=True)
 
 
 def pick_winner(results: list[dict], designs: list[FeatureDesign], tie: float = 0.1) -> int:
@@ -254,9 +256,9 @@ def cmd_sweep(args) -> dict:
                       "(scikit-learn), on cached parts of saved weights",
               **provenance("cpu"), "cache": str(cache), "cache_meta": meta,
               "rule": "score = 0.5 * OOD draws mean of (kNN+linear)/2 + 0.5 * fewshot100 (kNN+linear)/2; stage A "
-                      "at scale sqrt(1000), stage B scales the best stage-A design; stage C (when run) screens its grid "
-                      "on k-NN, measures the best 4 and the best of those at 0.5x and 2x its scale; the best of A, B "
-                      "and C wins; ties within 0.1 -> simpler",
+                      "at scale sqrt(1000), stage B scales the best stage-A design; stage C (when run) screens its "
+                      "grid on k-NN, measures the best 4 and the best of those at 0.5x and 2x its scale; the best of "
+                      "A, B and C wins; ties within 0.1 -> simpler",
               "sizes": {name: int(len(s["labels"])) for name, s in {**sets, "stats": stats_set}.items()},
               "stage_a": [], "stage_b": [], "finalists": []}
     out = Path(args.out) / f"features-{args.tag}.json"
@@ -274,7 +276,7 @@ def cmd_sweep(args) -> dict:
     record["measured"] = list(done.values())     # every design evaluated so far, kept across restarts
 
     def evaluated(design: FeatureDesign) -> dict:
-        key = json.dumps(design.as_dict(), sort_keys=True)
+        key = design_key(design)
         if key not in done:
             done[key] = evaluate_design(design, eval_sets, stats_set)
             record["measured"].append(done[key])
@@ -286,7 +288,7 @@ def cmd_sweep(args) -> dict:
 
     designs_a = stage_a_designs(args.part_sets, args.centrings, args.mirrors)
     if args.stage_a_limit:      # a sweep stopped for time: the rule runs on the first designs, in the stated order
-        keep = [i < args.stage_a_limit or json.dumps(d.as_dict(), sort_keys=True) in done
+        keep = [i < args.stage_a_limit or design_key(d) in done
                 for i, d in enumerate(designs_a)]       # (and on any later one measured already)
         record["stage_a_not_measured"] = [d.as_dict() for d, k in zip(designs_a, keep) if not k]
         designs_a = [d for d, k in zip(designs_a, keep) if k]
@@ -303,7 +305,7 @@ def cmd_sweep(args) -> dict:
     candidates = designs_a + designs_b
     if args.stage_c:
         candidates += run_stage_c(candidates, record, args.stage_c, eval_sets, stats_set, screened, evaluated, save)
-    rows = [done[json.dumps(d.as_dict(), sort_keys=True)] for d in candidates]
+    rows = [done[design_key(d)] for d in candidates]
     winner = candidates[pick_winner(rows, candidates)]
     record["winner"] = winner.as_dict()
     # Not a candidate: models.FEATURE_DESIGN as shipped, measured on this cache, so that a second model shows
@@ -316,7 +318,7 @@ def cmd_sweep(args) -> dict:
     record["finalists_id_fit"] = f"{'whole training set' if 'train' in sets else 'statistics subset'} " \
                                  f"({len(id_fit['labels'])} images)"
     for design in (baseline, winner):
-        key = json.dumps(design.as_dict(), sort_keys=True)
+        key = design_key(design)
         if key not in id_done:
             stats = statistics_for(stats_set, design)
             pair = lambda cached: (features_of(cached, design, stats), cached["labels"])  # noqa: E731
@@ -339,7 +341,7 @@ def run_stage_c(earlier: list[FeatureDesign], record: dict, grid: dict, eval_set
     designs = stage_c_designs(best_so_far.scale, **grid)
     record["stage_c_screen"] = []
     for i, design in enumerate(designs):
-        key = json.dumps(design.as_dict(), sort_keys=True)
+        key = design_key(design)
         if key not in screened:
             screened[key] = evaluate_design(design, eval_sets, stats_set, kinds=("knn",))
         record["stage_c_screen"].append(screened[key])
@@ -394,10 +396,10 @@ def verify_export(weights: Path, arch: str, cache: Path, ood_file: Path, n: int 
     return float((direct - features_of(cached, design, stats)).abs().max())
 
 
-def _describe(design: FeatureDesign) -> str:
-    d = design
+def _describe(d: FeatureDesign) -> str:
+    weights = d.part_weights and "/".join(f"{w:g}" for w in d.part_weights)
     return f"{'+'.join(d.parts):26s} centre={d.centre!s:5} whiten={d.whiten!s:4} mirror={d.mirror!s:5} " \
-           f"power={d.power!s:4} weights={d.part_weights and '/'.join(f'{w:g}' for w in d.part_weights)!s:8} scale={d.scale:7.2f}"
+           f"power={d.power!s:4} weights={weights!s:8} scale={d.scale:7.2f}"
 
 
 def _print_row(label: str, r: dict) -> None:

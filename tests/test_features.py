@@ -207,7 +207,7 @@ def test_a_training_checkpoint_of_another_feature_design_resumes_with_statistics
     with pytest.raises(RuntimeError, match="fit_feature_statistics"):
         model.get_features(torch.rand(1, 3, 64, 64))
     ema = ModelEMA(torch.nn.ModuleDict({"encoder": ImageEncoder("tiny", feature_design=CENTRED)}))
-    ema.load_state_dict({f"encoder.{k}": v for k, v in old.state_dict().items()}, source="checkpoint c.pt (EMA)")
+    ema.load_state_dict({f"encoder.{k}": v for k, v in old.state_dict().items()})
     assert torch.equal(ema.model["encoder"].feature_layer.weight, old.feature_layer.weight)
     broken = {**old.state_dict(), "feature_layer.bias": torch.zeros(3)}
     with pytest.raises(CheckpointError, match="checkpoint c.pt"):

@@ -92,8 +92,7 @@ class ModelEMA:
     def state_dict(self) -> dict:
         return self.model.state_dict()
 
-    def load_state_dict(self, state: dict, source: str = "EMA state") -> None:
-        """Strict, except for get_features' statistics, left to be refitted (utils.features.load_network_state);
-        `source` names where the state came from in errors."""
+    def load_state_dict(self, state: dict) -> None:
+        """Strict, except for get_features' statistics, left to be refitted (utils.features.load_network_state)."""
         from utils.features import load_network_state
-        load_network_state(self.model, state, source, keep_statistics=False)
+        load_network_state(self.model, state, "EMA state", keep_statistics=False)

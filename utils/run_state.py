@@ -97,10 +97,10 @@ def resume_from(path: Path, fingerprint: str, model, optimizer, order_gen, aug_g
             if saved.get(name) is None:
                 raise TrainError(f"checkpoint {path} holds no {name!r} state, which this run needs to resume "
                                  f"exactly; use resume=False to start over.")
-            if name == "ema":
-                piece.load_state_dict(saved[name], source=f"checkpoint {path} (EMA)")
-            else:
+            try:
                 piece.load_state_dict(saved[name])
+            except RuntimeError as error:     # torch's mismatch errors, and CheckpointError (the EMA's encoder)
+                raise TrainError(f"checkpoint {path}: its {name!r} state does not fit this run: {error}") from error
     restore_rng_states(saved["rng"], order_gen, aug_gen)
     order = saved["order"].to(device) if saved["order"] is not None else None
     return RunState(step=saved["step"], epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"],
