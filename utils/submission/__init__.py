@@ -3,11 +3,12 @@
 `check_submission(folder)` does what the course's grader does to a submission folder, and more, so that a
 student learns before the deadline what the grader would trip on:
 
-1. structure: the folder and its four files; `models.py` self-contained (statically: its imports; for real:
-   imported alone in a fresh interpreter, in a folder holding nothing but a copy of it, as the grader imports
-   it beside its own utils.py); `ImageEncoder()` builds with no arguments and keeps the course's class
-   variables; `final_model.safetensors` loads strictly; `get_features` gives finite (B, 1000) features; the
-   notebook names its author; `report.md` stays within 500 words; the data files exist and are valid;
+1. structure: the folder and its four files; the grader's own first steps in a fresh `python -I` (grader.py:
+   models.py imported as `custom_model` and never put in sys.modules, beside a stand-in for the course's
+   utils.py; `ImageEncoder()`; strict `load_model`; `eval()`; the shape check on randn(1, 3, 64, 64)); then,
+   in this process, `models.py` self-contained (its imports, also inside functions), the course's class
+   variables, the feature statistics fitted, finite (B, 1000) `get_features`; the notebook names its author;
+   `report.md` stays within 500 words (counted two ways); the data files exist and are valid;
 2. the grader's protocol, only when every structural check passed (otherwise the accuracies would be
    meaningless): raw `get_features` outputs of ToTensor images, batch 64; k-NN (k=5) and logistic-regression
    probes fit on train and scored on val (in-distribution), fit on 80% of ood and scored on the other 20%.
@@ -25,7 +26,8 @@ Where each part lives:
     course.py           what the course expects: the four files, class variables, word limit, allowed imports
     report.py           Check and Report (the findings, the four accuracies), accuracy_lines
     check.py            check_submission: the whole check, in order; the folder and its files
-    model_checks.py     models.py and the weights: imports, isolated import, class variables, strict load, features
+    grader.py           the grader's own sequence in a fresh interpreter (grader_replica/: its eval.py, utils.py)
+    model_checks.py     models.py and the weights: the grader's steps, imports, class variables, strict load, features
     notebook_checks.py  the notebook: valid, executed, identity filled in
     words.py            report.md's word count
     data_checks.py      the data files

@@ -1,6 +1,11 @@
-"""models.py and the weights as the grader uses them: allowed imports, no pre-trained downloads, a
-self-contained import in a fresh interpreter, `ImageEncoder()` with the course's class variables, strict loading,
-finite (B, 1000) `get_features`."""
+"""models.py and the weights as the grader uses them: first the grader's own sequence in a fresh interpreter
+(utils.submission.grader: import as `custom_model`, not in sys.modules; `ImageEncoder()`; strict load; eval();
+the shape check), then the kit's closer looks in this process (allowed imports, no pre-trained downloads, the
+course's class variables, the feature statistics, finite (B, 1000) `get_features` on ToTensor-like batches).
+
+A problem gets one FAIL line, named for the step it breaks; when the grader's sequence fails there, the line
+quotes the grader's own error and names the grader's step. A step where the grader's sequence fails but the
+in-process look finds nothing wrong is still a FAIL: the grader's sequence is the one that counts."""
 from __future__ import annotations
 
 import ast
@@ -9,59 +14,142 @@ import importlib.util
 import itertools
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from utils.checkpoint import weight_mismatches
 from utils.submission.course import (ALLOWED_MODULES, COURSE_CLASS_VARIABLES, DOWNLOAD_FUNCTIONS, MODELS_FILE,
-                                     NETWORK_MODULES, PRETRAINED_KEYWORDS, PROJECT_ROOT, TOLERATED_MODULES)
+                                     NETWORK_MODULES, PRETRAINED_KEYWORDS, PROJECT_ROOT, TOLERATED_MODULES,
+                                     WEIGHTS_FILE)
+from utils.submission.grader import GraderRun, run_course_grader
 from utils.submission.report import Report
+
+GRADER_IMPORT_CHECK = "models.py imports the grader's way"
+GRADER_SEQUENCE_CHECK = "grader's sequence"
+STATISTICS_CHECK = "feature statistics fitted"
+REFIT_COMMAND = "python -m utils.features --weights {weights} --data-dir <folder holding train.npz>"
 
 
 def check_model(report: Report, models_path: Path, weights_path: Path | None, device: torch.device):
     """All checks of models.py and the weights. Returns the model (eval mode, on `device`, weights loaded)
     when it is usable for the probes, else None."""
-    built = load_encoder(report, models_path)
-    if built is None:
+    tree = parse_models(report, models_path)
+    if tree is None:
         if weights_path is not None:   # still tell now whether the weights file itself is damaged
             check_weights_readable(report, weights_path)
         return None
-    module, model = built
+    check_no_pretrained(report, tree)
+    grader = grader_first_steps(models_path, weights_path)
+    if grader.failed_step == "environment":
+        report.failed(GRADER_SEQUENCE_CHECK, f"the grader's sequence could not be run on this submission: "
+                      f"{grader.error}", "run `python -m utils.submission.grader -i <submission folder> "
+                      "--first-steps` to see the whole output")
+    verdicts = import_verdicts(tree)
+    if not check_grader_import(report, grader, verdicts):
+        if weights_path is not None:
+            check_weights_readable(report, weights_path)
+        return None
+    check_imports(report, verdicts)
+    module = import_in_process(report, models_path)
+    if module is None:
+        return None
+    model = build_encoder(report, module, grader)
+    if model is None:
+        if weights_path is not None:
+            check_weights_readable(report, weights_path)
+        return None
     usable = check_class_variables(report, module.ImageEncoder, model)
-    loaded = weights_path is not None and check_weights(report, model, weights_path, built_arch(module, model))
+    loaded = weights_path is not None and check_weights(report, model, weights_path, built_arch(module, model),
+                                                        grader)
     if not loaded:
         # What get_features computes depends on the weights file (the design's training statistics live in it),
         # so a model without them would only add a second, misleading failure.
         report.note("get_features was not checked: " + ("there is no weights file" if weights_path is None
                                                         else "the weights did not load"))
         return None
+    usable &= check_statistics_fitted(report, model, weights_path)
     model.to(device).eval()
-    usable &= check_get_features(report, model, device)
+    usable &= check_get_features(report, model, device, grader)
     return model if usable else None
 
 
-def load_encoder(report: Report, models_path: Path):
-    """(module, ImageEncoder()) after the checks of models.py itself: syntax, imports (static, then for real
-    in isolation), the class, the no-argument constructor. None (with the failed check) when one fails."""
+def parse_models(report: Report, models_path: Path) -> ast.AST | None:
+    """The syntax tree of models.py, or None with a failed check."""
     try:
-        tree = ast.parse(models_path.read_text(encoding="utf-8"), filename=str(models_path))
+        return ast.parse(models_path.read_text(encoding="utf-8"), filename=str(models_path))
     except (SyntaxError, UnicodeDecodeError) as error:
         report.failed("models.py syntax", f"{models_path} cannot be parsed: {type(error).__name__}: {error}",
                       "fix the syntax error (run `python -c \"import models\"` in the folder to see it)")
         return None
-    check_imports(report, tree)
-    check_no_pretrained(report, tree)
-    if not check_isolated_import(report, models_path):
-        return None
-    module = import_in_process(report, models_path)
-    if module is None:
-        return None
-    model = build_encoder(report, module)
-    return None if model is None else (module, model)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The grader's own sequence (utils.submission.grader), and what its failures mean
+# ----------------------------------------------------------------------------------------------------------
+
+# Runs of the grader's first steps in this process, by the content of models.py and the weights: checking the
+# same files again (the notebook's last section, the tests) does not pay for a fresh interpreter each time.
+_grader_runs: dict[str, GraderRun] = {}
+
+
+def grader_first_steps(models_path: Path, weights_path: Path | None) -> GraderRun:
+    """The grader's import, build, strict load, eval() and shape check on these two files, in a fresh `python -I`
+    (cached by their content)."""
+    digest = hashlib.sha256(models_path.read_bytes())
+    if weights_path is not None:
+        with open(weights_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    key = digest.hexdigest() + ("" if weights_path is not None else "-no-weights")
+    if key not in _grader_runs:
+        files = {MODELS_FILE: models_path, **({WEIGHTS_FILE: weights_path} if weights_path is not None else {})}
+        _grader_runs[key] = run_course_grader(models_path.parent, first_steps=True, files=files)
+    return _grader_runs[key]
+
+
+def grader_note(grader: GraderRun, step: str) -> str:
+    """"; grader step N (...) fails with ..." when the grader's sequence failed at `step`, else ""."""
+    return f"; {grader.step_text()}" if grader.failed_step == step else ""
+
+
+def import_fix(grader: GraderRun, verdicts: list[tuple[str, int, str]]) -> str:
+    """How to mend models.py when the grader cannot import it, from its error and the static imports."""
+    text = f"{grader.error or ''}\n{grader.traceback or ''}"
+    project = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "project"]
+    if "dataclasses" in text and "has no attribute '__dict__'" in text:
+        return ("models.py looks its own module up in sys.modules while it is imported, and the grader never "
+                "puts it there: here a @dataclass under `from __future__ import annotations` (dataclasses "
+                "resolves string annotations through sys.modules[cls.__module__]). Delete the `from __future__ "
+                "import annotations` line, or write the class without @dataclass")
+    if project:
+        return (f"models.py imports {', '.join(project)} of this project, but the grader has its own utils.py and "
+                f"nothing else beside models.py: copy what models.py needs into models.py itself and delete "
+                f"those imports")
+    if "relative import" in text:
+        return ("the grader imports models.py as a lone module, in no package: a relative import cannot work "
+                "there. Copy the code into models.py")
+    if "FileNotFoundError" in text or "No such file" in text:
+        return ("models.py reads a file when it is imported, and the grader's folder holds only the four "
+                "submitted files and its own eval.py and utils.py: write the values into models.py, or store "
+                "tensors as buffers in the weights")
+    if "No module named" in text:
+        return "the grader may not have that package: use torch, torchvision and the standard library only"
+    return ("see the whole traceback with `python -m utils.submission.grader -i <submission folder> "
+            "--first-steps`, and fix models.py so that it imports on its own")
+
+
+def check_grader_import(report: Report, grader: GraderRun, verdicts: list[tuple[str, int, str]]) -> bool:
+    """Step 2 of the grader: models.py imported as `custom_model` by exec_module, never put in sys.modules."""
+    if grader.failed_step == "import":
+        report.failed(GRADER_IMPORT_CHECK, f"in a fresh `python -I`, beside a stand-in for the course's "
+                      f"utils.py, {grader.step_text()}", import_fix(grader, verdicts))
+        return False
+    if grader.failed_step != "environment":
+        report.passed(GRADER_IMPORT_CHECK, "imported as `custom_model` (spec_from_file_location, exec_module, not "
+                      "in sys.modules) in a fresh `python -I` beside a stand-in for the course's utils.py")
+    return True
 
 
 def imported_modules(tree: ast.AST) -> list[tuple[str, int]]:
@@ -90,9 +178,14 @@ def classify_import(module: str) -> str:
     return "foreign"
 
 
-def check_imports(report: Report, tree: ast.AST) -> None:
-    """Static check: models.py imports only torch, torchvision and the standard library."""
-    verdicts = [(module, line, classify_import(module)) for module, line in imported_modules(tree)]
+def import_verdicts(tree: ast.AST) -> list[tuple[str, int, str]]:
+    """(module, line, classify_import(module)) for every import of models.py, also inside functions."""
+    return [(module, line, classify_import(module)) for module, line in imported_modules(tree)]
+
+
+def check_imports(report: Report, verdicts: list[tuple[str, int, str]]) -> None:
+    """Static check: models.py imports only torch, torchvision and the standard library (also inside functions,
+    which the grader's import does not run)."""
     project = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "project"]
     foreign = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "foreign"]
     tolerated = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "tolerated"]
@@ -172,58 +265,6 @@ def check_no_pretrained(report: Report, tree: ast.AST) -> None:
         report.passed("no pre-trained weights or downloads")
 
 
-ISOLATED_IMPORT_SCRIPT = (
-    "import sys\n"
-    "sys.path.insert(0, '.')\n"   # python -I does not put the current folder on the path
-    "import models\n"
-)
-
-
-# Results of isolated imports in this process, by the content of models.py: checking the same file again (the
-# notebook's last section, the tests) does not pay for a fresh interpreter each time.
-_isolated_import_results: dict[str, str | None] = {}
-
-
-def isolated_import_error(models_path: Path, timeout_s: float = 300) -> str | None:
-    """Import models.py in a fresh interpreter (`python -I`: no PYTHONPATH, no user site) whose current folder
-    holds only a copy of it, so that nothing of this project is importable, as on the grader's side.
-    Returns None when the import works, else the error (the last line of the traceback)."""
-    source = models_path.read_bytes()
-    key = hashlib.sha256(source).hexdigest()
-    if key in _isolated_import_results:
-        return _isolated_import_results[key]
-    with tempfile.TemporaryDirectory(prefix="cs461_isolated_import_") as tmp:
-        (Path(tmp) / MODELS_FILE).write_bytes(source)
-        try:
-            result = subprocess.run([sys.executable, "-I", "-c", ISOLATED_IMPORT_SCRIPT], cwd=tmp,
-                                    capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return (f"a timeout: importing it took more than {timeout_s:.0f} s (models.py must not train, "
-                    f"download or load data at import time)")
-    if result.returncode == 0:
-        error = None
-    else:
-        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        error = lines[-1] if lines else f"exit status {result.returncode}"
-    _isolated_import_results[key] = error
-    return error
-
-
-def check_isolated_import(report: Report, models_path: Path) -> bool:
-    error = isolated_import_error(models_path)
-    if error is None:
-        report.passed("models.py imports in isolation", "imported alone in a fresh `python -I` with nothing "
-                      "of this project beside it")
-        return True
-    hint = ""
-    if "No module named" in error:
-        hint = " (the grader has its own utils.py and nothing else of this project beside models.py)"
-    report.failed("models.py imports in isolation", f"importing models.py alone, in a folder holding only a "
-                  f"copy of it, fails with {error}{hint}",
-                  "make models.py self-contained: copy what it needs into it; import only torch and torchvision")
-    return False
-
-
 _import_counter = itertools.count()
 
 
@@ -249,23 +290,29 @@ def import_in_process(report: Report, models_path: Path):
     return module
 
 
-def build_encoder(report: Report, module):
+def build_encoder(report: Report, module, grader: GraderRun):
     """`ImageEncoder()` with no arguments, as the grader builds it (or None, with a failed check)."""
+    note = grader_note(grader, "build")
     cls = getattr(module, "ImageEncoder", None)
     if cls is None:
         report.failed("ImageEncoder exists", "models.py defines no `ImageEncoder`; the grader builds "
-                      "`models.ImageEncoder()`", "keep the template's class name ImageEncoder")
+                      f"`models.ImageEncoder()`{note}", "keep the template's class name ImageEncoder")
         return None
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         report.failed("ImageEncoder exists", f"ImageEncoder is a {type(cls).__name__}, expected a subclass of "
-                      f"torch.nn.Module", "keep `class ImageEncoder(nn.Module)` from the template")
+                      f"torch.nn.Module{note}", "keep `class ImageEncoder(nn.Module)` from the template")
         return None
     report.passed("ImageEncoder exists")
+    fix = "give every constructor argument a default: the grader calls ImageEncoder()"
     try:
         model = cls()
     except Exception as error:
         report.failed("ImageEncoder() builds", f"ImageEncoder() with no arguments raised {type(error).__name__}: "
-                      f"{error}", "give every constructor argument a default: the grader calls ImageEncoder()")
+                      f"{error}{note}", fix)
+        return None
+    if note:
+        report.failed("ImageEncoder() builds", f"ImageEncoder() builds in this process, but {grader.step_text()}",
+                      "make ImageEncoder() independent of anything but models.py itself and torch: " + fix)
         return None
     n_params = sum(p.numel() for p in model.parameters())
     report.passed("ImageEncoder() builds", f"{n_params:,} parameters" +
@@ -322,9 +369,9 @@ def weights_arch(path: str | os.PathLike, override: str | None = None) -> str:
     return override or weights_metadata(path).get("arch", ARCH)
 
 
-def _report_unreadable_weights(report: Report, path: Path, error: Exception) -> None:
+def _report_unreadable_weights(report: Report, path: Path, error: Exception, note: str = "") -> None:
     report.failed("weights load strictly", f"{path} is not a readable safetensors file ({type(error).__name__}: "
-                  f"{str(error)[:200]}); it is probably truncated (an interrupted save or copy)",
+                  f"{str(error)[:200]}); it is probably truncated (an interrupted save or copy){note}",
                   "export the weights again (utils.checkpoint.export_weights or safetensors.torch.save_model) "
                   "and copy the file again")
 
@@ -342,14 +389,16 @@ def check_weights_readable(report: Report, path: Path) -> bool:
     return True
 
 
-def check_weights(report: Report, model, path: Path, arch: str | None) -> bool:
-    """Strict loading, as the grader does with safetensors.torch.load_model(model, path)."""
+def check_weights(report: Report, model, path: Path, arch: str | None, grader: GraderRun) -> bool:
+    """Strict loading, as the grader does with safetensors.torch.load_model(model, path): the grader's own run
+    in a fresh interpreter, and here, where the differences can be listed."""
     from safetensors.torch import load_model
     name = "weights load strictly"
+    note = grader_note(grader, "load")
     try:
         weights, metadata = read_weights(path)
     except Exception as error:
-        _report_unreadable_weights(report, path, error)
+        _report_unreadable_weights(report, path, error, note)
         return False
     weights_arch = metadata.get("arch")
     arch_note = ""
@@ -363,14 +412,19 @@ def check_weights(report: Report, model, path: Path, arch: str | None) -> bool:
                "export the weights of an ImageEncoder() built by this very models.py (not a torch.compile or "
                "DataParallel wrapper, whose keys carry a prefix) with utils.checkpoint.export_weights")
         report.failed(name, (arch_note + ". " if arch_note else "") + f"{path.name} does not match "
-                      f"ImageEncoder(): " + "; ".join(problems), fix)
+                      f"ImageEncoder(): " + "; ".join(problems) + note, fix)
         return False
     try:
         load_model(model, str(path), strict=True)   # exactly the grader's call
     except Exception as error:
         report.failed(name, f"safetensors.torch.load_model(ImageEncoder(), {path.name}) raised "
-                      f"{type(error).__name__}: {str(error)[:300]}", "export the weights again with "
+                      f"{type(error).__name__}: {str(error)[:300]}{note}", "export the weights again with "
                       "utils.checkpoint.export_weights from an ImageEncoder() built by this models.py")
+        return False
+    if note:
+        report.failed(name, f"{path.name} loads in this process, but {grader.step_text()}",
+                      "export the weights again with utils.checkpoint.export_weights from an ImageEncoder() built "
+                      "by this models.py, and run eval.py again")
         return False
     if arch_note:
         report.warned(name, f"the {len(weights)} tensors load, but the metadata says: {arch_note}",
@@ -379,11 +433,26 @@ def check_weights(report: Report, model, path: Path, arch: str | None) -> bool:
     stale = statistics_design_mismatch(model, metadata)
     if stale:
         report.failed(name, f"{path.name} loads, but {stale}", "fit them again for this design, without changing "
-                      f"the network: python -m utils.features --weights {path} --data-dir <folder holding "
-                      f"train.npz>")
+                      f"the network: {REFIT_COMMAND.format(weights=path)}")
         return False
     report.passed(name, f"{len(weights)} tensors match ImageEncoder() exactly" +
                   (f" (arch {weights_arch!r})" if weights_arch else ""))
+    return True
+
+
+def check_statistics_fitted(report: Report, model, path: Path) -> bool:
+    """A design that centres or whitens needs the training images' statistics in the weights: an unfitted file
+    loads strictly (the buffers exist, at the identity) but computes another get_features than was measured."""
+    flag = dict(model.named_buffers()).get("feature_statistics_fitted")
+    if flag is None:        # a models.py whose design needs no statistics (or the course's template)
+        return True
+    if float(flag) != 1.0:
+        report.failed(STATISTICS_CHECK, f"{path.name} holds feature_statistics_fitted = {float(flag):g}, expected "
+                      f"1: get_features' training statistics (means, whitening) were never fitted, so it would "
+                      f"compute the design without them, not what training measured",
+                      f"fit them, without changing the network: {REFIT_COMMAND.format(weights=path)}")
+        return False
+    report.passed(STATISTICS_CHECK, "feature_statistics_fitted = 1")
     return True
 
 
@@ -409,46 +478,54 @@ def statistics_design_mismatch(model, metadata: dict) -> str | None:
             f"not belong to it")
 
 
-def check_get_features(report: Report, model, device: torch.device) -> bool:
+def check_get_features(report: Report, model, device: torch.device, grader: GraderRun) -> bool:
     """get_features on ToTensor-like inputs (uniform in [0, 1]), one image and a batch of 64, and the grader's
-    own check on randn(1, 3, 64, 64): shape (B, 1000), finite values."""
+    own check on randn(1, 3, 64, 64): shape (B, 1000), finite values. The first failure is the one FAIL line."""
     generator = torch.Generator().manual_seed(0)
     cases = [
         ("get_features (1 image)", torch.rand(1, 3, 64, 64, generator=generator)),
         ("get_features (batch of 64)", torch.rand(64, 3, 64, 64, generator=generator)),
-        ("get_features (grader's randn check)", torch.randn(1, 3, 64, 64, generator=generator)),
+        (GRADER_SHAPE_CHECK, torch.randn(1, 3, 64, 64, generator=generator)),
     ]
-    all_ok = True
+    note = grader_note(grader, "shape check")
     for name, x in cases:
-        all_ok &= _check_one_features_call(report, model, name, x.to(device))
-    return all_ok
+        if not _check_one_features_call(report, model, name, x.to(device), note):
+            return False
+    if note:
+        report.failed(GRADER_SHAPE_CHECK, f"get_features works in this process, but {grader.step_text()}",
+                      "make get_features depend on nothing but the model and its input")
+        return False
+    return True
 
 
-def _check_one_features_call(report: Report, model, name: str, x: torch.Tensor) -> bool:
+GRADER_SHAPE_CHECK = "get_features (grader's randn check)"
+
+
+def _check_one_features_call(report: Report, model, name: str, x: torch.Tensor, note: str) -> bool:
     expected = (x.shape[0], COURSE_CLASS_VARIABLES["feature_dim"])
     try:
         with torch.no_grad():
             out = model.get_features(x)
     except Exception as error:
         report.failed(name, f"model.get_features on a {tuple(x.shape)} {x.dtype} input on {x.device} raised "
-                      f"{type(error).__name__}: {str(error)[:300]}",
+                      f"{type(error).__name__}: {str(error)[:300]}{note}",
                       "get_features must accept (B, 3, 64, 64) float images in [0, 1] on the model's device")
         return False
     if not isinstance(out, torch.Tensor):
-        report.failed(name, f"get_features returned a {type(out).__name__}, expected a tensor of shape {expected}",
+        report.failed(name, f"get_features returned a {type(out).__name__}, expected a tensor of shape {expected}{note}",
                       "return only the features tensor from get_features (forward may return more)")
         return False
     if tuple(out.shape) != expected:
-        report.failed(name, f"get_features returned shape {tuple(out.shape)}, expected {expected}",
+        report.failed(name, f"get_features returned shape {tuple(out.shape)}, expected {expected}{note}",
                       "return (B, 1000) features: keep feature_dim = 1000 and flatten the pooled features")
         return False
     if not out.is_floating_point():
-        report.failed(name, f"get_features returned dtype {out.dtype}, expected floating point",
+        report.failed(name, f"get_features returned dtype {out.dtype}, expected floating point{note}",
                       "return float features")
         return False
     bad = int((~torch.isfinite(out)).sum())
     if bad:
-        report.failed(name, f"{bad} of {out.numel()} feature values are NaN or infinite (expected finite values)",
+        report.failed(name, f"{bad} of {out.numel()} feature values are NaN or infinite (expected finite values){note}",
                       "look for a division by zero, log of 0 or sqrt of a negative number in get_features, or "
                       "NaN weights from a diverged training run")
         return False
