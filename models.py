@@ -131,6 +131,10 @@ class FeatureDesign:
     def __repr__(self):
         return "FeatureDesign(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS) + ")"
 
+    def replace(self, **changes) -> "FeatureDesign":
+        """A copy with some fields changed (what dataclasses.replace does for a dataclass)."""
+        return FeatureDesign(**{**{name: getattr(self, name) for name in self.FIELDS}, **changes})
+
     def as_dict(self) -> dict:
         """The fields, tuples as lists (JSON, and the weights' "feature_design" metadata)."""
         values = {name: getattr(self, name) for name in self.FIELDS}

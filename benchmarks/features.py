@@ -65,7 +65,6 @@ import itertools
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -297,7 +296,7 @@ def cmd_sweep(args) -> dict:
         _print_row(f"A {i + 1}/{len(designs_a)}", record["stage_a"][-1])
         save()
     top = sorted(range(len(designs_a)), key=lambda i: -record["stage_a"][i]["score"])[:args.stage_b_top]
-    designs_b = [replace(designs_a[i], scale=s) for i in top for s in args.scales]
+    designs_b = [designs_a[i].replace(scale=s) for i in top for s in args.scales]
     for i, design in enumerate(designs_b):
         record["stage_b"].append(evaluated(design))
         _print_row(f"B {i + 1}/{len(designs_b)}", record["stage_b"][-1])
@@ -358,7 +357,7 @@ def run_stage_c(earlier: list[FeatureDesign], record: dict, grid: dict, eval_set
         save()
     best = max(measured, key=lambda d: evaluated(d)["score"])
     for factor in factors:
-        measured.append(replace(best, scale=best.scale * factor))
+        measured.append(best.replace(scale=best.scale * factor))
         record["stage_c"].append(evaluated(measured[-1]))
         _print_row("C scale", record["stage_c"][-1])
         save()

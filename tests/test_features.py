@@ -96,10 +96,16 @@ def test_shrunk_whitening_maps_each_variance_to_its_shrunk_ratio():
         features.shrunk_whitener(part, 0.0)
 
 
-def test_a_design_with_statistics_refuses_to_run_without_them():
-    model = ImageEncoder("tiny", feature_design=CENTRED).eval()
-    with pytest.raises(RuntimeError, match="fit_feature_statistics"):
-        model.get_features(torch.rand(2, 3, 64, 64))
+def test_an_unfitted_design_uses_the_identity_statistics():
+    """The template's contract: ImageEncoder().get_features works before any fitting or loading; with the identity
+    statistics (mean 0, whitener I) it is the design without centring and whitening."""
+    model = ImageEncoder("tiny", feature_design=WHITENED).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model.get_features(x)
+        plain = design_features(model.design_parts(x), WHITENED)
+    assert float(model.feature_statistics_fitted) == 0.0 and out.shape == (2, 1000)
+    assert torch.allclose(out, plain, atol=1e-6)
 
 
 def test_unknown_or_too_wide_parts_are_refused():
@@ -204,8 +210,7 @@ def test_a_training_checkpoint_of_another_feature_design_resumes_with_statistics
     features.load_network_state(model, old.state_dict(), "checkpoint c.pt (model)", keep_statistics=False)
     assert torch.equal(model.feature_layer.weight, old.feature_layer.weight)
     assert float(model.feature_statistics_fitted) == 0.0
-    with pytest.raises(RuntimeError, match="fit_feature_statistics"):
-        model.get_features(torch.rand(1, 3, 64, 64))
+    assert torch.equal(model.feature_mean_stage4, torch.zeros_like(model.feature_mean_stage4))  # reset, not stale
     ema = ModelEMA(torch.nn.ModuleDict({"encoder": ImageEncoder("tiny", feature_design=CENTRED)}))
     ema.load_state_dict({f"encoder.{k}": v for k, v in old.state_dict().items()})
     assert torch.equal(ema.model["encoder"].feature_layer.weight, old.feature_layer.weight)

@@ -9,8 +9,9 @@ final_model.safetensors and the grader's strict loading finds them. This module 
   before exporting the weights, so a student's own run gets the same design with its own statistics.
 - `python -m utils.features --weights FILE --data-dir DIR`: adds them to a weights file made before the design
   needed them (the network weights are not changed), the command that the loading errors name.
-- `load_network_state(model, state, source, keep_statistics=False)`: resumes a training checkpoint, whose
-  statistics are never needed (refitted before every probe and at export) and may belong to another design.
+- `load_network_state(model, state, source, keep_statistics=...)`: loads a weights file (keep_statistics=True:
+  its statistics when they are this design's) or resumes a training checkpoint (False: its statistics are never
+  needed, being refitted before every probe and at export, and may belong to another design).
 
     from utils.features import fit_feature_statistics
     fit_feature_statistics(model, splits["train"].images)      # uint8 (N, 64, 64, 3), as in the npz files
@@ -145,12 +146,22 @@ def missing_statistics_message(path, missing: list[str]) -> str | None:
             f"{ADD_STATISTICS_COMMAND.format(weights=path)}")
 
 
+def unfitted_statistic(key: str, value: torch.Tensor) -> torch.Tensor:
+    """What an ImageEncoder that was never fitted holds under `key`: the identity statistics (mean 0, whitener I,
+    fitted flag 0), with which get_features computes its design without centring or whitening."""
+    name = key.rsplit(".", 1)[-1]
+    if name.startswith("feature_whitener_"):
+        return torch.eye(value.shape[0], dtype=value.dtype, device=value.device)
+    return torch.zeros_like(value)
+
+
 def load_network_state(module: torch.nn.Module, state: dict, source: str, *,
                        keep_statistics: bool) -> torch.nn.Module:
     """Load `state` (a state dict read from `source`, which errors name) into `module` (an encoder, or a module
     that holds one, like the EMA's): every key but get_features' statistics strictly, with a CheckpointError for
     any difference. The statistics: with keep_statistics, the ones `state` holds when they are exactly the
-    module's (same keys and shapes: an exported file of this design); otherwise they are left unfitted, for
+    module's (same keys and shapes: an exported file of this design); otherwise they are reset to the unfitted
+    identity, for
     fit_feature_statistics, which training runs before every probe and at export (a training checkpoint, whose
     statistics are never needed and may belong to another design). Returns the module."""
     from utils.checkpoint import CheckpointError, weight_mismatches
@@ -165,7 +176,7 @@ def load_network_state(module: torch.nn.Module, state: dict, source: str, *,
     if keep_statistics and not weight_mismatches(ours, theirs):
         statistics = theirs
     else:
-        statistics = {k: torch.zeros_like(v) if k.rsplit(".", 1)[-1] == FITTED_FLAG else v for k, v in ours.items()}
+        statistics = {k: unfitted_statistic(k, v) for k, v in ours.items()}
     module.load_state_dict({**current, **network, **statistics}, strict=True)
     return module
 

@@ -43,9 +43,10 @@ from utils.submission.model_checks import pretrained_or_network_uses, weights_ar
 from utils.submission.notebook_checks import identity_problems, notebook_identity
 from utils.submission.protocol import run_probes, run_protocol
 from utils.submission.report import Check, Report, accuracy_lines, format_percent
-from utils.submission.words import word_count
+from utils.submission.words import wc_word_count, word_count
 
 __all__ = ["Check", "DEFAULT_SUBMISSION_DIR", "GRADER_BATCH_SIZE", "MAX_REPORT_WORDS", "Report", "SUBMISSION_FILES",
            "SubmissionError", "accuracy_lines", "assemble_submission", "check_data", "check_submission",
            "expand_path", "format_percent", "identity_problems", "notebook_identity", "pretrained_or_network_uses",
-           "run_probes", "run_protocol", "set_arch_line", "weights_arch", "weights_metadata", "word_count"]
+           "run_probes", "run_protocol", "set_arch_line", "wc_word_count", "weights_arch", "weights_metadata",
+           "word_count"]

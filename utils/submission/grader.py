@@ -107,3 +107,35 @@ def run_course_grader(folder: str | Path, *, data_dir: str | Path | None = None,
 
 def _text(value) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else (value or "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m utils.submission.grader -i FOLDER -d DATA`: the grader replica, with everything it printed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the course grader's own sequence (a replica, in a fresh "
+                                     "`python -I`) on a submission folder and show everything it prints.")
+    parser.add_argument("--submission-folder", "-i", required=True, help="folder holding the four files")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--data-dir", "-d", help="folder holding train.npz, val.npz and ood.npz: every step and the "
+                     "four probes")
+    how.add_argument("--first-steps", action="store_true", help="import, build, strict load, eval() and the "
+                     "shape check only")
+    parser.add_argument("--python", default=sys.executable, help="interpreter to run it with (default: this one)")
+    parser.add_argument("--json", metavar="PATH", help="also write the run (steps, error, accuracies) as JSON")
+    args = parser.parse_args(argv)
+    run = run_course_grader(args.submission_folder, data_dir=args.data_dir, first_steps=args.first_steps,
+                            python=args.python)
+    print(run.stdout, end="")
+    print(run.stderr, end="", file=sys.stderr)
+    versions = ", ".join(f"{k} {v}" for k, v in run.versions.items())
+    print(f"\nsteps passed: {', '.join(run.steps_passed) or 'none'}" + (f" ({versions})" if versions else ""))
+    if not run.ok:
+        print(f"FAILED: {run.step_text()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(run.__dict__, indent=1) + "\n")
+    return 0 if run.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -123,13 +123,13 @@ def import_fix(grader: GraderRun, verdicts: list[tuple[str, int, str]]) -> str:
                 "puts it there: here a @dataclass under `from __future__ import annotations` (dataclasses "
                 "resolves string annotations through sys.modules[cls.__module__]). Delete the `from __future__ "
                 "import annotations` line, or write the class without @dataclass")
+    if "relative import" in text:
+        return ("the grader imports models.py as a lone module, in no package: a relative import cannot work "
+                "there. Copy the code into models.py")
     if project:
         return (f"models.py imports {', '.join(project)} of this project, but the grader has its own utils.py and "
                 f"nothing else beside models.py: copy what models.py needs into models.py itself and delete "
                 f"those imports")
-    if "relative import" in text:
-        return ("the grader imports models.py as a lone module, in no package: a relative import cannot work "
-                "there. Copy the code into models.py")
     if "FileNotFoundError" in text or "No such file" in text:
         return ("models.py reads a file when it is imported, and the grader's folder holds only the four "
                 "submitted files and its own eval.py and utils.py: write the values into models.py, or store "

@@ -1,4 +1,5 @@
-"""report.md: words counted like a person would (code blocks, markup and links do not count)."""
+"""report.md's words, counted two ways, since a TA may count either: like a reader (code blocks, markup and
+link URLs do not count) and like `wc -w` (every whitespace-separated token, table rules and # included)."""
 from __future__ import annotations
 
 import re
@@ -44,16 +45,23 @@ def word_count(markdown_text: str) -> int:
     return sum(1 for token in text.split() if re.search(r"[^\W_]", token))
 
 
+def wc_word_count(text: str) -> int:
+    """Words as `wc -w` counts them: whitespace-separated tokens, whatever they hold."""
+    return len(text.split())
+
+
 def check_report(report: Report, path: Path) -> None:
     text = path.read_text(encoding="utf-8", errors="replace")
-    words = word_count(text)
+    words, wc_words = word_count(text), wc_word_count(text)
+    counts = (f"{words} words counted as a reader does (without code blocks, HTML comments, link URLs and "
+              f"markdown syntax), {wc_words} by `wc -w`")
     name = "report.md words"
-    if words > MAX_REPORT_WORDS:
-        report.failed(name, f"{words} words, expected at most {MAX_REPORT_WORDS} (counted without code blocks, "
-                      f"HTML comments, link URLs and markdown syntax)",
-                      f"shorten it by {words - MAX_REPORT_WORDS} words")
+    longest = max(words, wc_words)
+    if longest > MAX_REPORT_WORDS:
+        report.failed(name, f"{counts}; expected at most {MAX_REPORT_WORDS} by both counts (a TA may use either)",
+                      f"shorten it by {longest - MAX_REPORT_WORDS} words")
     elif words < SHORT_REPORT_WORDS:
         report.warned(name, f"only {words} words; the report should discuss your OOD results",
                       f"write the discussion (at most {MAX_REPORT_WORDS} words)")
     else:
-        report.passed(name, f"{words} words (limit {MAX_REPORT_WORDS})")
+        report.passed(name, f"{counts} (limit {MAX_REPORT_WORDS} by both)")
