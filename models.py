@@ -47,6 +47,12 @@ inside final_model.safetensors and load strictly. A model that was never fitted 
 then computes the same design without centring or whitening, still (B, 1000). Training fits them on its
 training images when it exports (utils/features.py); eval.py fails a weights file whose statistics were never
 fitted (`feature_statistics_fitted` is 0).
+
+Versions the grader's sequence (import, strict load, eval(), shape check, the course's probes) has passed on with
+this file, in a clean `python -I` (`make compat`, benchmarks/results/compat-*.json): Python 3.10.13 with torch
+2.0.0, numpy 1.24.4, safetensors 0.4.0, scikit-learn 1.3.2 (the oldest the kit claims); Python 3.11.7 with
+torch 2.14.1, numpy 2.4.6, safetensors 0.8.0, scikit-learn 1.9.1 (the kit's own). Nothing here needs more than
+torch 2.0 (F.scaled_dot_product_attention is the newest call) and Python 3.10 (`X | None` in annotations).
 """
 import math
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from demo import LEARNING_BAR, count_classes, learning_check, learning_warnings  # noqa: E402
+from demo import LEARNING_BAR, count_classes, grader_agrees, learning_check, learning_warnings  # noqa: E402
 
 
 def test_accuracies_are_measured_in_multiples_of_chance():
@@ -33,3 +33,11 @@ def test_classes_are_counted_from_the_data(tmp_path):
     np.savez(tmp_path / "train.npz", labels=np.array([7, 7, 3, 900]))
     np.savez(tmp_path / "ood.npz", labels=np.array([1, 2]))
     assert count_classes(tmp_path) == (3, 2)
+
+
+def test_the_grader_replica_must_agree_with_eval_to_its_printed_precision():
+    ours = {"id_knn": 34.2, "id_linear": 48.6}
+    assert grader_agrees({"accuracies_fraction": {"id_knn": 0.342, "id_linear": 0.486}}, ours)
+    assert not grader_agrees({"accuracies_fraction": {"id_knn": 0.344, "id_linear": 0.486}}, ours)
+    assert not grader_agrees({"accuracies_fraction": {"id_knn": 0.342}}, ours)       # a missing number
+    assert not grader_agrees({"accuracies_fraction": {}}, {})                          # nothing measured

@@ -7,6 +7,7 @@ imports fail as if the packages were not installed; eval.py, which Section 7 run
 it too. Short CPU profile as under nbval, trained for 6 s only ($CS461_TIME_BUDGET_MIN): what is tested here is
 that every section runs without those packages, not what the encoder learns (nbval's run checks that).
 """
+import json
 import os
 import re
 from datetime import datetime
@@ -15,6 +16,7 @@ import nbformat
 
 from utils.headless import NOTEBOOK, execute_notebook, fill_identity
 from utils.environment import PACKAGES
+from utils.submission.grader import run_course_grader
 
 BLOCKED = {p.module: p.dist for p in PACKAGES if not p.required}   # umap, seaborn, ipywidgets, tqdm
 # None in sys.modules is how Python marks a module as absent: `import tqdm` raises ModuleNotFoundError and
@@ -91,3 +93,13 @@ def test_notebook_runs_to_section_7_without_optional_packages(tmp_path):
     assert "NOT COPIED" not in verdict and re.search(r"All \d+ checks passed", verdict), verdict
     assert {"CS461_Assignment1.ipynb", "final_model.safetensors", "models.py", "report.md"} <= {
         p.name for p in (out / "submission").iterdir()}
+
+    # The course grader's own sequence (the replica, a clean `python -I`) on what Section 7 handed in, on the same
+    # data: it imports, loads and probes the short-profile model, and prints Section 7's eval.py ID numbers.
+    verdict_json = json.loads((out / "eval_result.json").read_text())
+    grader = run_course_grader(out / "submission", data_dir=verdict_json["data_dir"])
+    assert grader.ok, grader.stdout + grader.stderr
+    for key, line in (("id_knn", "k-NN Accuracy"), ("id_linear", "Linear Probe Accuracy")):
+        ours = verdict_json["accuracies_percent"][key]
+        assert f"{grader.accuracies[key] * 100:.2f}" == f"{ours:.2f}", (key, grader.accuracies, ours)
+        assert f"{line}: {ours / 100:.2f}%" in grader.stdout, grader.stdout

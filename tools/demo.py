@@ -3,8 +3,9 @@
 Leaves in demo_output/: the executed notebook (and an HTML copy), figures/, final_model.safetensors,
 training_metrics.json, submission/ (the four files), eval_result.json (written by the eval.py run of the
 notebook's Section 7: the grader's checks and exact protocol), eval_verdict.txt / eval_final.json (eval.py
---quick once the executed notebook is in the submission folder), and demo_record.json: the eval numbers with
-the device, commit, training settings and timings they came from.
+--quick once the executed notebook is in the submission folder), course_grader.txt (what the course grader's own
+sequence, utils/submission/grader.py, printed on the final submission), and demo_record.json: eval.py's numbers
+and the grader replica's beside them, with the device, commit, training settings and timings they came from.
 
 eval.py's probes run once, in Section 7, as a student's would. What changes afterwards is only the notebook file
 in the submission folder (now executed), so the final check is structural (--quick): the same weights and data
@@ -47,6 +48,27 @@ def final_check(submission: Path) -> int:
     return result.returncode
 
 
+def course_grader_check(submission: Path, data_dir: str) -> dict:
+    """The course grader's own sequence (the replica, in a clean `python -I`) on the final submission and the
+    data eval.py used; what it printed goes to course_grader.txt. Returns its steps, accuracies (fractions, as
+    the course prints them) and versions."""
+    from utils.submission.grader import run_course_grader
+    run = run_course_grader(submission, data_dir=data_dir)
+    (OUTPUT / "course_grader.txt").write_text(run.stdout + run.stderr)
+    print(run.stdout, end="")
+    if not run.ok:
+        print(f"error: the course grader's sequence failed: {run.step_text()} (see {OUTPUT / 'course_grader.txt'})")
+    return {"ok": run.ok, "steps_passed": run.steps_passed, "failed_step": run.failed_step, "error": run.error,
+            "accuracies_fraction": run.accuracies, "versions": run.versions}
+
+
+def grader_agrees(grader: dict, eval_percent: dict[str, float]) -> bool:
+    """The replica's fractions and eval.py's percentages, equal to eval.py's printed precision (2 decimals)."""
+    fractions = grader.get("accuracies_fraction", {})
+    return bool(eval_percent) and all(key in fractions and f"{fractions[key] * 100:.2f}" == f"{value:.2f}"
+                                      for key, value in eval_percent.items())
+
+
 def learning_check(accuracies: dict[str, float], id_classes: int, ood_classes: int) -> dict[str, dict]:
     """Each LEARNING_BAR accuracy (percent) against chance: {"id_knn": {"accuracy", "chance", "times_chance",
     "required", "ok"}, ...}. A missing accuracy (the probes did not run) is not ok."""
@@ -84,7 +106,7 @@ def count_classes(data_dir: Path) -> tuple[int, int]:
         return len(np.unique(train["labels"])), len(np.unique(ood["labels"]))
 
 
-def write_record(notebook_seconds: float, eval_code: int) -> Path:
+def write_record(notebook_seconds: float, eval_code: int, grader: dict) -> Path:
     """demo_record.json: what was measured (eval.py's exact-protocol accuracies), on what data, with which
     settings, on which machine and commit. A copy is committed under benchmarks/results/ when it is quoted."""
     from utils.provenance import provenance
@@ -104,6 +126,7 @@ def write_record(notebook_seconds: float, eval_code: int) -> Path:
         "section_7_eval_summary": evaluation["summary"],
         "final_check_summary": final["summary"],
         "eval_accuracies_percent": evaluation["accuracies_percent"],
+        "course_grader": {**grader, "agrees_with_eval": grader_agrees(grader, evaluation["accuracies_percent"])},
         "eval_timings_s": evaluation["timings_s"],
         "training_final_fast_probes_percent": metrics["final"],
         "learning_check": learning_check(evaluation["accuracies_percent"],
@@ -150,10 +173,17 @@ def main() -> int:
     submission.mkdir(exist_ok=True)
     (submission / NOTEBOOK.name).write_bytes(executed.read_bytes())
     code = final_check(submission)
-    if not json.loads((OUTPUT / "eval_result.json").read_text())["ok"]:
+    evaluation = json.loads((OUTPUT / "eval_result.json").read_text())
+    if not evaluation["ok"]:
         print("Section 7's eval.py found failures (see eval_result.json and the executed notebook).")
         code = code or 1
-    record_path = write_record(notebook_seconds, code)
+    print("The course grader's own sequence on the submission:", flush=True)
+    grader = course_grader_check(submission, evaluation["data_dir"])
+    if not (grader["ok"] and grader_agrees(grader, evaluation["accuracies_percent"])):
+        print(f"error: the course grader's numbers {grader['accuracies_fraction']} differ from eval.py's "
+              f"{evaluation['accuracies_percent']}" if grader["ok"] else "error: see the grader's failure above")
+        code = code or 1
+    record_path = write_record(notebook_seconds, code, grader)
     print(f"Record: {record_path}")
     for line in learning_warnings(json.loads(record_path.read_text())["learning_check"]):
         print(line)

@@ -14,6 +14,7 @@ probes ran, and what the replica printed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,8 @@ def run_course_grader(folder: str | Path, *, data_dir: str | Path | None = None,
     if not first_steps and data_dir is None:
         raise ValueError("run_course_grader: the probes need data_dir (or pass first_steps=True)")
     folder = Path(folder)
+    if os.sep in python:      # a path relative to here: the replica runs in another folder (not resolved: a
+        python = str(Path(python).absolute())   # venv's python is a symlink that must stay inside the venv)
     sources = {name: folder / name for name in SUBMISSION_FILES}
     sources.update(files or {})
     with tempfile.TemporaryDirectory(prefix="cs461_grader_") as tmp:
