@@ -7,7 +7,10 @@
     python eval.py --json result.json     # also write a machine-readable result
 
 Every check prints one line, "PASS name", "WARN name: ..." or "FAIL name: what is wrong — how to fix it".
-Then, when every structural check passed, the grader's protocol runs: raw get_features outputs of ToTensor
+The grader's own first steps run for real, in a fresh `python -I` on copies of the submission's files
+(utils/submission/grader.py): import models.py as `custom_model` (never in sys.modules), `ImageEncoder()`,
+strict `load_model`, `eval()`, the shape check. Then, when every structural check passed, the grader's protocol
+runs: raw get_features outputs of ToTensor
 images (batch 64), k-NN (k=5) and logistic-regression probes, in-distribution (fit on train, scored on val)
 and out-of-distribution (fit on 80% of ood, scored on the other 20%). Missing data is a failure, never
 replaced by random data.
@@ -25,7 +28,7 @@ from pathlib import Path
 # `python /anywhere/eval.py` must find this project's utils package, wherever it is run from.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.data import HUB_DATA_DIR  # noqa: E402
+from utils.data import data_dir_help  # noqa: E402
 from utils.submission import (DEFAULT_SUBMISSION_DIR, GRADER_BATCH_SIZE, accuracy_lines, check_submission,  # noqa: E402
                           expand_path)
 
@@ -37,8 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding models.py, final_model.safetensors, CS461_Assignment1.ipynb and "
                              "report.md (default: %(default)s; ~ and $HOME are expanded)")
     parser.add_argument("--data-dir", "-d", default=None,
-                        help=f"folder holding the npz files (default, the notebook's order: $CS461_DATA_DIR "
-                             f"when set, else {HUB_DATA_DIR} when it exists, else ./cs461_assignment1_data)")
+                        help=f"folder holding the npz files (default, the notebook's order: {data_dir_help()})")
     parser.add_argument("--train-file", default="train.npz", help="training split file name (default: %(default)s)")
     parser.add_argument("--val-file", default="val.npz", help="validation split file name (default: %(default)s)")
     parser.add_argument("--ood-file", default="ood.npz", help="OOD split file name (default: %(default)s)")

@@ -367,17 +367,16 @@ def run_stage_c(earlier: list[FeatureDesign], record: dict, grid: dict, eval_set
 def cmd_export(args) -> Path:
     """The trained network of --weights with get_features' statistics for models.FEATURE_DESIGN, computed from the
     cached statistics subset (the same parts the study used; no re-encoding), written to --out."""
-    from utils.checkpoint import export_weights
-    from utils.features import load_network_weights, set_feature_statistics, statistics_metadata
-    from utils.submission import weights_metadata
+    from utils.checkpoint import export_encoder, load_network_weights, weights_metadata
+    from utils.features import metadata_without_statistics, set_feature_statistics
 
     model = load_network_weights(ImageEncoder(args.arch), args.weights)
     design = model.feature_design
     stats_set = load_cache(Path(args.cache) / "stats.npz")
     set_feature_statistics(model, statistics_for(stats_set, design))
-    metadata = {**weights_metadata(args.weights), **statistics_metadata(
-        model, f"{len(stats_set['labels'])} training images (every {STATS_EVERY}th), cache {args.cache}")}
-    out = export_weights(model, args.out, metadata=metadata)
+    out = export_encoder(model, args.out, metadata=metadata_without_statistics(weights_metadata(args.weights)),
+                         fitted_on=f"{len(stats_set['labels'])} training images (every {STATS_EVERY}th), "
+                                   f"cache {args.cache}")
     print(f"wrote {out}: {design.as_dict()}")
     return out
 
@@ -414,14 +413,14 @@ def _print_row(label: str, r: dict) -> None:
 def run_tiny(out: Path) -> dict:
     """Both steps in seconds on generated data: a tiny random-init encoder, two OOD folders (the same draw:
     a smoke run of the machinery, not a measurement), two part sets and two scales."""
-    from utils.checkpoint import export_weights
+    from utils.checkpoint import export_encoder
     from utils.synthetic import write_dataset
 
     data_dir = out / "tiny_data"
     if not (data_dir / "ood.npz").is_file():
         write_dataset(data_dir, TINY_SPEC, seed=0, progress=False)
     torch.manual_seed(0)
-    weights = export_weights(ImageEncoder("tiny"), out / "tiny_weights.safetensors", metadata={"arch": "tiny"})
+    weights = export_encoder(ImageEncoder("tiny"), out / "tiny_weights.safetensors")
     cache = out / "tiny_cache"
     cmd_cache(argparse.Namespace(weights=weights, arch="tiny", data_dir=data_dir, ood_dirs=[data_dir, data_dir],
                                  cache=cache, full_train=False, progress=False))

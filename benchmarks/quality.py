@@ -33,12 +33,11 @@ import torch
 import common  # noqa: F401  (puts the checkout on sys.path)
 from models import ImageEncoder
 from utils import probes
-from utils.checkpoint import load_weights_strict
-from utils.data import load_npz, load_splits, resolve_data_dir
+from utils.checkpoint import load_weights_strict, weights_arch
+from utils.data import data_dir_help, load_npz, load_splits, resolve_data_dir
 from utils.device import pick_device
 from utils.provenance import provenance
 from utils.recipes import RECIPES, SUITES, recipe_config, suite
-from utils.submission import weights_arch
 from utils.synthetic import DataSpec, write_dataset
 from utils.train import prepare_data, seed_all, train
 
@@ -80,7 +79,8 @@ def parse_args(argv=None):
                         help="train every recipe of this suite (utils/recipes.py) instead of --recipe")
     parser.add_argument("--only", nargs="+", default=None, metavar="RECIPE",
                         help="suite: only these of its recipes (e.g. the ones a cut call did not reach)")
-    parser.add_argument("--data-dir", default=None, help="course-format folder (train/val/ood.npz)")
+    parser.add_argument("--data-dir", default=None, help=f"course-format folder (train/val/ood.npz; default: "
+                        f"{data_dir_help()})")
     parser.add_argument("--ood-files", nargs="*", type=Path, default=None,
                         help="OOD draws to average over (default: the data folder's ood.npz only)")
     parser.add_argument("--budget-min", type=float, default=None,

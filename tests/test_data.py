@@ -174,3 +174,13 @@ def test_to_device_shares_memory_on_cpu():
     images, _ = good_arrays()
     on_device = data.to_device(images, "cpu")
     assert on_device.dtype == torch.uint8 and on_device.data_ptr() == images.ctypes.data
+
+
+def test_spread_rows_covers_a_class_sorted_set():
+    """The one row sampler (periodic probes, fine-tuning, max_train_images): spread over the whole set."""
+    labels = np.repeat(np.arange(100), 500)            # sorted by class, as course-format files often are
+    rows = data.spread_rows(len(labels), 20_000)
+    assert len(rows) == 20_000 and len(np.unique(rows)) == 20_000
+    assert len(np.unique(labels[rows])) == 100          # the first 20,000 rows would hold 40 classes
+    assert np.array_equal(data.spread_rows(300, 0), np.arange(300))
+    assert np.array_equal(data.spread_rows(300, 500), np.arange(300))

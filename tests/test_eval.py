@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from threadpoolctl import threadpool_limits
 
 from models import FEATURE_DESIGN, ImageEncoder
-from utils.checkpoint import export_weights
+from utils.checkpoint import export_encoder
 from utils.submission import (SubmissionError, assemble_submission, check_submission, identity_problems,
                           notebook_identity, pretrained_or_network_uses, word_count)
 
@@ -75,7 +75,7 @@ def sources(tmp_path_factory, fit_statistics):
     """The files a student hands in, before assembling: tiny weights (arch 'tiny', feature statistics fitted as
     training's export does), notebook, report."""
     out = tmp_path_factory.mktemp("sources")
-    export_weights(fit_statistics(ImageEncoder("tiny")), out / "final_model.safetensors", metadata={"arch": "tiny"})
+    export_encoder(fit_statistics(ImageEncoder("tiny")), out / "final_model.safetensors", metadata={"arch": "tiny"})
     (out / "CS461_Assignment1.ipynb").write_text(notebook_text())
     (out / "report.md").write_text(REPORT)
     return out
@@ -289,7 +289,7 @@ def test_models_py_importing_utils_fails_for_real(broken, data_dir):
 def test_weights_without_fitted_statistics_fail(broken, data_dir):
     """An encoder exported without fitting get_features' statistics loads strictly (the buffers hold the identity)
     but would not compute what was measured: eval.py fails it, naming the refit command."""
-    export_weights(ImageEncoder("tiny"), broken / "final_model.safetensors", metadata={"arch": "tiny"})
+    export_encoder(ImageEncoder("tiny"), broken / "final_model.safetensors", metadata={"arch": "tiny"})
     report = quick(broken, data_dir)
     assert failed(report) == {"feature statistics fitted"}
     check = report.check("feature statistics fitted")

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 import models
 from models import FeatureDesign, ImageEncoder, design_features
-from utils import features, probes, submission
-from utils.checkpoint import CheckpointError, export_weights, load_weights_strict
+from utils import checkpoint, features, probes, submission
+from utils.checkpoint import CheckpointError, export_encoder, load_weights_strict
 from utils.data import load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_unknown_or_too_wide_parts_are_refused():
 
 def test_statistics_travel_in_the_weights_file_and_load_strictly(tmp_path):
     model = features.fit_feature_statistics(ImageEncoder("tiny", feature_design=CENTRED).eval(), images(30))
-    path = export_weights(model, tmp_path / "w.safetensors")
+    path = export_encoder(model, tmp_path / "w.safetensors")
     loaded = load_weights_strict(ImageEncoder("tiny", feature_design=CENTRED), path).eval()
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
@@ -126,14 +126,14 @@ def test_statistics_travel_in_the_weights_file_and_load_strictly(tmp_path):
 
 def test_a_file_without_statistics_names_the_command_that_adds_them(tiny_data_dir, tmp_path):
     old = ImageEncoder("tiny", feature_design=FeatureDesign()).eval()     # a design with no statistics
-    path = export_weights(old, tmp_path / "old.safetensors", metadata={"arch": "tiny"})
+    path = export_encoder(old, tmp_path / "old.safetensors", metadata={"arch": "tiny"})
     with pytest.raises(CheckpointError, match=r"no feature statistics.*python -m utils\.features --weights"):
         load_weights_strict(ImageEncoder("tiny", feature_design=CENTRED), path)
 
     # the command adds them from the training images, the network weights unchanged
-    model = features.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
+    model = checkpoint.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
     features.fit_feature_statistics(model, load_splits(tiny_data_dir)["train"].images)
-    fixed = export_weights(model, tmp_path / "fixed.safetensors")
+    fixed = export_encoder(model, tmp_path / "fixed.safetensors")
     reloaded = load_weights_strict(ImageEncoder("tiny", feature_design=CENTRED), fixed)
     for key, value in old.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value), key
@@ -142,7 +142,7 @@ def test_a_file_without_statistics_names_the_command_that_adds_them(tiny_data_di
 def test_add_statistics_command_completes_an_old_file(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "FEATURE_DESIGN", CENTRED)      # as if the shipped design needed statistics
     old = ImageEncoder("tiny", feature_design=FeatureDesign())
-    path = export_weights(old, tmp_path / "old.safetensors", metadata={"arch": "tiny"})
+    path = export_encoder(old, tmp_path / "old.safetensors", metadata={"arch": "tiny"})
     assert features.main(["--weights", str(path), "--data-dir", str(tiny_data_dir)]) == 0
     load_weights_strict(ImageEncoder("tiny"), path)     # strict: every buffer is there now
 
@@ -207,7 +207,7 @@ def test_a_training_checkpoint_of_another_feature_design_resumes_with_statistics
 
     old = ImageEncoder("tiny", feature_design=FeatureDesign())
     model = fit_statistics(ImageEncoder("tiny", feature_design=CENTRED))
-    features.load_network_state(model, old.state_dict(), "checkpoint c.pt (model)", keep_statistics=False)
+    checkpoint.load_network_state(model, old.state_dict(), "checkpoint c.pt (model)", keep_statistics=False)
     assert torch.equal(model.feature_layer.weight, old.feature_layer.weight)
     assert float(model.feature_statistics_fitted) == 0.0
     assert torch.equal(model.feature_mean_stage4, torch.zeros_like(model.feature_mean_stage4))  # reset, not stale
@@ -216,20 +216,20 @@ def test_a_training_checkpoint_of_another_feature_design_resumes_with_statistics
     assert torch.equal(ema.model["encoder"].feature_layer.weight, old.feature_layer.weight)
     broken = {**old.state_dict(), "feature_layer.bias": torch.zeros(3)}
     with pytest.raises(CheckpointError, match="checkpoint c.pt"):
-        features.load_network_state(model, broken, "checkpoint c.pt (model)", keep_statistics=False)
+        checkpoint.load_network_state(model, broken, "checkpoint c.pt (model)", keep_statistics=False)
 
 
 def test_a_weights_file_with_another_designs_statistics_loads_its_network_only(fit_statistics, tmp_path):
     """load_network_weights (the add-statistics command, fine-tuning): statistics of another design are dropped
     and the model's are left unfitted, never mixed with them; this design's are kept."""
     other = fit_statistics(ImageEncoder("tiny", feature_design=WHITENED))           # stage4 only, whitened
-    path = export_weights(other, tmp_path / "other.safetensors", metadata={"arch": "tiny"})
-    model = features.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
+    path = export_encoder(other, tmp_path / "other.safetensors", metadata={"arch": "tiny"})
+    model = checkpoint.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
     assert torch.equal(model.feature_layer.weight, other.feature_layer.weight)
     assert float(model.feature_statistics_fitted) == 0.0
     same = fit_statistics(ImageEncoder("tiny", feature_design=CENTRED))
-    path = export_weights(same, tmp_path / "same.safetensors", metadata={"arch": "tiny"})
-    model = features.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
+    path = export_encoder(same, tmp_path / "same.safetensors", metadata={"arch": "tiny"})
+    model = checkpoint.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
     assert float(model.feature_statistics_fitted) == 1.0
     assert torch.equal(model.feature_mean_stage3, same.feature_mean_stage3)
 

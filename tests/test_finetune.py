@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models import ImageEncoder
-from utils.checkpoint import export_weights
+from utils.checkpoint import export_encoder
 from utils.data import load_splits
 from utils.finetune import FinetuneConfig, finetune_copy, finetune_evaluation
 
@@ -68,7 +68,7 @@ def test_the_copy_is_trained_and_the_global_random_state_is_left_alone(tiny_data
 def test_command_line_reads_the_weights_file_only(tiny_data_dir, tmp_path):
     """python -m utils.finetune prints both accuracies and writes the JSON and the figure; the weights file keeps
     its bytes."""
-    weights = export_weights(ImageEncoder("tiny"), tmp_path / "final_model.safetensors", metadata={"arch": "tiny"})
+    weights = export_encoder(ImageEncoder("tiny"), tmp_path / "final_model.safetensors", metadata={"arch": "tiny"})
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from utils.checkpoint import export_weights
+from utils.checkpoint import export_encoder
 from utils.headless import NOTEBOOK, fill_identity
 from utils.submission import assemble_submission, check_submission
 from utils.submission.grader import GRADER_STEPS, run_course_grader
@@ -113,7 +113,7 @@ def test_grader_replica_reports_the_step_and_the_error(shipped, tmp_path):
 def tiny_submission(tmp_path_factory, fit_statistics):
     """A good submission with a tiny encoder (statistics fitted, as training exports them)."""
     sources = tmp_path_factory.mktemp("tiny_sources")
-    export_weights(fit_statistics(ImageEncoderTiny()), sources / "final_model.safetensors", metadata={"arch": "tiny"})
+    export_encoder(fit_statistics(ImageEncoderTiny()), sources / "final_model.safetensors", metadata={"arch": "tiny"})
     (sources / "report.md").write_text("# Report\n\n" + "We discuss the OOD results of a small encoder. " * 8)
     folder = tmp_path_factory.mktemp("tiny_good") / "submission"
     assemble_submission(folder, weights=sources / "final_model.safetensors",

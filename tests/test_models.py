@@ -9,7 +9,7 @@ from safetensors.torch import load_model, save_file
 
 import models
 from models import ImageEncoder
-from utils.checkpoint import CheckpointError, export_weights, load_weights_strict
+from utils.checkpoint import CheckpointError, export_encoder, load_weights_strict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_safetensors_round_trip_is_strict_and_exact(tmp_path, fit_statistics):
     torch.manual_seed(0)
     model = fit_statistics(ImageEncoder()).eval()
     model.to(memory_format=torch.channels_last)   # as trained on CUDA: non-contiguous conv weights
-    path = export_weights(model, tmp_path / "final_model.safetensors", metadata={"arch": "resnet18"})
+    path = export_encoder(model, tmp_path / "final_model.safetensors", metadata={"arch": "resnet18"})
     fresh = ImageEncoder().eval()
     missing, unexpected = load_model(fresh, path, strict=True)   # exactly what the grader does
     assert not missing and not unexpected
@@ -112,7 +112,7 @@ def test_strict_load_reports_key_and_shape_problems(tmp_path):
 
 
 def test_truncated_weights_file(tmp_path):
-    path = export_weights(ImageEncoder("tiny"), tmp_path / "w.safetensors")
+    path = export_encoder(ImageEncoder("tiny"), tmp_path / "w.safetensors")
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_weights_strict(ImageEncoder("tiny"), path)
@@ -122,7 +122,7 @@ def test_export_refuses_compiled_wrapper(tmp_path):
     wrapper = torch.nn.Module()
     wrapper._orig_mod = ImageEncoder("tiny")
     with pytest.raises(CheckpointError, match="_orig_mod"):
-        export_weights(wrapper, tmp_path / "w.safetensors")
+        export_encoder(wrapper, tmp_path / "w.safetensors")
 
 
 def test_shipped_weights_load_strictly_into_the_no_argument_model():

@@ -337,12 +337,12 @@ def test_command_line_scores_a_weights_file_as_evaluate_encoder_does(tiny_data_d
     import json
 
     from models import ImageEncoder
-    from utils.checkpoint import export_weights
+    from utils.checkpoint import export_encoder
     from utils.data import load_splits
 
     torch.manual_seed(0)
     model = fit_statistics(ImageEncoder("tiny"), load_splits(tiny_data_dir)["train"].images).eval()
-    path = export_weights(model, tmp_path / "weights.safetensors", metadata={"arch": "tiny"})
+    path = export_encoder(model, tmp_path / "weights.safetensors", metadata={"arch": "tiny"})
     out = tmp_path / "result.json"
     common = ["--data-dir", str(tiny_data_dir), "--fast", "--device", "cpu", "--no-progress"]
     assert probes.main(["--weights", str(path), *common, "--json", str(out)]) == 0

@@ -13,10 +13,10 @@ import torch
 
 from models import FeatureDesign, ImageEncoder
 from utils import probes
-from utils.checkpoint import list_checkpoints, read_weights_file
+from utils.checkpoint import list_checkpoints, read_weights
 from utils.data import load_splits
-from utils.features import is_statistics_key
-from utils.train import (TrainConfig, TrainError, largest_fitting_batch, parse_overrides, prepare_data, probe_fit_rows,
+from utils.checkpoint import is_statistics_key
+from utils.train import (TrainConfig, TrainError, largest_fitting_batch, parse_overrides, prepare_data,
                          seed_all, train)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_training_learns_beyond_a_random_network(learn_data_dir, tmp_path):
                                        max_iter=cfg.eval_linear_iters))
 
     (random_knn, random_linear), (knn, linear) = reference_probes(initial), reference_probes(
-        read_weights_file(result.weights_path))
+        read_weights(result.weights_path)[0])
     final = result.history["eval"][-1]
     print(f"reference design: init k-NN {random_knn:.1f}% linear {random_linear:.1f}%, trained k-NN {knn:.1f}% "
           f"linear {linear:.1f}%; engine's probe {final}; losses {losses}")
@@ -172,7 +172,7 @@ def test_batch_larger_than_data_is_refused(tiny_data_dir, tmp_path):
 def test_out_of_memory_advice_finds_the_largest_batch_that_fits():
     def fits_up_to_100(batch):
         if batch > 100:
-            raise torch.OutOfMemoryError("CUDA out of memory")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     assert largest_fitting_batch(fits_up_to_100, 512) == 64
     assert largest_fitting_batch(fits_up_to_100, 8) == 0
@@ -180,7 +180,7 @@ def test_out_of_memory_advice_finds_the_largest_batch_that_fits():
 
 def test_out_of_memory_mid_run_keeps_the_newest_checkpoint_and_names_batch_size(tiny_data_dir, tmp_path, monkeypatch,
                                                                                capsys):
-    """A step that runs out of memory (simulated: the 12th step raises torch.OutOfMemoryError, as CUDA does when
+    """A step that runs out of memory (simulated: the 12th step raises torch.cuda.OutOfMemoryError, as CUDA does when
     another user takes the memory mid-run) ends the run with a TrainError naming batch_size and a batch that
     fits; the newest checkpoint, written before, still loads, and the same settings resume from it."""
     import utils.train as engine
@@ -192,7 +192,7 @@ def test_out_of_memory_mid_run_keeps_the_newest_checkpoint_and_names_batch_size(
     def step_then_out_of_memory(*args):
         calls.append(1)
         if len(calls) == 12:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_step(*args)
 
     monkeypatch.setattr(engine, "training_step", step_then_out_of_memory)
@@ -211,13 +211,26 @@ def test_out_of_memory_mid_run_keeps_the_newest_checkpoint_and_names_batch_size(
     assert resumed.history["train"][-1]["step"] == 20 and len(resumed.history["train"]) == 4
 
 
-def test_periodic_probes_fit_on_rows_spread_over_a_class_sorted_set():
-    labels = np.repeat(np.arange(100), 500)            # sorted by class, as course-format files often are
-    rows = probe_fit_rows(len(labels), 20_000)
-    assert len(rows) == 20_000 and len(np.unique(rows)) == 20_000
-    assert len(np.unique(labels[rows])) == 100          # the first 20,000 rows would hold 40 classes
-    assert np.array_equal(probe_fit_rows(300, 0), np.arange(300))
-    assert np.array_equal(probe_fit_rows(300, 500), np.arange(300))
+def test_max_train_images_trains_on_every_class_of_a_class_sorted_set(tmp_path):
+    """`python -m utils.train max_train_images=N` on a class-sorted file: the N images are spread over the set
+    (utils.data.spread_rows), so every class is there (the first N rows would hold a few classes only)."""
+    from utils.synthetic import DataSpec, write_dataset
+    data_dir = tmp_path / "data"
+    write_dataset(data_dir, DataSpec(id_classes=6, train_per_class=20, val_per_class=4, ood_classes=4,
+                                     ood_per_class=10), seed=0, progress=False)
+    labels = np.load(data_dir / "train.npz")["labels"]
+    assert len(np.unique(labels[:20])) == 1                      # the generator writes the classes in order
+    out = tmp_path / "runs"
+    process = subprocess.run([sys.executable, "-m", "utils.train", "arch=tiny", "epochs=1", "batch_size=12",
+                              "max_train_images=24", "local_views=0", f"data_dir={data_dir}", f"out_dir={out}",
+                              "eval_every=0", "progress=false", "device=cpu"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stdout + process.stderr
+    metrics = json.loads(next(out.glob("*/training_metrics.json")).read_text())
+    assert metrics["data"]["n_train"] == 24
+    trained = prepare_data(load_splits(data_dir), torch.device("cpu"), max_train_images=24).train.labels
+    assert len(np.unique(trained)) == 6, trained                # every class, 4 images each
+    assert len(np.unique(labels[:24])) == 2                      # what the first 24 rows would have given
 
 
 def test_a_given_objective_is_the_one_that_trains(tiny_data_dir, tmp_path):

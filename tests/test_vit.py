@@ -13,7 +13,7 @@ from safetensors.torch import load_model
 import models
 from models import FeatureDesign, ImageEncoder, ViTBackbone, vit_spec
 from utils import optim
-from utils.checkpoint import export_weights
+from utils.checkpoint import export_encoder
 from utils.data import load_splits
 from utils.features import fit_feature_statistics
 from utils.submission import assemble_submission, check_submission
@@ -149,7 +149,7 @@ def test_vit_tiny_round_trip_and_a_submission_eval_accepts(tiny_data_dir, tmp_pa
     fit_feature_statistics(model, load_splits(tiny_data_dir)["train"].images[:16])
     sources = tmp_path / "sources"
     sources.mkdir()
-    weights = export_weights(model, sources / "final_model.safetensors", metadata={"arch": "vit_tiny"})
+    weights = export_encoder(model, sources / "final_model.safetensors", metadata={"arch": "vit_tiny"})
     fresh = ImageEncoder("vit_tiny")
     missing, unexpected = load_model(fresh, str(weights), strict=True)
     assert not missing and not unexpected

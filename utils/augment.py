@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from utils.data import as_model_input
+
 # ITU-R 601-2 luma weights, the ones torchvision's rgb_to_grayscale uses (r * 0.2989 + g * 0.587 + b * 0.114).
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 # Crop proposals drawn per sample; the first that fits inside the image is used (torchvision also tries 10).
@@ -277,11 +279,9 @@ def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4:
         raise ValueError(f"images must be a batch (B, H, W, 3) uint8 or (B, 3, H, W) float, got {tuple(images.shape)}")
     if images.dtype == torch.uint8:
-        if images.shape[-1] == 3:
-            images = images.permute(0, 3, 1, 2)  # a view: NCHW shape with channels_last strides, no copy
-        elif images.shape[1] != 3:
+        if images.shape[-1] != 3 and images.shape[1] != 3:
             raise ValueError(f"uint8 images must be (B, H, W, 3) or (B, 3, H, W), got {tuple(images.shape)}")
-        return images.float().div_(255.0)
+        return as_model_input(images)   # NHWC as a channels_last NCHW view, no copy
     if not images.is_floating_point():
         raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
     if images.shape[1] != 3:

@@ -1,10 +1,16 @@
-"""Checkpoints that survive a lost session, and the safetensors export the grader loads.
+"""Every read and write of a training checkpoint or a weights file: atomic checkpoints that survive a lost
+session, the one safetensors reader, the one encoder export (with its metadata), and the keys of get_features'
+statistics inside those files.
 
 - Every file is written atomically: to a temporary file in the same folder, flushed to disk, then renamed
   over the target. A session cut in the middle of a save leaves the previous checkpoint intact.
 - Checkpoints are read with `torch.load(weights_only=True)`: only tensors and plain containers, never
   arbitrary pickled objects.
 - A corrupt or truncated file is a `CheckpointError` naming the file and the intact earlier one.
+- Weights files (safetensors): `read_weights(path)` -> (tensors, metadata); `export_encoder(model, path)` writes
+  the arch and the feature statistics' metadata every time; `load_weights_strict` is the grader's strict load
+  with readable differences; `load_network_state` loads the network strictly and keeps the statistics only when
+  they are this design's (utils/features.py fits them).
 """
 from __future__ import annotations
 
@@ -13,8 +19,13 @@ import re
 import tempfile
 from pathlib import Path
 
+import json
+
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from models import ARCH
 
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_step(\d+)\.pt$")
 FORMAT_VERSION = 1
@@ -90,39 +101,73 @@ def latest_checkpoint(directory: Path) -> Path | None:
 # safetensors: what the grader loads
 # ----------------------------------------------------------------------------------------------------------
 
-def export_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write the model's state dict to a safetensors file that `safetensors.torch.load_model(ImageEncoder(),
-    path)` loads strictly. Tensors are made contiguous (channels_last weights are not) and moved to the CPU.
-    An un-wrapped model is expected (not a torch.compile wrapper: its keys carry an `_orig_mod.` prefix)."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    bad = [k for k in state if k.startswith("_orig_mod.")]
-    if bad:
-        raise CheckpointError(f"export_weights got a torch.compile wrapper (keys like {bad[0]!r}); pass the "
-                              f"original module (model._orig_mod) so the keys match ImageEncoder().")
-    atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=metadata))
-    return Path(path)
+# get_features' training statistics inside a weights file (buffers of models.ImageEncoder)
+FITTED_FLAG = "feature_statistics_fitted"       # the buffer that says the statistics were fitted
+STATISTICS_PREFIXES = ("feature_mean_", "feature_whitener_", FITTED_FLAG)
+# The command that fits them into a weights file (utils/features.py): named by every error about them.
+ADD_STATISTICS_COMMAND = "python -m utils.features --weights {weights} --data-dir <folder holding train.npz>"
 
 
-def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, with a CheckpointError naming the file when it is missing or unreadable."""
+def read_weights(path, *, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, tensors on the CPU ({} with tensors=False: the metadata only).
+    CheckpointError naming the file when it is missing or unreadable. The kit's one safetensors reader."""
     path = Path(path)
     try:
-        return load_file(path)
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            found = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}
     except FileNotFoundError as error:
         raise CheckpointError(f"weights file {path} not found.") from error
     except Exception as error:
         raise CheckpointError(f"weights file {path} is not a readable safetensors file ({type(error).__name__}: "
-                              f"{error}). Is it truncated? Re-export it.") from error
+                              f"{str(error)[:200]}); it is probably truncated (an interrupted save or copy). "
+                              f"Re-export it.") from error
+    return found, metadata
+
+
+def weights_metadata(path) -> dict[str, str]:
+    """The metadata of a safetensors file ({} when it has none)."""
+    return read_weights(path, tensors=False)[1]
+
+
+def weights_arch(path, override: str | None = None) -> str:
+    """The architecture to build for a weights file: `override` when given (a command's --arch), else the one the
+    file's metadata records, else models.ARCH. Every command of the kit resolves it here."""
+    return override or weights_metadata(path).get("arch", ARCH)
+
+
+def statistics_metadata(model, fitted_on: str) -> dict[str, str]:
+    """What a weights file records about its feature statistics: the design they were fitted for (eval.py
+    compares it with the submitted models.py's) and on which images."""
+    return {"feature_design": json.dumps(model.feature_design.as_dict()), "feature_statistics": fitted_on}
+
+
+def export_encoder(model: torch.nn.Module, path, *, fitted_on: str | None = None,
+                   metadata: dict[str, str] | None = None) -> Path:
+    """Write an ImageEncoder's state dict to a safetensors file that `safetensors.torch.load_model(ImageEncoder(),
+    path)` loads strictly, with its metadata: the arch, the feature design and what its statistics were fitted on
+    (`fitted_on`; by default what the model's fitted flag says), then `metadata` (a run's loss, step, ...).
+    Tensors are made contiguous (channels_last weights are not) and moved to the CPU. An un-wrapped model is
+    expected (not a torch.compile wrapper: its keys carry an `_orig_mod.` prefix). Every exporter calls this."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    bad = [k for k in state if k.startswith("_orig_mod.")]
+    if bad:
+        raise CheckpointError(f"export_encoder got a torch.compile wrapper (keys like {bad[0]!r}); pass the "
+                              f"original module (model._orig_mod) so the keys match ImageEncoder().")
+    if fitted_on is None:
+        fitted = FITTED_FLAG not in state or float(state[FITTED_FLAG]) == 1.0
+        fitted_on = "fitted, images not recorded" if fitted else "not fitted (the identity statistics)"
+    info = {"arch": model.arch, **statistics_metadata(model, fitted_on), **(metadata or {})}
+    atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=info))
+    return Path(path)
 
 
 def load_weights_strict(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     """Load a safetensors file into `model` the way the grader does (strict), with a readable error that
     lists missing keys, unexpected keys and shape mismatches (and, for a file made before get_features needed
     the training statistics, the command that adds them)."""
-    from utils.features import missing_statistics_message
-
     path = Path(path)
-    weights = read_weights_file(path)
+    weights, _ = read_weights(path)
     missing = [k for k in model.state_dict() if k not in weights]
     problems = weight_mismatches(model, weights)
     if problems:
@@ -147,3 +192,58 @@ def weight_mismatches(model, weights: dict[str, torch.Tensor], limit: int = 8) -
             more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
             problems.append(f"{len(items)} {title}: {', '.join(items[:limit])}{more}")
     return problems
+
+
+def is_statistics_key(key: str) -> bool:
+    """True for a state-dict key of get_features' statistics, also inside a module that holds an encoder
+    ("encoder.feature_mean_stage4")."""
+    return key.rsplit(".", 1)[-1].startswith(STATISTICS_PREFIXES)
+
+
+def missing_statistics_message(path, missing: list[str]) -> str | None:
+    """The error for a weights file whose only missing keys are feature statistics (a file made before the
+    design needed them), naming the command that adds them; None when other keys are missing too."""
+    if not missing or not all(is_statistics_key(k) for k in missing):
+        return None
+    return (f"weights file {path} has no feature statistics ({', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}): it was made before get_features needed the training "
+            f"images' statistics (models.FEATURE_DESIGN). Add them, without changing the network weights: "
+            f"{ADD_STATISTICS_COMMAND.format(weights=path)}")
+
+
+def unfitted_statistic(key: str, value: torch.Tensor) -> torch.Tensor:
+    """What an ImageEncoder that was never fitted holds under `key`: the identity statistics (mean 0, whitener I,
+    fitted flag 0), with which get_features computes its design without centring or whitening."""
+    name = key.rsplit(".", 1)[-1]
+    if name.startswith("feature_whitener_"):
+        return torch.eye(value.shape[0], dtype=value.dtype, device=value.device)
+    return torch.zeros_like(value)
+
+
+def load_network_state(module: torch.nn.Module, state: dict, source: str, *,
+                       keep_statistics: bool) -> torch.nn.Module:
+    """Load `state` (a state dict read from `source`, which errors name) into `module` (an encoder, or a module
+    that holds one, like the EMA's): every key but get_features' statistics strictly, with a CheckpointError for
+    any difference. The statistics: with keep_statistics, the ones `state` holds when they are exactly the
+    module's (same keys and shapes: an exported file of this design); otherwise they are reset to the unfitted
+    identity, for utils.features.fit_feature_statistics, which training runs before every probe and at export (a
+    training checkpoint, whose statistics are never needed and may belong to another design). Returns the module."""
+    current = module.state_dict()
+    network = {k: v for k, v in state.items() if not is_statistics_key(k)}
+    problems = weight_mismatches({k: v for k, v in current.items() if not is_statistics_key(k)}, network)
+    if problems:
+        raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
+    ours = {k: v for k, v in current.items() if is_statistics_key(k)}
+    theirs = {k: v for k, v in state.items() if is_statistics_key(k)}
+    if keep_statistics and not weight_mismatches(ours, theirs):
+        statistics = theirs
+    else:
+        statistics = {k: unfitted_statistic(k, v) for k, v in ours.items()}
+    module.load_state_dict({**current, **network, **statistics}, strict=True)
+    return module
+
+
+def load_network_weights(model, path):
+    """A weights file whose network matches `model` exactly, with its feature statistics when they are this
+    design's, else with none (a file made before the design needed them, or for another design)."""
+    return load_network_state(model, read_weights(path)[0], f"weights file {path}", keep_statistics=True)

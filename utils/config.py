@@ -13,19 +13,28 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import ARCHITECTURES
+from models import ARCH, ARCHITECTURES
 from utils import dino, losses
 
 # Objectives of projections (losses.LOSSES), plus DINO, which the engine trains with a head and a teacher.
 LOSS_NAMES = (*losses.LOSSES, "dino")
+
+# The submitted recipe, written once: TrainConfig's defaults below read it (so `TrainConfig()` and
+# `python -m utils.train` train it), and utils/recipes.py names it "shipped". ResNet-18 with a stride-2 stem
+# (models.ARCH, what ImageEncoder() builds), multi-crop SimCLR (2 x 64 px + 4 x 32 px views), t=0.2, AdamW 2e-3,
+# batch 512. Measured on Tiny ImageNet at 64x64 (benchmarks/README.md): at 3.5 min on an H100 it beat the student
+# baseline by 11.0 / 4.7 OOD points (k-NN / linear); the shipped weights are 8.3 min of it.
+SHIPPED = dict(arch=ARCH, loss="ntxent", temperature=0.2, global_views=2, local_views=4, local_size=32,
+               aug_strength=1.0, crop_min_scale=0.2, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
+               batch_size=512, warmup=0.05, final_lr_ratio=0.0)
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a run. Override any of them as `key=value` (command line) or keyword (Python)."""
     # objective: "ntxent" (SimCLR), "vicreg", "lejepa" (invariance + SIGReg), "dino" (self-distillation)
-    loss: str = "ntxent"
-    temperature: float = 0.2            # ntxent
+    loss: str = SHIPPED["loss"]
+    temperature: float = SHIPPED["temperature"]   # ntxent
     decoupled: bool = False             # ntxent: DCL, the positive pair leaves the denominator (Yeh et al. 2022)
     lejepa_lambda: float = 0.05         # lejepa: weight of SIGReg
     # dino: prototypes on the projection; the teacher is the EMA below (ema_momentum > 0); centred, sharpened
@@ -37,25 +46,25 @@ class TrainConfig:
     ema_momentum: float = 0.0           # 0: off (e.g. 0.996); rises to ema_momentum_end on a cosine over the run
     ema_momentum_end: float = 1.0       # equal to ema_momentum: a fixed momentum
     # model: a name in models.ARCHITECTURES (models.ARCH is what ImageEncoder() builds)
-    arch: str = "resnet18_s2"
+    arch: str = SHIPPED["arch"]
     # views: global 64-px views + optional small multi-crop views
-    global_views: int = 2
-    local_views: int = 4                # multi-crop: measured +4.7 points OOD linear (benchmarks/README.md)
-    local_size: int = 32
-    aug_strength: float = 1.0           # colour-jitter strength (1: BYOL's, 2: about SimCLR's)
-    crop_min_scale: float = 0.2         # smallest crop area of a global view, as a fraction of the image
+    global_views: int = SHIPPED["global_views"]
+    local_views: int = SHIPPED["local_views"]   # multi-crop: measured +4.7 points OOD linear (benchmarks/README.md)
+    local_size: int = SHIPPED["local_size"]
+    aug_strength: float = SHIPPED["aug_strength"]   # colour-jitter strength (1: BYOL's, 2: about SimCLR's)
+    crop_min_scale: float = SHIPPED["crop_min_scale"]   # smallest crop area of a global view (fraction of the image)
     # optimisation
     epochs: int = 100
     time_budget_min: float = 0.0        # > 0: train for this many minutes; the schedule fits the budget
-    batch_size: int = 512
-    optimizer: str = "adamw"            # "adamw" or "lars"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: float = 0.05                # fraction of the run spent warming up the learning rate
-    final_lr_ratio: float = 0.0
+    batch_size: int = SHIPPED["batch_size"]
+    optimizer: str = SHIPPED["optimizer"]    # "adamw" or "lars"
+    lr: float = SHIPPED["lr"]
+    weight_decay: float = SHIPPED["weight_decay"]
+    warmup: float = SHIPPED["warmup"]        # fraction of the run spent warming up the learning rate
+    final_lr_ratio: float = SHIPPED["final_lr_ratio"]
     # data
-    data_dir: str = ""                  # "" = resolve: $CS461_DATA_DIR, the hub folder, ./cs461_assignment1_data
-    max_train_images: int = 0           # 0 = all
+    data_dir: str = ""                  # "" = resolve (utils.data.locate_data_dir's order)
+    max_train_images: int = 0           # 0 = all; else this many, spread over every class (utils.data.spread_rows)
     # performance
     device: str = "auto"                # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"             # "auto" (bf16 on CUDA, fp32 on CPU), "bf16", "fp32"

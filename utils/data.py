@@ -86,6 +86,15 @@ def locate_data_dir(data_dir: str | os.PathLike | None = None, *,
     raise AssertionError("unreachable: the local default is always a candidate")
 
 
+def data_dir_help(explicit: str = "--data-dir") -> str:
+    """The resolution order in words, for help texts: made from data_dir_candidates, so that no help text restates
+    it by hand."""
+    names = {"explicit argument": explicit, "course hub": str(HUB_DATA_DIR), "local default": f"./{LOCAL_DATA_DIR}"}
+    order = [names.get(source, f"{source} when set") for source, _ in data_dir_candidates(None)
+             if source != "explicit argument"]
+    return f"{order[0]}, else {order[1]} when it exists, else {order[2]}"
+
+
 def places_tried(data_dir: str | os.PathLike | None = None, *, explicit_name: str = "explicit argument") -> str:
     """The places locate_data_dir looks at, in order, one line each, with whether each folder exists."""
     lines = []
@@ -339,11 +348,24 @@ def to_device(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
 
 
 def as_model_input(batch_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 64, 64, 3) -> float32 (B, 3, 64, 64) in [0, 1], exactly what ToTensor gives the grader.
+    """uint8 (B, H, W, 3) (or already (B, 3, H, W)) -> float32 (B, 3, H, W) in [0, 1], exactly what ToTensor gives
+    the grader. The kit's one uint8 -> float conversion (training views, probes, feature statistics).
 
     The permute is free: the result is an NCHW view in channels_last memory layout.
     """
-    return batch_uint8.permute(0, 3, 1, 2).float().div_(255.0)
+    if batch_uint8.shape[-1] == 3 and batch_uint8.shape[1] != 3:
+        batch_uint8 = batch_uint8.permute(0, 3, 1, 2)
+    return batch_uint8.float().div_(255.0)
+
+
+def spread_rows(n: int, max_rows: int) -> np.ndarray:
+    """Indices of at most `max_rows` of n rows, spread evenly over the whole set (0 or max_rows >= n: all of
+    them). Never the first max_rows: course-format files are often sorted by class, and the first 20,000 of
+    50,000 sorted images hold only 40 of 100 classes. The kit's one row sampler (periodic probes, fine-tuning,
+    max_train_images, the statistics command)."""
+    if not max_rows or max_rows >= n:
+        return np.arange(n)
+    return np.linspace(0, n - 1, max_rows).round().astype(np.int64)
 
 
 def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -370,9 +392,10 @@ class TrainData:
 
 
 def prepare_data(splits: dict[str, Split], device: torch.device, max_train_images: int = 0) -> TrainData:
-    """The splits for training: the first `max_train_images` training images (0: all) copied to `device` once."""
+    """The splits for training: `max_train_images` training images (0: all) spread over the whole set
+    (spread_rows: every class of a class-sorted file), copied to `device` once."""
     train = splits["train"]
     if max_train_images and max_train_images < len(train):
-        train = Split(train.images[:max_train_images], train.labels[:max_train_images], train.class_names,
-                      train.path)
+        rows = spread_rows(len(train), max_train_images)
+        train = Split(train.images[rows], train.labels[rows], train.class_names, train.path)
     return TrainData(train, splits["val"], splits["ood"], to_device(train.images, device))

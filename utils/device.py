@@ -187,7 +187,7 @@ def largest_fitting_batch(try_batch, batch_size: int, smallest: int = SMALLEST_B
         try:
             try_batch(b)
             return b
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             b //= 2

@@ -24,11 +24,12 @@ one, are fitted on the averaged model itself, utils/features.py).
 The averaged model is a deep copy of the trained one, so an averaged ImageEncoder is still a plain ImageEncoder
 whose state dict loads strictly into `ImageEncoder(arch)`.
 
-Example:
-    ema = ModelEMA(model)                      # after building the model, before training
+Example (as utils/train.py does: the student is a ModuleDict holding the encoder, and DINO's head when there is one):
+    student = torch.nn.ModuleDict({"encoder": model})
+    ema = ModelEMA(student)                    # after building the model, before training
     ...optimizer.step()
-    ema.update(model, momentum=ema_momentum(progress, start=0.996, end=1.0))
-    export_weights(ema.model, "final_model.safetensors")
+    ema.update(student, momentum=ema_momentum(progress, start=0.996, end=1.0))
+    export_encoder(ema.model["encoder"], "final_model.safetensors")    # utils.checkpoint
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ import copy
 import math
 
 import torch
+
+from utils.checkpoint import load_network_state
 
 BUFFER_POLICIES = ("average", "own")
 
@@ -93,6 +96,5 @@ class ModelEMA:
         return self.model.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        """Strict, except for get_features' statistics, left to be refitted (utils.features.load_network_state)."""
-        from utils.features import load_network_state
+        """Strict, except for get_features' statistics, left to be refitted (utils.checkpoint.load_network_state)."""
         load_network_state(self.model, state, "EMA state", keep_statistics=False)

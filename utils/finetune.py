@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from utils import augment, optim, probes
-from utils.data import Split, to_device
+from utils.data import Split, spread_rows, to_device
 from utils.device import pick_device
 from utils.progress import progress_bar
 
@@ -109,13 +109,6 @@ class Classifier(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder.get_features(x))
-
-
-def spread_rows(n: int, max_rows: int) -> np.ndarray:
-    """All n rows, or max_rows of them spread evenly over the set (course files are sorted by class)."""
-    if not max_rows or max_rows >= n:
-        return np.arange(n)
-    return np.linspace(0, n - 1, max_rows).round().astype(np.int64)
 
 
 def finetune_copy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, cfg: FinetuneConfig, *,
@@ -227,11 +220,10 @@ def finetune_evaluation(model: torch.nn.Module, train: Split, val: Split, cfg: F
 
 def main(argv: list[str] | None = None) -> int:
     from models import ImageEncoder
-    from utils.checkpoint import CheckpointError
-    from utils.data import load_splits, resolve_data_dir
-    from utils.features import fit_feature_statistics, load_network_weights
+    from utils.checkpoint import CheckpointError, load_network_weights, weights_arch
+    from utils.data import data_dir_help, load_splits, resolve_data_dir
+    from utils.features import fit_feature_statistics
     from utils.provenance import provenance
-    from utils.submission import weights_arch
 
     defaults = FinetuneConfig()
     parser = argparse.ArgumentParser(
@@ -239,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                     "the linear probe on its frozen features. The weights file is only read: the course forbids "
                     "labels in training the submitted encoder.")
     parser.add_argument("--weights", type=Path, required=True, help="safetensors file of a trained encoder")
-    parser.add_argument("--data-dir", default=None, help="folder holding train.npz and val.npz (default: the "
-                        "kit's resolution: $CS461_DATA_DIR, the hub folder, ./cs461_assignment1_data)")
+    parser.add_argument("--data-dir", default=None, help=f"folder holding train.npz and val.npz (default: "
+                        f"{data_dir_help()})")
     parser.add_argument("--arch", default=None, help="architecture (default: the file's metadata, else models.ARCH)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)

@@ -1,5 +1,6 @@
 """GPU memory for a training recipe: the batch that fits what a shared GPU has free before a run
-(`fit_batch_to_gpu`), and advice naming a batch that fits when a step runs out mid-run (`out_of_memory_error`).
+(`fit_batch_to_gpu`), and, when a step runs out mid-run, the batch that fits then (`batch_that_fits_now`) and the
+error that names it (`out_of_memory_error`).
 The recipe-free parts (measuring, choosing, halving) live in utils/device.py.
 """
 from __future__ import annotations
@@ -8,12 +9,12 @@ import dataclasses
 
 import torch
 
-from models import ImageEncoder
-from utils import augment, checkpoint, optim
+from utils import augment, checkpoint
 from utils.config import TrainConfig, run_dir_of
 from utils.data import TrainData
 from utils.device import (SMALLEST_BATCH, TRIAL_BATCHES, fit_batch_to_memory, free_memory_bytes,
                           largest_fitting_batch, measure_step_memory, memory_note)
+from utils.run_setup import build_run
 from utils.run_state import TrainError
 from utils.steps import autocast_context, code_signature, make_objective, training_step, views_loss
 
@@ -37,7 +38,7 @@ def fit_batch_to_gpu(cfg: TrainConfig, data: TrainData, device: torch.device, *,
         return cfg
     try:
         memory = measure_step_memory(lambda b: _memory_trial(cfg, data, device, b, objective, step), device)
-    except torch.OutOfMemoryError as error:
+    except torch.cuda.OutOfMemoryError as error:
         raise TrainError(f"not even the memory trial steps of batch_size {max(TRIAL_BATCHES)} fit on {device} "
                          f"({memory_note()}): other processes hold the GPU. Wait for memory to free up "
                          f"(nvidia-smi lists them) or use a smaller arch.") from error
@@ -54,30 +55,29 @@ def fit_batch_to_gpu(cfg: TrainConfig, data: TrainData, device: torch.device, *,
 
 def _memory_trial(cfg: TrainConfig, data: TrainData, device: torch.device, batch_size: int, objective=None,
                   step=None) -> None:
-    """One full training step of cfg's recipe (model, optimizer, views, loss, update; the given objective and
-    step, as train() would run them) on `batch_size` training images; everything it allocates is freed when it
-    returns. Seeds nothing global: train() seeds itself."""
-    model = ImageEncoder(cfg.arch).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = optim.build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, device)
-    view_cfgs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
-                                      cfg.crop_min_scale)
+    """One full training step of cfg's recipe (build_run: the model, optimizer and views train() builds; the given
+    objective and step) on `batch_size` training images; everything it allocates is freed when it returns. Seeds
+    nothing global: train() seeds itself."""
+    parts = build_run(cfg, device, with_head=False)
     generator = torch.Generator(device=device).manual_seed(0)
     rows = torch.arange(batch_size, device=device) % len(data.train)     # exactly batch_size images, even from a tiny set
-    (step or training_step)(model, data.train_on_device[rows], view_cfgs, objective or make_objective(cfg), optimizer,
-                            generator, autocast_context(device, cfg.precision))
+    (step or training_step)(parts.model, data.train_on_device[rows], parts.view_cfgs, objective or make_objective(cfg),
+                            parts.optimizer, generator, autocast_context(device, cfg.precision))
 
 
-def out_of_memory_error(cfg: TrainConfig, model, batch, view_cfgs, objective, optimizer, generator,
-                        autocast) -> TrainError:
-    """The error to raise when a training step ran out of GPU memory: it names the largest batch that fits now
-    (found by trial steps of batch_size/2, /4, ... on this batch) and says that the newest checkpoint is kept."""
+def batch_that_fits_now(cfg: TrainConfig, model, batch, view_cfgs, objective, optimizer, generator, autocast) -> int:
+    """After a step ran out of GPU memory: the largest of batch_size/2, /4, ... whose forward and backward pass on
+    this batch fits now (trial passes, no update), or 0. train() calls it, as a step of its own, for the advice."""
     optimizer.zero_grad(set_to_none=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    fits = largest_fitting_batch(lambda b: _trial_step(model, batch[:b], view_cfgs, objective, generator, autocast),
+    return largest_fitting_batch(lambda b: _trial_step(model, batch[:b], view_cfgs, objective, generator, autocast),
                                  cfg.batch_size)
+
+
+def out_of_memory_error(cfg: TrainConfig, fits: int) -> TrainError:
+    """The error to raise when a training step ran out of GPU memory: it names the batch that fits now (`fits`,
+    from batch_that_fits_now; 0 when none does) and says that the newest checkpoint is kept."""
     advice = (f"batch_size={fits} fits: run with batch_size={fits}" if fits else
               f"not even batch_size={SMALLEST_BATCH} fits")
     return TrainError(f"batch_size={cfg.batch_size} ran out of GPU memory ({memory_note()}); {advice} "

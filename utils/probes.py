@@ -48,10 +48,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.data import ood_split
+from utils.data import as_model_input, ood_split
 from utils.device import pick_device
 from utils.embedding import to_numpy
 from utils.progress import progress_bar
+
+# The grader's protocol, written once (../shared/COURSE.md): features in batches of 64, 5-NN (Euclidean, uniform
+# vote), LogisticRegression with C=1 and max_iter=1000 (lbfgs, L2, no scaling). Everything else reads these.
+GRADER_BATCH_SIZE = 64
+KNN_K = 5
+LINEAR_C = 1.0
+LINEAR_MAX_ITER = 1000
 
 # Largest (queries x train points) distance block held at once by knn_predict: 2**26 entries is 256 MB in
 # float32 (GPU) and 512 MB in float64 (CPU). With 100k training points this means ~670 queries per block.
@@ -99,7 +106,7 @@ def run_knn_probe(train_features, train_labels, test_features, test_labels):
     from sklearn.metrics import accuracy_score
     from sklearn.neighbors import KNeighborsClassifier
 
-    knn = KNeighborsClassifier(n_neighbors=5, n_jobs=-1)
+    knn = KNeighborsClassifier(n_neighbors=KNN_K, n_jobs=-1)
     knn.fit(to_numpy(train_features), to_numpy(train_labels))
     return float(accuracy_score(to_numpy(test_labels), knn.predict(to_numpy(test_features))))
 
@@ -114,7 +121,7 @@ def run_linear_probe(train_features, train_labels, test_features, test_labels):
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score
 
-    clf = LogisticRegression(max_iter=1000)  # the course also passes n_jobs=-1: a no-op since sklearn 1.8
+    clf = LogisticRegression(C=LINEAR_C, max_iter=LINEAR_MAX_ITER)  # the course also passes n_jobs=-1: a no-op since sklearn 1.8
     clf.fit(to_numpy(train_features), to_numpy(train_labels))
     return float(accuracy_score(to_numpy(test_labels), clf.predict(to_numpy(test_features))))
 
@@ -142,7 +149,7 @@ def encode_images(model, images, *, batch_size: int = 256, device=None, progress
             starts = range(0, len(images), batch_size)
             for start in progress_bar(starts, desc="encode", disable=not progress, leave=False):
                 batch = torch.as_tensor(images[start:start + batch_size]).to(device, non_blocking=True)
-                x = batch.permute(0, 3, 1, 2).float().div(255).contiguous()
+                x = as_model_input(batch).contiguous()
                 chunks.append(model.get_features(x).float().cpu())
     finally:
         for module, was_training in saved_modes.items():
@@ -222,7 +229,7 @@ def _knn_dtype(device: torch.device, dtype) -> torch.dtype:
 # ----------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def knn_predict(train_f, train_y, test_f, *, k: int = 5, chunk_size: int = 2048, dtype=None):
+def knn_predict(train_f, train_y, test_f, *, k: int = KNN_K, chunk_size: int = 2048, dtype=None):
     """k-nearest-neighbour classification, the same predictions as KNeighborsClassifier(n_neighbors=k).
 
     train_f (N, D), train_y (N,) integer labels (any values), test_f (M, D): tensors or numpy arrays.
@@ -324,7 +331,7 @@ def _objective(logits: torch.Tensor, class_idx: torch.Tensor, W: torch.Tensor, C
     return F.cross_entropy(logits, class_idx) + (W * W).sum() / (2.0 * C * n)
 
 
-def fit_linear_probe(train_f, train_y, *, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-5,
+def fit_linear_probe(train_f, train_y, *, C: float = LINEAR_C, max_iter: int = LINEAR_MAX_ITER, tol: float = 1e-5,
                      history_size: int = 10, dtype=None, tolerance_change=None) -> LinearProbe:
     """Fit scikit-learn's LogisticRegression(C=C, max_iter=max_iter, tol=tol) model with torch LBFGS.
 
@@ -396,7 +403,7 @@ def fit_linear_probe(train_f, train_y, *, C: float = 1.0, max_iter: int = 1000, 
 # 2e. Accuracies in percent, fast (torch) or exact (scikit-learn, as the course)
 # ----------------------------------------------------------------------------------------------------------
 
-def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = 5, fast: bool = True, device=None) -> float:
+def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = KNN_K, fast: bool = True, device=None) -> float:
     """k-NN accuracy in PERCENT (36.12, not 0.3612).
 
     fast=True: `knn_predict` on `device` (None: the GPU when there is one, else the CPU).
@@ -413,8 +420,8 @@ def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = 5, fast: bool = T
     return _percent(pred, test_y)
 
 
-def linear_accuracy(train_f, train_y, test_f, test_y, *, fast: bool = True, C: float = 1.0,
-                    max_iter: int = 1000, device=None) -> float:
+def linear_accuracy(train_f, train_y, test_f, test_y, *, fast: bool = True, C: float = LINEAR_C,
+                    max_iter: int = LINEAR_MAX_ITER, device=None) -> float:
     """Linear-probe accuracy in PERCENT.
 
     fast=True: `fit_linear_probe` on `device` (None: the GPU when there is one, else the features' device).
@@ -425,8 +432,8 @@ def linear_accuracy(train_f, train_y, test_f, test_y, *, fast: bool = True, C: f
                             device=device)["accuracy"]
 
 
-def linear_probe_run(train_f, train_y, test_f, test_y, *, fast: bool = True, C: float = 1.0,
-                     max_iter: int = 1000, device=None) -> dict:
+def linear_probe_run(train_f, train_y, test_f, test_y, *, fast: bool = True, C: float = LINEAR_C,
+                     max_iter: int = LINEAR_MAX_ITER, device=None) -> dict:
     """`linear_accuracy` with the optimiser's record: {"accuracy" (percent), "lbfgs_iter", "converged"}.
     converged is False when lbfgs stopped at max_iter (scikit-learn's ConvergenceWarning, silenced here because
     it is recorded instead)."""
@@ -515,7 +522,7 @@ class ProtocolResult:
 
 
 def evaluate_protocol(train, val, ood, *, fast: bool = True, progress: bool = True, device=None,
-                      max_iter: int = 1000, kinds: tuple = ("knn", "linear"), on_step=None) -> ProtocolResult:
+                      max_iter: int = LINEAR_MAX_ITER, kinds: tuple = ("knn", "linear"), on_step=None) -> ProtocolResult:
     """The grader's protocol on features already extracted (raw get_features outputs, (N, 1000)). The one
     implementation: eval.py, the training engine's periodic probes, the notebook and the benchmarks call it.
 
@@ -634,16 +641,15 @@ def main(argv: list[str] | None = None) -> int:
     """Load a weights file strictly (as the grader), encode the three splits with get_features in batches of 64,
     run the four probes, print them, and optionally write them with their provenance to --json."""
     from models import ImageEncoder
-    from utils.checkpoint import CheckpointError, load_weights_strict
-    from utils.data import DataError, load_splits, resolve_data_dir
+    from utils.checkpoint import CheckpointError, load_weights_strict, weights_arch
+    from utils.data import DataError, data_dir_help, load_splits, resolve_data_dir
     from utils.provenance import provenance
-    from utils.submission import GRADER_BATCH_SIZE, weights_arch
 
     parser = argparse.ArgumentParser(prog="python -m utils.probes", description="The grader's protocol (k-NN "
                                      "and logistic regression; ID train -> val, OOD 80/20) on a weights file.")
     parser.add_argument("--weights", type=Path, required=True, help="safetensors file of a trained encoder")
     parser.add_argument("--data-dir", default=None, help="folder holding train.npz, val.npz and ood.npz "
-                        "(default: $CS461_DATA_DIR, the hub folder, ./cs461_assignment1_data)")
+                        f"(default: {data_dir_help()})")
     parser.add_argument("--arch", default=None, help="architecture (default: the file's metadata, else models.ARCH)")
     parser.add_argument("--fast", action="store_true", help="torch probes (seconds on a GPU) instead of "
                         "scikit-learn's, which the grader uses")

@@ -7,8 +7,8 @@ all name a recipe instead of restating its settings:
     cfg = recipe_config("short")                                     # the notebook's CPU profile
     cfg = recipe_config("shipped_ema", ["lr=3e-3"], data_dir=...)    # key=value overrides, as on a command line
 
-"shipped" is the recipe of the submitted weights, and TrainConfig's defaults are the same settings
-(tests/test_recipes.py checks it), so `TrainConfig()` and `python -m utils.train` train it too.
+"shipped" is the recipe of the submitted weights. It is written once, in utils/config.py (SHIPPED), where
+TrainConfig's defaults read it, so `TrainConfig()` and `python -m utils.train` train it too.
 
 Suites are lists of recipes that `benchmarks/quality.py --suite NAME` trains back to back for the same wall-clock
 budget each, so that they compare per GPU-minute.
@@ -17,14 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from utils.config import TrainConfig, parse_overrides
-
-# The submitted recipe: ResNet-18 with a stride-2 stem, multi-crop SimCLR (2 x 64 px + 4 x 32 px views), t=0.2,
-# AdamW 2e-3, batch 512. Measured on Tiny ImageNet at 64x64 (benchmarks/README.md): at 3.5 min on an H100 it
-# beat the student baseline by 11.0 / 4.7 OOD points (k-NN / linear); the shipped weights are 8.3 min of it.
-SHIPPED = dict(arch="resnet18_s2", loss="ntxent", temperature=0.2, global_views=2, local_views=4, local_size=32,
-               aug_strength=1.0, crop_min_scale=0.2, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
-               batch_size=512, warmup=0.05, final_lr_ratio=0.0)
+from utils.config import SHIPPED, TrainConfig, parse_overrides
 
 RECIPES: dict[str, dict] = {
     "shipped": SHIPPED,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import checkpoint, features
+from utils import checkpoint
 
 
 class TrainError(RuntimeError):
@@ -90,7 +90,7 @@ def resume_from(path: Path, fingerprint: str, model, optimizer, order_gen, aug_g
         raise TrainError(f"checkpoint {path} belongs to another run (fingerprint {saved['fingerprint']}, this "
                          f"run {fingerprint}): its settings, data or code differ. Use another run_name, or "
                          f"resume=False to start over in a new folder.")
-    features.load_network_state(model, saved["model"], f"checkpoint {path} (model)", keep_statistics=False)
+    checkpoint.load_network_state(model, saved["model"], f"checkpoint {path} (model)", keep_statistics=False)
     optimizer.load_state_dict(saved["optimizer"])
     for name, piece in (("head", head), ("ema", ema), ("dino", distiller)):
         if piece is not None:

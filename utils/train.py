@@ -28,13 +28,15 @@ import numpy as np
 import torch
 
 from models import ImageEncoder
-from utils import augment, checkpoint, dino, features, monitor, optim, probes
+from utils import checkpoint, dino, monitor, optim, probes
 from utils.config import LOSS_NAMES, TrainConfig, parse_overrides, run_dir_of
-from utils.data import TrainData, epoch_order, load_splits, prepare_data, resolve_data_dir
+from utils.data import TrainData, epoch_order, load_splits, prepare_data, resolve_data_dir, spread_rows
 from utils.device import configure_backends, largest_fitting_batch, pick_device
 from utils.ema import ModelEMA, ema_momentum
-from utils.memory import fit_batch_to_gpu, out_of_memory_error
+from utils.features import fit_feature_statistics
+from utils.memory import batch_that_fits_now, fit_batch_to_gpu, out_of_memory_error
 from utils.progress import progress_bar, progress_write
+from utils.run_setup import build_run
 from utils.run_state import RunState, TrainError, resume_from, snapshot
 from utils.steps import (autocast_context, code_signature, make_objective, project_views, self_distillation_step,
                          training_step, validation_loss)
@@ -42,7 +44,7 @@ from utils.steps import (autocast_context, code_signature, make_objective, proje
 # The engine's names, importable from here as before the split (the notebook and the benchmarks use them).
 __all__ = ["LOSS_NAMES", "TrainConfig", "TrainData", "TrainError", "TrainResult", "autocast_context",
            "code_signature", "fit_batch_to_gpu", "largest_fitting_batch", "make_objective", "parse_overrides",
-           "prepare_data", "probe_fit_rows", "probe_metrics", "project_views", "run_dir_of", "seed_all", "train",
+           "prepare_data", "probe_metrics", "project_views", "run_dir_of", "seed_all", "train",
            "training_step"]
 
 
@@ -54,20 +56,12 @@ def seed_all(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def probe_fit_rows(n_train: int, max_rows: int) -> np.ndarray:
-    """Rows of the training set that fit the periodic ID probes: all of them, or `max_rows` spread evenly over
-    the whole set. Not the first `max_rows`: course-format files are often sorted by class, and the first 20,000
-    of 50,000 sorted images hold only 40 of 100 classes (the probe then scores at most 40%)."""
-    if not max_rows or max_rows >= n_train:
-        return np.arange(n_train)
-    return np.linspace(0, n_train - 1, max_rows).round().astype(np.int64)
-
-
 def probe_metrics(model, data: TrainData, cfg: TrainConfig, device) -> dict[str, float]:
     """Fast probes (percent) under the grader's protocol on the current model (probes.evaluate_protocol): ID fit
-    on train (at most eval_max_train images), scored on val; OOD fit/scored on the course's 80/20 split."""
-    fit_rows = probe_fit_rows(len(data.train), cfg.eval_max_train)
-    features.fit_feature_statistics(model, data.train.images[fit_rows], device=device)  # the design's statistics
+    on train (at most eval_max_train images, spread_rows), scored on val; OOD fit/scored on the course's 80/20
+    split. The model's feature statistics must be fitted first (train() does it, as a line of its own); this only
+    measures, it changes nothing in the model."""
+    fit_rows = spread_rows(len(data.train), cfg.eval_max_train)
     encode = lambda images: probes.encode_images(model, images, device=device)  # noqa: E731
     result = probes.evaluate_protocol((encode(data.train.images[fit_rows]), data.train.labels[fit_rows]),
                                       (encode(data.val.images), data.val.labels),
@@ -142,22 +136,13 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
                          f"use batch_size <= {n_train}.")
     steps_per_epoch = n_train // cfg.batch_size
 
-    model = ImageEncoder(cfg.arch).to(device)
-    if device.type == "cuda" and cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # What the optimizer trains: the encoder, and DINO's head (a module of its own: the model stays an
-    # ImageEncoder, and only the encoder is exported).
-    student = torch.nn.ModuleDict({"encoder": model})
-    if cfg.loss == "dino":
-        student["head"] = dino.DinoHead(model.proj_dim, num_prototypes=cfg.dino_prototypes).to(device)
-    optimizer = optim.build_optimizer(cfg.optimizer, student, cfg.lr, cfg.weight_decay, device)
+    parts = build_run(cfg, device)      # the model, the student (+ DINO's head), the optimizer, the views
+    model, student, optimizer, view_cfgs = parts.model, parts.student, parts.optimizer, parts.view_cfgs
     # The EMA of the student: exported instead of the last weights, and DINO's teacher. The teacher runs forward
     # passes of its own, so its batch-norm statistics are its own; otherwise they are averaged (utils/ema.py).
     ema = ModelEMA(student, buffers="own" if cfg.loss == "dino" else "average") if cfg.ema_momentum > 0 else None
     exported = ema.model["encoder"] if ema else model       # what the probes measure and the export writes
     run_model = torch.compile(model) if cfg.compile else model
-    view_cfgs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
-                                      cfg.crop_min_scale)
     code = code_signature(objective, step)                  # "" for the engine's own loss and step
     distiller = None
     if cfg.loss == "dino":
@@ -199,6 +184,8 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
         record = {"epoch": state.epoch, "step": state.step, "elapsed_s": round(state.elapsed_s, 2)}
         record["val_loss"] = validation_loss(model, data.val.images, view_cfgs, objective, device,
                                              cfg.batch_size, cfg.seed + 2, autocast)
+        # get_features' statistics for the current weights, on the probes' training rows, then the probes
+        fit_feature_statistics(exported, data.train.images[spread_rows(n_train, cfg.eval_max_train)], device=device)
         record.update(probe_metrics(exported, data, cfg, device))
         state.history["eval"].append(record)
         progress_write(format_eval(record))
@@ -219,9 +206,10 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
             t0 = time.time()
             try:
                 loss, z0 = step(run_model, batch, view_cfgs, objective, optimizer, aug_gen, autocast)
-            except torch.OutOfMemoryError as error:
-                raise out_of_memory_error(cfg, run_model, batch, view_cfgs, objective, optimizer, aug_gen,
-                                          autocast) from error
+            except torch.cuda.OutOfMemoryError as error:
+                # trial steps of batch_size/2, /4, ... on this batch: the batch that fits now, for the advice
+                fits = batch_that_fits_now(cfg, run_model, batch, view_cfgs, objective, optimizer, aug_gen, autocast)
+                raise out_of_memory_error(cfg, fits) from error
             if ema:
                 ema.update(student, momentum=ema_momentum(progress(), start=cfg.ema_momentum, end=cfg.ema_momentum_end))
             state.step += 1
@@ -258,10 +246,10 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
                                                "lr": optimizer.param_groups[0]["lr"],
                                                "elapsed_s": round(state.elapsed_s, 2)})
                 state.epoch, state.batch_in_epoch, state.order, state.epoch_loss_sum = state.epoch + 1, 0, None, 0.0
-                finished = progress() >= 1.0
-                if finished or (cfg.eval_every and state.epoch % cfg.eval_every == 0):
+                finished = progress() >= 1.0        # the last evaluation and save come after the loop
+                if not finished and cfg.eval_every and state.epoch % cfg.eval_every == 0:
                     evaluate_now()
-                if finished or (cfg.checkpoint_every and state.epoch % cfg.checkpoint_every == 0):
+                if not finished and cfg.checkpoint_every and state.epoch % cfg.checkpoint_every == 0:
                     save()
                     last_ckpt_time = time.time()
                 window_start = time.time()              # throughput excludes evaluation and saving
@@ -275,16 +263,16 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
               f"to resume from it.")
         raise
     bar.close()
+    # The end of the run, in this one place: the last evaluation and checkpoint (a resumed run that had already
+    # finished has both), then get_features' statistics from every training image, then the export.
     if not state.history["eval"] or state.history["eval"][-1]["step"] != state.step:
         evaluate_now()
         save()
     weights_path = Path(cfg.export_path) if cfg.export_path else run_dir / "final_model.safetensors"
-    # get_features' statistics from every training image, so the file loads strictly and needs nothing else
-    features.fit_feature_statistics(exported, data.train.images, device=device)
-    checkpoint.export_weights(exported, weights_path, metadata={
-        "arch": cfg.arch, "loss": cfg.loss, "fingerprint": fingerprint, "step": str(state.step),
-        "weights": "ema" if ema else "last",
-        **features.statistics_metadata(exported, f"all {len(data.train)} training images of the run")})
+    fit_feature_statistics(exported, data.train.images, device=device)
+    checkpoint.export_encoder(exported, weights_path, fitted_on=f"all {len(data.train)} training images of the run",
+                              metadata={"loss": cfg.loss, "fingerprint": fingerprint, "step": str(state.step),
+                                        "weights": "ema" if ema else "last"})
     metrics_path = write_metrics(run_dir / "training_metrics.json", cfg, state, fingerprint, device, data)
     print(f"Exported {weights_path} and {metrics_path} after {state.step} steps "
           f"({state.epoch} epochs, {state.elapsed_s / 60:.1f} min of training).")

@@ -39,7 +39,8 @@ from utils.submission.check import check_submission
 from utils.submission.course import (DEFAULT_SUBMISSION_DIR, GRADER_BATCH_SIZE, MAX_REPORT_WORDS, SUBMISSION_FILES,
                                      SubmissionError, expand_path)
 from utils.submission.data_checks import check_data
-from utils.submission.model_checks import pretrained_or_network_uses, weights_arch, weights_metadata
+from utils.checkpoint import weights_arch, weights_metadata   # re-exported: the weights-file readers live there
+from utils.submission.model_checks import pretrained_or_network_uses
 from utils.submission.notebook_checks import identity_problems, notebook_identity
 from utils.submission.protocol import run_probes, run_protocol
 from utils.submission.report import Check, Report, accuracy_lines, format_percent

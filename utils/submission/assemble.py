@@ -6,10 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from utils.checkpoint import atomic_write
+from utils.checkpoint import atomic_write, weights_metadata
 from utils.submission.course import (ARCH_LINE, MODELS_FILE, NOTEBOOK_FILE, REPORT_FILE, SUBMISSION_FILES,
                                      SubmissionError, WEIGHTS_FILE, expand_path)
-from utils.submission.model_checks import weights_metadata
 from utils.submission.notebook_checks import IDENTITY_FILL_IN, identity_problems, notebook_identity
 
 

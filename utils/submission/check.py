@@ -22,8 +22,7 @@ def check_submission(folder: str | os.PathLike, *, data_dir: str | os.PathLike |
                      batch_size: int = GRADER_BATCH_SIZE, progress: bool = True, echo: bool = True) -> Report:
     """Check a submission folder the way the grader uses it, then run the grader's protocol on it.
 
-    data_dir: folder with the npz files (None: utils.data.locate_data_dir's order, the notebook's:
-    $CS461_DATA_DIR, else the course hub's folder when it exists, else ./cs461_assignment1_data).
+    data_dir: folder with the npz files (None: utils.data.locate_data_dir's order, the notebook's).
     files: {"train"/"val"/"ood": file name} overrides. fast: torch probes instead of scikit-learn. quick: structure checks only (data files found but not loaded, no probes).
     echo: print each check, and each probe's accuracy and time, as they come. progress: tqdm bars.
     Returns the Report; `report.ok` is True when no check failed.

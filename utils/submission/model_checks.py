@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from utils.checkpoint import weight_mismatches
+from utils.checkpoint import ADD_STATISTICS_COMMAND, FITTED_FLAG, CheckpointError, read_weights, weight_mismatches
 from utils.submission.course import (ALLOWED_MODULES, COURSE_CLASS_VARIABLES, DOWNLOAD_FUNCTIONS, MODELS_FILE,
                                      NETWORK_MODULES, PRETRAINED_KEYWORDS, PROJECT_ROOT, TOLERATED_MODULES,
                                      WEIGHTS_FILE)
@@ -29,7 +29,6 @@ from utils.submission.report import Report
 GRADER_IMPORT_CHECK = "models.py imports the grader's way"
 GRADER_SEQUENCE_CHECK = "grader's sequence"
 STATISTICS_CHECK = "feature statistics fitted"
-REFIT_COMMAND = "python -m utils.features --weights {weights} --data-dir <folder holding train.npz>"
 
 
 def check_model(report: Report, models_path: Path, weights_path: Path | None, device: torch.device):
@@ -346,33 +345,9 @@ def check_class_variables(report: Report, cls, model) -> bool:
     return True
 
 
-def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; raises whatever safetensors raises for a damaged file."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    return load_file(str(path)), metadata
-
-
-def weights_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata of a safetensors file ({} when it has none)."""
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.metadata() or {}
-
-
-def weights_arch(path: str | os.PathLike, override: str | None = None) -> str:
-    """The architecture to build for a weights file: `override` when given (a command's --arch), else the one the
-    file's metadata records, else the kit's models.ARCH. The kit's commands all resolve it here."""
-    from models import ARCH
-    return override or weights_metadata(path).get("arch", ARCH)
-
-
-def _report_unreadable_weights(report: Report, path: Path, error: Exception, note: str = "") -> None:
-    report.failed("weights load strictly", f"{path} is not a readable safetensors file ({type(error).__name__}: "
-                  f"{str(error)[:200]}); it is probably truncated (an interrupted save or copy){note}",
-                  "export the weights again (utils.checkpoint.export_weights or safetensors.torch.save_model) "
+def _report_unreadable_weights(report: Report, path: Path, error: CheckpointError, note: str = "") -> None:
+    report.failed("weights load strictly", f"{error}{note}",
+                  "export the weights again (utils.checkpoint.export_encoder or safetensors.torch.save_model) "
                   "and copy the file again")
 
 
@@ -381,7 +356,7 @@ def check_weights_readable(report: Report, path: Path) -> bool:
     intact can still be told."""
     try:
         weights, _ = read_weights(path)
-    except Exception as error:
+    except CheckpointError as error:
         _report_unreadable_weights(report, path, error)
         return False
     report.passed("weights file readable", f"{len(weights)} tensors (not matched against ImageEncoder(): "
@@ -397,7 +372,7 @@ def check_weights(report: Report, model, path: Path, arch: str | None, grader: G
     note = grader_note(grader, "load")
     try:
         weights, metadata = read_weights(path)
-    except Exception as error:
+    except CheckpointError as error:
         _report_unreadable_weights(report, path, error, note)
         return False
     weights_arch = metadata.get("arch")
@@ -410,7 +385,7 @@ def check_weights(report: Report, model, path: Path, arch: str | None, grader: G
         fix = (f"set ARCH = \"{weights_arch}\" in the submitted models.py (utils.submission.assemble_submission "
                f"does it), or submit weights of a {arch!r} model" if arch_note else
                "export the weights of an ImageEncoder() built by this very models.py (not a torch.compile or "
-               "DataParallel wrapper, whose keys carry a prefix) with utils.checkpoint.export_weights")
+               "DataParallel wrapper, whose keys carry a prefix) with utils.checkpoint.export_encoder")
         report.failed(name, (arch_note + ". " if arch_note else "") + f"{path.name} does not match "
                       f"ImageEncoder(): " + "; ".join(problems) + note, fix)
         return False
@@ -419,11 +394,11 @@ def check_weights(report: Report, model, path: Path, arch: str | None, grader: G
     except Exception as error:
         report.failed(name, f"safetensors.torch.load_model(ImageEncoder(), {path.name}) raised "
                       f"{type(error).__name__}: {str(error)[:300]}{note}", "export the weights again with "
-                      "utils.checkpoint.export_weights from an ImageEncoder() built by this models.py")
+                      "utils.checkpoint.export_encoder from an ImageEncoder() built by this models.py")
         return False
     if note:
         report.failed(name, f"{path.name} loads in this process, but {grader.step_text()}",
-                      "export the weights again with utils.checkpoint.export_weights from an ImageEncoder() built "
+                      "export the weights again with utils.checkpoint.export_encoder from an ImageEncoder() built "
                       "by this models.py, and run eval.py again")
         return False
     if arch_note:
@@ -433,7 +408,7 @@ def check_weights(report: Report, model, path: Path, arch: str | None, grader: G
     stale = statistics_design_mismatch(model, metadata)
     if stale:
         report.failed(name, f"{path.name} loads, but {stale}", "fit them again for this design, without changing "
-                      f"the network: {REFIT_COMMAND.format(weights=path)}")
+                      f"the network: {ADD_STATISTICS_COMMAND.format(weights=path)}")
         return False
     report.passed(name, f"{len(weights)} tensors match ImageEncoder() exactly" +
                   (f" (arch {weights_arch!r})" if weights_arch else ""))
@@ -443,14 +418,14 @@ def check_weights(report: Report, model, path: Path, arch: str | None, grader: G
 def check_statistics_fitted(report: Report, model, path: Path) -> bool:
     """A design that centres or whitens needs the training images' statistics in the weights: an unfitted file
     loads strictly (the buffers exist, at the identity) but computes another get_features than was measured."""
-    flag = dict(model.named_buffers()).get("feature_statistics_fitted")
+    flag = dict(model.named_buffers()).get(FITTED_FLAG)
     if flag is None:        # a models.py whose design needs no statistics (or the course's template)
         return True
     if float(flag) != 1.0:
         report.failed(STATISTICS_CHECK, f"{path.name} holds feature_statistics_fitted = {float(flag):g}, expected "
                       f"1: get_features' training statistics (means, whitening) were never fitted, so it would "
                       f"compute the design without them, not what training measured",
-                      f"fit them, without changing the network: {REFIT_COMMAND.format(weights=path)}")
+                      f"fit them, without changing the network: {ADD_STATISTICS_COMMAND.format(weights=path)}")
         return False
     report.passed(STATISTICS_CHECK, "feature_statistics_fitted = 1")
     return True

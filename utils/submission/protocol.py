@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from utils import probes
 from utils.data import Split, ood_split
 from utils.submission.course import LARGE_TRAIN_FOR_CPU
 from utils.submission.report import Report, format_percent
@@ -15,8 +16,6 @@ def run_protocol(report: Report, model, splits: dict[str, Split], *, fast: bool,
                  progress: bool) -> None:
     """Raw get_features of ToTensor images (batch `batch_size`), then the four probes; fills
     report.accuracies (percent) and report.timings."""
-    from utils import probes    # imported here: the structure checks do not need it
-
     device = next(model.parameters()).device
     features = {}
     for split in ("train", "val", "ood"):
