@@ -3,7 +3,7 @@
 Self-contained on purpose: the grader imports this file alone, next to its own utils.py, so it uses only
 torch and the standard library. No pre-trained weights, no downloads, no files read at import time.
 
-How the grader imports it (../shared/COURSE.md, "The grader's side"): `importlib.util.spec_from_file_location(
+How the course's grader imports it: `importlib.util.spec_from_file_location(
 "custom_model", path)`, `module_from_spec`, `spec.loader.exec_module`, and the module is never put in
 `sys.modules`. So nothing here may look its own module up there while it is imported: no `@dataclass` under
 `from __future__ import annotations` (dataclasses resolves string annotations through

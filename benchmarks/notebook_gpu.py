@@ -8,7 +8,7 @@ The record (JSON, rewritten after every section so that a cut call keeps what it
 the peak GPU memory of each section, the batch-size line of the memory fit, the training summary, and the four
 accuracies that Section 7's `eval.py --fast` printed, with its exit status.
 
-    # here (needs ../shared/data/tiny64 and pip): the data pack and the IPython wheels the GPU machine lacks
+    # here (needs the Tiny ImageNet pool, see tiny64_packs.py, and pip): the data pack and the IPython wheels the GPU machine lacks
     python benchmarks/tiny64_packs.py pack --out .data/nbgpu.npz --train 0:150 --val 50 --ood-draws 1
     (the wheel download command is in benchmarks/README.md)
     # on the GPU machine, one call:

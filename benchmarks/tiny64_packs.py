@@ -1,12 +1,12 @@
-"""Carry the real-photo benchmark data (Tiny ImageNet at 64x64, `../shared/data/tiny64`) to a GPU machine in
-packs small enough for one device call each, and decode them there into course-format files.
+"""Carry the real-photo benchmark data (Tiny ImageNet at 64x64, a pool kept outside the repository, --tiny64) to
+a GPU machine in packs small enough for one device call each, and decode them there into course-format files.
 
 Why not `build.py pack`: one call carries at most 64 MiB, so the 100 x 500 training images (about 98 MiB of
 JPEG) plus validation and five OOD draws need two or three packs, and a pack must be able to hold a slice of
 each class's training images (images 150 to 399, say) and several OOD draws at once. The selection itself is
 `build.py`'s (`select`), so a draw K here is exactly `build.py course --ood-draw K`.
 
-Here (needs ../shared):
+Here (needs the pool):
     python benchmarks/tiny64_packs.py pack --out .data/pack1.npz --train 0:150 --val 50 --ood-draws 5
     python benchmarks/tiny64_packs.py pack --out .data/pack2.npz --train 150:400
 On the device machine (numpy and Pillow), after the calls that carried them:
@@ -32,7 +32,7 @@ def load_build_module(tiny64_dir: Path = SHARED_TINY64):
     """tiny64's build.py as a module (its `select` defines which image is in which set and draw)."""
     path = tiny64_dir / "build.py"
     if not path.is_file():
-        raise SystemExit(f"{path} not found: packs are cut where ../shared/data/tiny64 exists")
+        raise SystemExit(f"{path} not found: packs are cut where the Tiny ImageNet pool exists (--tiny64)")
     spec = importlib.util.spec_from_file_location("tiny64_build", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -118,7 +118,7 @@ def parse_range(text: str) -> tuple[int, int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pack", help="cut a pack here (needs ../shared/data/tiny64)")
+    p = sub.add_parser("pack", help="cut a pack here (needs the pool, --tiny64)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--tiny64", type=Path, default=SHARED_TINY64)
     p.add_argument("--train", type=parse_range, default=(0, 0), help="START:STOP images of each ID class")

@@ -1,6 +1,6 @@
 """benchmarks/tiny64_packs.py: packs of JPEG bytes cut here, decoded on a GPU machine into course-format files.
 
-The real pool lives in ../shared, which tests must not need: a small pool of generated JPEGs in the same format
+The real pool lives outside the repository, which tests must not need: a small pool of generated JPEGs in the same format
 stands in for it, and a stub of build.py's `group_names` (the only part `write_pack` calls).
 """
 import io

@@ -1,27 +1,41 @@
-"""The kit's package. Where each step lives:
+"""The kit's package, in floors: a module imports modules of its own floor or lower, never one above, and the
+imports form no circle (at module level or inside functions; tests/test_layers.py reads every import). FLOORS
+below is the order, written once; models.py is under everything, and eval.py, tools/ and benchmarks/ are entry
+points above it all.
 
-    data.py       npz loading + validation, data-directory resolution, the OOD split, device batches
-    synthetic.py  the embedded default data set (course format, generated, deterministic)
-    shapes.py     its world: shapes, textures and parts as signed distances in object-local coordinates
-    augment.py    batched views with per-sample random parameters, on the data's device
-    losses.py     NT-Xent (and DCL), VICReg, SIGReg / LeJEPA, DINO's cross-entropy as small pure functions
-    train.py      the loop, top to bottom in train() (also `python -m utils.train key=value ...`)
-    config.py     TrainConfig (every setting), key=value parsing, the run's folder
-    steps.py      one training step, DINO's step, the validation loss, code_signature
-    run_state.py  what a checkpoint holds to resume exactly;  memory.py: batch fitting, out-of-memory advice
-    device.py     the one device chooser; a step's measured memory and the batch that fits it
-    recipes.py    named recipes (the shipped one, the CPU profile, benchmark variants) and benchmark suites
-    ema.py        an exponential moving average of the weights;  dino.py: DINO's head, teacher and centre
-    optim.py      warmup + cosine schedule, AdamW / LARS;  monitor.py: collapse statistics
-    checkpoint.py atomic checkpoints, safetensors export and strict loading
-    probes.py     k-NN / linear probes: course-exact (scikit-learn) and fast (torch), the grader's protocol
-    plots.py      curves, prediction grids, ID-vs-OOD, embedding figures, confusion, neighbours
-    submission/   assemble and check the submission folder (eval.py is its command line), one module per concern
-    provenance.py device, commit and date recorded with every measured figure
-    headless.py   the notebook executed headless in a fresh kernel (make demo's tools/demo.py, tests)
-    embedding.py  t-SNE / UMAP coordinates;  explorer.py: the nearest-neighbour explorer (widget or static)
-    environment.py  the kernel's Python, torch, GPU and packages (the notebook's first cell); optional imports
-    progress.py   progress bars: tqdm, quiet in logs, or a plain printed line without tqdm
+floor 1: what reads, writes and transforms, knowing nothing of training or grading
+    data.py        npz loading + validation, data-directory resolution, the OOD split, the one row sampler
+                   (spread_rows) and the one uint8 -> float conversion (as_model_input)
+    synthetic.py   the embedded default data set (course format, generated, deterministic);  shapes.py: its world
+    augment.py     batched views with per-sample random parameters, on the data's device
+    losses.py      NT-Xent (and DCL), VICReg, SIGReg / LeJEPA, DINO's cross-entropy as small pure functions
+    optim.py       warmup + cosine schedule, AdamW / LARS;  monitor.py: collapse statistics
+    ema.py         an exponential moving average of the weights;  dino.py: DINO's head, teacher and centre
+    device.py      the one device chooser; a step's measured memory and the batch that fits it
+    checkpoint.py  every read and write of a checkpoint or weights file: atomic checkpoints, the one safetensors
+                   reader, the one encoder export with its metadata, get_features' statistics keys
+    progress.py    progress bars;  provenance.py: device, commit and date recorded with every measured figure
+    environment.py the kernel's Python, torch, GPU and packages (the notebook's first cell); optional imports
+    headless.py    the notebook executed headless in a fresh kernel (make demo's tools/demo.py, tests)
+floor 2: the grader's protocol, get_features' statistics, and the parts of a run
+    probes.py      k-NN / linear probes: course-exact (scikit-learn) and fast (torch); the grader's protocol and
+                   its constants (batch 64, k, C, max_iter)
+    features.py    fitting get_features' training statistics (and `python -m utils.features`, which adds them)
+    embedding.py   t-SNE / UMAP coordinates
+    config.py      TrainConfig (every setting; the shipped recipe SHIPPED), key=value parsing, the run's folder
+    recipes.py     named recipes (the shipped one, the CPU profile, benchmark variants) and benchmark suites
+    steps.py       one training step, DINO's step, the validation loss, code_signature
+    run_setup.py   what a run is built of (model, student, optimizer, views): train() and the memory trial
+    run_state.py   what a checkpoint holds to resume exactly;  memory.py: batch fitting, out-of-memory advice
+floor 3: the engine and the pictures
+    train.py       the loop, top to bottom in train() (also `python -m utils.train key=value ...`)
+    finetune.py    the optional fine-tuning evaluation (not graded)
+    plots.py       curves, prediction grids, ID-vs-OOD, embedding figures, confusion, neighbours
+    explorer.py    the nearest-neighbour explorer (widget or static)
+floor 4: the hand-in
+    submission/    assemble and check the submission folder (eval.py is its command line), one module per
+                   concern; grader.py runs the course grader's own sequence (grader_replica/, not a module of
+                   this package: the course's eval.py and utils.py as a replica, run in a folder of their own)
 
 The course's names are importable from here, with the course's signatures and behaviour, so a notebook
 written for the course runs unchanged:
@@ -33,6 +47,18 @@ They are imported on first use: `import utils` itself imports nothing heavy, so 
 cell (utils.environment.check_environment) runs even in a kernel that lacks torch, and says so.
 """
 import importlib
+
+# The floor of each module of the package (tests/test_layers.py checks every import against it). "models" is
+# models.py at the top of the checkout; the submission package is one floor, all its modules.
+FLOORS = {
+    "models": 0,
+    **dict.fromkeys(("data", "synthetic", "shapes", "augment", "losses", "optim", "monitor", "ema", "dino",
+                     "device", "checkpoint", "progress", "provenance", "environment", "headless"), 1),
+    **dict.fromkeys(("probes", "features", "embedding", "config", "recipes", "steps", "run_setup", "run_state",
+                     "memory"), 2),
+    **dict.fromkeys(("train", "finetune", "plots", "explorer"), 3),
+    "submission": 4,
+}
 
 # name -> the module that defines it
 _LAZY = {"ImageDatasetNPZ": "utils.data", "default_transform": "utils.data", "load_splits": "utils.data",

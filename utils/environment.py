@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements.txt"
 HUB_REQUIREMENTS = ROOT / "requirements-hub.txt"
 TESTED_PYTHON = "3.11"
+# The oldest versions the kit supports: `make compat` runs the course grader's sequence on the shipped submission
+# with them (requirements-compat.txt); the rest of the kit is tested with Python 3.11 and requirements.txt's pins.
+MINIMUM_VERSIONS = {"python": "3.10", "torch": "2.0", "torchvision": "0.15"}
 # A shared GPU: below this fraction of free memory, say that other processes hold the rest.
 LOW_FREE_MEMORY_FRACTION = 0.5
 
@@ -199,6 +202,28 @@ def package_status(package: Package, pins: dict[str, str]) -> PackageStatus:
     return PackageStatus(package, version, pinned)
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'2.14.1+cu130' -> (2, 14, 1); stops at the first part that is not a number."""
+    numbers = []
+    for part in re.split(r"[.+]", version):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+def below_minimum(version: str, name: str) -> bool:
+    """True when `version` of `name` (a MINIMUM_VERSIONS key) is older than the kit's minimum."""
+    return version_tuple(version) < version_tuple(MINIMUM_VERSIONS[name])
+
+
+def installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def describe_torch() -> tuple[str, list[str]]:
     """('2.14.1+cu130, built for CUDA 13.0, CUDA available', ['NVIDIA H200: 139.8 GiB total, 138.9 GiB free'])."""
     torch, error = try_import("torch")
@@ -230,9 +255,15 @@ def check_environment(echo: bool = True, strict: bool = True) -> EnvironmentRepo
     (after printing) when a required package is missing, naming the command that installs each."""
     pins = pinned_versions()
     python = f"{platform.python_version()} ({sys.executable})"
-    if not platform.python_version().startswith(TESTED_PYTHON + "."):
-        python += f"; the kit is tested with Python {TESTED_PYTHON}"
+    if below_minimum(platform.python_version(), "python"):
+        python += f"; BELOW the kit's minimum, Python {MINIMUM_VERSIONS['python']}"
+    elif not platform.python_version().startswith(TESTED_PYTHON + "."):
+        python += f"; the kit is tested with Python {TESTED_PYTHON} (minimum {MINIMUM_VERSIONS['python']})"
     torch_text, gpus = describe_torch()
+    for name in ("torch", "torchvision"):
+        version = installed_version(name)
+        if version and below_minimum(version, name):
+            torch_text += f"; {name} {version} is BELOW the kit's minimum, {name} {MINIMUM_VERSIONS[name]}"
     report = EnvironmentReport(python, torch_text, gpus, [package_status(p, pins) for p in PACKAGES])
     if echo:
         print("\n".join(report.lines()), flush=True)

@@ -53,7 +53,7 @@ from utils.device import pick_device
 from utils.embedding import to_numpy
 from utils.progress import progress_bar
 
-# The grader's protocol, written once (../shared/COURSE.md): features in batches of 64, 5-NN (Euclidean, uniform
+# The grader's protocol, written once (the course's eval.py and utils.py): features in batches of 64, 5-NN (Euclidean, uniform
 # vote), LogisticRegression with C=1 and max_iter=1000 (lbfgs, L2, no scaling). Everything else reads these.
 GRADER_BATCH_SIZE = 64
 KNN_K = 5

@@ -78,7 +78,7 @@ class Suite:
     note: str = ""
 
 
-# One H200 call is at most 10 minutes (../shared/DEVICE.md): "recipes-1min" (5 x 1 min of training, with
+# One call of the lent H200 is at most 10 minutes: "recipes-1min" (5 x 1 min of training, with
 # evaluation about 7 minutes) fits one call with time left for the winner; "recipes-2min" needs two calls.
 CANDIDATES = ("shipped", "shipped_dcl", "shipped_ema", "dino", "combo_guess")
 SUITES: dict[str, Suite] = {

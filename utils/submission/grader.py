@@ -2,7 +2,7 @@
 rest on, what the tests compare eval.py with, and what `make compat` runs under older versions.
 
 `run_course_grader(folder)` lays out a temporary folder holding only copies of the submission's files, the grader
-replica's eval.py and the stand-in utils.py (both in grader_replica/, written from ../shared/COURSE.md), then
+replica's eval.py and the stand-in utils.py (both in grader_replica/, written from the course's steps), then
 starts `python -I eval.py` there: no PYTHONPATH, no user site, nothing of this project importable, models.py
 imported as `custom_model` and never put in sys.modules, exactly as the grader does. It returns a GraderRun:
 which steps passed, the step that failed with the grader's own error text, the accuracies (fractions) when the

@@ -1,5 +1,5 @@
-"""A replica of the course grader's eval.py, written from ../shared/COURSE.md ("The grader's side, step by
-step"): the course's steps, in the course's order, with the course's output. The kit's code, not the course's.
+"""A replica of the course grader's eval.py, written from what the course's eval.py and utils.py do, step by
+step: the course's steps, in the course's order, with the course's output. The kit's code, not the course's.
 
 It runs in a folder of its own beside the stand-in utils.py (utils/submission/grader.py lays that folder out and
 starts it in a fresh `python -I`), against a submission folder and, for the probes, a data folder:

@@ -1,4 +1,4 @@
-"""A stand-in for the course's utils.py, written from ../shared/COURSE.md ("The course's utils.py provides").
+"""A stand-in for the course's utils.py, written from what the course's file provides.
 
 Not part of the kit's `utils` package: utils/submission/grader.py copies this file, as `utils.py`, beside the
 grader replica's eval.py into a folder of its own, so that a models.py that imports `utils` gets this module
