@@ -59,7 +59,7 @@ from IPython.display import display
 
 from models import ImageEncoder
 from utils import augment, explorer, plots, probes
-from utils.data import LOCAL_DATA_DIR, load_splits, ood_split, resolve_data_dir
+from utils.data import LOCAL_DATA_DIR, load_splits, ood_split, resolve_data_dir, spread_rows
 from utils.device import pick_device
 from utils.features import fit_feature_statistics
 from utils.recipes import recipe_config
@@ -151,9 +151,8 @@ acts as C)."""),
     ("code", f"""{CHECK}
 model = ImageEncoder(cfg.arch).to(device)
 n_params = sum(p.numel() for p in model.parameters())
-# get_features centres and whitens with statistics of the training images: fitted on a few here, for this
-# check; training refits them before every probe and at export, for the network as trained by then.
-fit_feature_statistics(model, train_split.images[:256], device=device)
+# Untrained, get_features uses the identity statistics (no centring, no whitening) and is still (B, 1000), as the
+# course's template promises; training fits the training images' statistics before every probe and at export.
 with torch.no_grad():
     shape = tuple(model.eval().get_features(torch.rand(2, 3, 64, 64, device=device)).shape)
 print(f"ImageEncoder({{cfg.arch!r}}): {{n_params / 1e6:.2f}} M parameters, get_features -> {{shape}}")"""),
@@ -193,7 +192,10 @@ def training_step(model, batch_uint8, view_configs, loss_function, optimizer, ge
     return loss.detach(), z[0].detach()
 
 def evaluation_step(model):
-    \"\"\"Fast probes of the current model, in percent: id_knn, id_linear, ood_knn, ood_linear.\"\"\"
+    \"\"\"Fast probes of the current model, in percent: id_knn, id_linear, ood_knn, ood_linear. First
+    get_features' training statistics for the model as it is now (on the rows the ID probe fits on).\"\"\"
+    fit_feature_statistics(model, data.train.images[spread_rows(len(data.train), cfg.eval_max_train)],
+                           device=device)
     return probe_metrics(model, data, cfg, device)"""),
     ("md", """Two reference points before any training: a **randomly initialised** network and **raw pixels**. A
 useful encoder must beat both, on ID and above all on OOD classes."""),
