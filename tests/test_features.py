@@ -199,41 +199,6 @@ def test_feature_study_runs_in_a_tiny_configuration(tmp_path):
     assert math.isclose(final[1]["score"], max(r["score"] for r in every), abs_tol=0.1 + 1e-9)
 
 
-def test_a_training_checkpoint_of_another_feature_design_resumes_with_statistics_to_refit(fit_statistics):
-    """A checkpoint written under another design (here: none, the feature layer) holds no statistics, or other
-    ones: training resumes from its network weights, and the statistics wait, unfitted, for the refit that every
-    probe and the export do. Any other difference is still an error naming the checkpoint."""
-    from utils.ema import ModelEMA
-
-    old = ImageEncoder("tiny", feature_design=FeatureDesign())
-    model = fit_statistics(ImageEncoder("tiny", feature_design=CENTRED))
-    checkpoint.load_network_state(model, old.state_dict(), "checkpoint c.pt (model)", keep_statistics=False)
-    assert torch.equal(model.feature_layer.weight, old.feature_layer.weight)
-    assert float(model.feature_statistics_fitted) == 0.0
-    assert torch.equal(model.feature_mean_stage4, torch.zeros_like(model.feature_mean_stage4))  # reset, not stale
-    ema = ModelEMA(torch.nn.ModuleDict({"encoder": ImageEncoder("tiny", feature_design=CENTRED)}))
-    ema.load_state_dict({f"encoder.{k}": v for k, v in old.state_dict().items()})
-    assert torch.equal(ema.model["encoder"].feature_layer.weight, old.feature_layer.weight)
-    broken = {**old.state_dict(), "feature_layer.bias": torch.zeros(3)}
-    with pytest.raises(CheckpointError, match="checkpoint c.pt"):
-        checkpoint.load_network_state(model, broken, "checkpoint c.pt (model)", keep_statistics=False)
-
-
-def test_a_weights_file_with_another_designs_statistics_loads_its_network_only(fit_statistics, tmp_path):
-    """load_network_weights (the add-statistics command, fine-tuning): statistics of another design are dropped
-    and the model's are left unfitted, never mixed with them; this design's are kept."""
-    other = fit_statistics(ImageEncoder("tiny", feature_design=WHITENED))           # stage4 only, whitened
-    path = export_encoder(other, tmp_path / "other.safetensors", metadata={"arch": "tiny"})
-    model = checkpoint.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
-    assert torch.equal(model.feature_layer.weight, other.feature_layer.weight)
-    assert float(model.feature_statistics_fitted) == 0.0
-    same = fit_statistics(ImageEncoder("tiny", feature_design=CENTRED))
-    path = export_encoder(same, tmp_path / "same.safetensors", metadata={"arch": "tiny"})
-    model = checkpoint.load_network_weights(ImageEncoder("tiny", feature_design=CENTRED), path)
-    assert float(model.feature_statistics_fitted) == 1.0
-    assert torch.equal(model.feature_mean_stage3, same.feature_mean_stage3)
-
-
 def test_the_square_root_has_finite_gradients_at_zero():
     x = torch.tensor([0.0, 0.5, -2.0], requires_grad=True)
     models.signed_power(x, 0.5).sum().backward()

@@ -59,7 +59,7 @@ from IPython.display import display
 
 from models import ImageEncoder
 from utils import augment, explorer, plots, probes
-from utils.data import LOCAL_DATA_DIR, load_splits, ood_split, resolve_data_dir, spread_rows
+from utils.data import LOCAL_DATA_DIR, as_model_input, load_splits, ood_split, resolve_data_dir, spread_rows
 from utils.device import pick_device
 from utils.features import fit_feature_statistics
 from utils.recipes import recipe_config
@@ -200,7 +200,7 @@ def evaluation_step(model):
     ("md", """Two reference points before any training: a **randomly initialised** network and **raw pixels**. A
 useful encoder must beat both, on ID and above all on OOD classes."""),
     ("code", """random_init = evaluation_step(model)
-flat = lambda split: (torch.from_numpy(split.images.reshape(len(split), -1)).float() / 255, split.labels)
+flat = lambda split: (as_model_input(torch.from_numpy(split.images)).reshape(len(split), -1), split.labels)  # pixels in [0, 1]
 pixels = probes.evaluate_protocol(flat(data.train), flat(data.val), flat(data.ood), kinds=("knn",), progress=False)
 raw_pixels = {"id_knn": pixels.id_knn, "ood_knn": pixels.ood_knn}
 print("random init :", {k: f"{v:.1f}%" for k, v in random_init.items()})
