@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 
