@@ -392,16 +392,28 @@ class ImageEncoder(nn.Module):
                              f"dimensions in all")
         for part in design.parts:
             if design.centre:
-                self.register_buffer(f"feature_mean_{part}", torch.zeros(widths[part]))
+                self.register_buffer(f"feature_mean_{part}", torch.empty(widths[part]))
             if design.whiten is not None:
-                self.register_buffer(f"feature_whitener_{part}", torch.eye(widths[part]))
+                self.register_buffer(f"feature_whitener_{part}", torch.empty(widths[part], widths[part]))
         if self.needs_feature_statistics:
-            self.register_buffer("feature_statistics_fitted", torch.zeros(()))
+            self.register_buffer("feature_statistics_fitted", torch.empty(()))
+        self.reset_feature_statistics()
 
     @property
     def needs_feature_statistics(self) -> bool:
         """True when get_features uses statistics of the training images (set before it can run)."""
         return self.feature_design.centre or self.feature_design.whiten is not None
+
+    @torch.no_grad()
+    def reset_feature_statistics(self) -> None:
+        """The unfitted statistics: every mean 0, every whitener the identity, the fitted flag 0. get_features
+        then computes its design without centring or whitening. A new ImageEncoder starts so, and a training
+        checkpoint resumes so (its statistics are refitted before every probe and at export)."""
+        for name, buffer in self.named_buffers(recurse=False):
+            if name.startswith("feature_whitener_"):
+                buffer.copy_(torch.eye(buffer.shape[0], dtype=buffer.dtype))
+            elif name.startswith("feature_mean_") or name == "feature_statistics_fitted":
+                buffer.zero_()
 
     @staticmethod
     def normalize_input(x: torch.Tensor) -> torch.Tensor:

@@ -368,13 +368,13 @@ def cmd_export(args) -> Path:
     """The trained network of --weights with get_features' statistics for models.FEATURE_DESIGN, computed from the
     cached statistics subset (the same parts the study used; no re-encoding), written to --out."""
     from utils.checkpoint import export_encoder, load_network_weights, weights_metadata
-    from utils.features import metadata_without_statistics, set_feature_statistics
+    from utils.features import set_feature_statistics
 
     model = load_network_weights(ImageEncoder(args.arch), args.weights)
     design = model.feature_design
     stats_set = load_cache(Path(args.cache) / "stats.npz")
     set_feature_statistics(model, statistics_for(stats_set, design))
-    out = export_encoder(model, args.out, metadata=metadata_without_statistics(weights_metadata(args.weights)),
+    out = export_encoder(model, args.out, metadata=weights_metadata(args.weights),
                          fitted_on=f"{len(stats_set['labels'])} training images (every {STATS_EVERY}th), "
                                    f"cache {args.cache}")
     print(f"wrote {out}: {design.as_dict()}")

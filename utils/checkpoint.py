@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from models import ARCH
+from models import ARCH, ImageEncoder
 
 CHECKPOINT_PATTERN = re.compile(r"^ckpt_step(\d+)\.pt$")
 FORMAT_VERSION = 1
@@ -145,8 +145,9 @@ def statistics_metadata(model, fitted_on: str) -> dict[str, str]:
 def export_encoder(model: torch.nn.Module, path, *, fitted_on: str | None = None,
                    metadata: dict[str, str] | None = None) -> Path:
     """Write an ImageEncoder's state dict to a safetensors file that `safetensors.torch.load_model(ImageEncoder(),
-    path)` loads strictly, with its metadata: the arch, the feature design and what its statistics were fitted on
-    (`fitted_on`; by default what the model's fitted flag says), then `metadata` (a run's loss, step, ...).
+    path)` loads strictly, with its metadata: `metadata` (a run's loss and step, or an older file's metadata),
+    then, always and over any key of the same name there, the arch, the feature design and what its statistics
+    were fitted on (`fitted_on`; by default what the model's fitted flag says).
     Tensors are made contiguous (channels_last weights are not) and moved to the CPU. An un-wrapped model is
     expected (not a torch.compile wrapper: its keys carry an `_orig_mod.` prefix). Every exporter calls this."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -157,7 +158,7 @@ def export_encoder(model: torch.nn.Module, path, *, fitted_on: str | None = None
     if fitted_on is None:
         fitted = FITTED_FLAG not in state or float(state[FITTED_FLAG]) == 1.0
         fitted_on = "fitted, images not recorded" if fitted else "not fitted (the identity statistics)"
-    info = {"arch": model.arch, **statistics_metadata(model, fitted_on), **(metadata or {})}
+    info = {**(metadata or {}), "arch": model.arch, **statistics_metadata(model, fitted_on)}
     atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=info))
     return Path(path)
 
@@ -211,15 +212,6 @@ def missing_statistics_message(path, missing: list[str]) -> str | None:
             f"{ADD_STATISTICS_COMMAND.format(weights=path)}")
 
 
-def unfitted_statistic(key: str, value: torch.Tensor) -> torch.Tensor:
-    """What an ImageEncoder that was never fitted holds under `key`: the identity statistics (mean 0, whitener I,
-    fitted flag 0), with which get_features computes its design without centring or whitening."""
-    name = key.rsplit(".", 1)[-1]
-    if name.startswith("feature_whitener_"):
-        return torch.eye(value.shape[0], dtype=value.dtype, device=value.device)
-    return torch.zeros_like(value)
-
-
 def load_network_state(module: torch.nn.Module, state: dict, source: str, *,
                        keep_statistics: bool) -> torch.nn.Module:
     """Load `state` (a state dict read from `source`, which errors name) into `module` (an encoder, or a module
@@ -235,11 +227,12 @@ def load_network_state(module: torch.nn.Module, state: dict, source: str, *,
         raise CheckpointError(f"{source} does not match {type(module).__name__}: " + "; ".join(problems))
     ours = {k: v for k, v in current.items() if is_statistics_key(k)}
     theirs = {k: v for k, v in state.items() if is_statistics_key(k)}
-    if keep_statistics and not weight_mismatches(ours, theirs):
-        statistics = theirs
-    else:
-        statistics = {k: unfitted_statistic(k, v) for k, v in ours.items()}
-    module.load_state_dict({**current, **network, **statistics}, strict=True)
+    keep = keep_statistics and not weight_mismatches(ours, theirs)
+    module.load_state_dict({**current, **network, **(theirs if keep else ours)}, strict=True)
+    if not keep:
+        for encoder in module.modules():
+            if isinstance(encoder, ImageEncoder):
+                encoder.reset_feature_statistics()
     return module
 
 

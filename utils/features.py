@@ -141,15 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = spread_rows(len(train), args.max_images)
     fit_feature_statistics(model, train.images[rows], progress=True)
     what = f"{len(rows)} of the {len(train)} training images of {train.path}"
-    out = export_encoder(model, args.out or args.weights, fitted_on=what, metadata=metadata_without_statistics(
-        metadata))
+    out = export_encoder(model, args.out or args.weights, fitted_on=what, metadata=metadata)
     print(f"wrote {out}: feature statistics from {what}")
     return 0
-
-
-def metadata_without_statistics(metadata: dict[str, str]) -> dict[str, str]:
-    """A file's metadata without what export_encoder writes anew (the arch, the design, what was fitted on)."""
-    return {k: v for k, v in metadata.items() if k not in ("arch", "feature_design", "feature_statistics")}
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from utils.submission.course import SUBMISSION_FILES
 REPLICA_DIR = Path(__file__).resolve().with_name("grader_replica")
 REPLICA_FILES = ("eval.py", "utils.py")
 
-# Each step of the replica, as eval.py's FAIL lines name it (the numbers are COURSE.md's).
+# Each step of the replica, as eval.py's FAIL lines name it (numbered as the course's grader runs them).
 GRADER_STEPS = {
     "files": "grader step 1 (the four files)",
     "import": "grader step 2 (import models.py as custom_model, not in sys.modules)",

@@ -28,6 +28,7 @@ from utils.submission.report import Report
 GRADER_IMPORT_CHECK = "models.py imports the grader's way"
 GRADER_SEQUENCE_CHECK = "grader's sequence"
 STATISTICS_CHECK = "feature statistics fitted"
+GRADER_SHAPE_CHECK = "get_features (grader's randn check)"
 
 
 def check_model(report: Report, models_path: Path, weights_path: Path | None, device: torch.device):
@@ -470,9 +471,6 @@ def check_get_features(report: Report, model, device: torch.device, grader: Grad
                       "make get_features depend on nothing but the model and its input")
         return False
     return True
-
-
-GRADER_SHAPE_CHECK = "get_features (grader's randn check)"
 
 
 def _check_one_features_call(report: Report, model, name: str, x: torch.Tensor, note: str) -> bool:
