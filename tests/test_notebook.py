@@ -57,3 +57,24 @@ def test_only_checked_cells_keep_outputs_and_they_are_small():
             # nbval fails a cell that has outputs but no execution count ("unrun reference cell")
             assert isinstance(cell.execution_count, int), cell.source[:80]
     assert len(json.dumps(nbformat.writes(nb))) < 200_000
+
+
+def loop_of(source: str) -> str:
+    """The `while not run.finished:` loop of a piece of source, as ast.dump (comments and spacing ignored)."""
+    import ast
+    import textwrap
+    loops = [node for node in ast.walk(ast.parse(textwrap.dedent(source))) if isinstance(node, ast.While)
+             and ast.unparse(node.test) == "not run.finished"]
+    assert len(loops) == 1, source
+    return ast.dump(loops[0])
+
+
+def test_section_5_runs_the_engines_own_loop():
+    """Section 5 shows the loop that trains, and it is train()'s: the same statements, so the two cannot drift."""
+    import inspect
+    from utils import train
+    section_5 = [c.source for c in committed().cells if c.cell_type == "code" and "while not run.finished" in c.source]
+    assert len(section_5) == 1
+    assert "start_run(cfg, data, objective=custom_loss_function, step=training_step)" in section_5[0]
+    assert "result = run.finish()" in section_5[0]
+    assert loop_of(section_5[0]) == loop_of(inspect.getsource(train.train))

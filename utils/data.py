@@ -26,6 +26,11 @@ HUB_DATA_DIR = Path("/shared/CS461/cs461_assignment1_data")
 LOCAL_DATA_DIR = Path("cs461_assignment1_data")
 DATA_DIR_ENV = "CS461_DATA_DIR"
 
+# What a run was trained on, recorded in its weights ("trained_on") and training_metrics.json: eval.py fails a
+# submission trained on the kit's generated shapes (outside `make demo`), since the grader scores real photos.
+DATA_ORIGINS = {"course": f"the course's data ({HUB_DATA_DIR})", "npz": "an npz folder in the course format",
+                "generated": "the kit's generated data (utils/synthetic.py), not photos"}
+
 OOD_SPLIT_SEED = 42
 OOD_SCORE_RATIO = 0.2
 
@@ -115,6 +120,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, *, verbose: bool
     if verbose:
         note = "" if path.is_dir() else " (does not exist yet)"
         print(f"Data directory: {path.resolve()} [{source}]{note}")
+        if source == "local default":
+            print(f"  The course data was not found (not at {HUB_DATA_DIR}, and ${DATA_DIR_ENV} is not set), so this "
+                  f"run uses {DATA_ORIGINS['generated']}: right for a demo, but eval.py fails a submission trained "
+                  f"on it. For the course data, set {DATA_DIR_ENV} to its folder and restart the kernel.")
     return path
 
 
@@ -389,6 +398,21 @@ class TrainData:
             h.update(str(split.images.shape).encode())
             h.update(np.ascontiguousarray(split.labels).tobytes())
         return h.hexdigest()[:8]
+
+
+def data_origin(train_path: str | os.PathLike) -> str:
+    """"generated" for a file the kit's generator wrote, "course" for one in the hub's course folder, else "npz"."""
+    from utils.synthetic import is_generated
+    path = Path(train_path)
+    if is_generated(path):
+        return "generated"
+    return "course" if HUB_DATA_DIR.resolve() in path.resolve().parents else "npz"
+
+
+def training_data_metadata(data: "TrainData") -> dict[str, str]:
+    """{"trained_on": data_origin, "train_data": the training file, "train_images": how many were trained on}."""
+    return {"trained_on": data_origin(data.train.path), "train_data": str(data.train.path),
+            "train_images": str(len(data.train))}
 
 
 def prepare_data(splits: dict[str, Split], device: torch.device, max_train_images: int = 0) -> TrainData:

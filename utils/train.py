@@ -16,6 +16,7 @@ setting that changes the result). Running the same settings again resumes from t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -30,7 +31,8 @@ import torch
 from models import ImageEncoder
 from utils import checkpoint, dino, monitor, optim, probes
 from utils.config import LOSS_NAMES, TrainConfig, parse_overrides, run_dir_of
-from utils.data import TrainData, epoch_order, load_splits, prepare_data, resolve_data_dir, spread_rows
+from utils.data import (TrainData, epoch_order, load_splits, prepare_data, resolve_data_dir, spread_rows,
+                        training_data_metadata)
 from utils.device import configure_backends, largest_fitting_batch, pick_device
 from utils.ema import ModelEMA, ema_momentum
 from utils.features import fit_feature_statistics
@@ -44,8 +46,8 @@ from utils.steps import (autocast_context, code_signature, make_objective, proje
 # The engine's names, importable from here as before the split (the notebook and the benchmarks use them).
 __all__ = ["LOSS_NAMES", "TrainConfig", "TrainData", "TrainError", "TrainResult", "autocast_context",
            "code_signature", "fit_batch_to_gpu", "largest_fitting_batch", "make_objective", "parse_overrides",
-           "prepare_data", "probe_metrics", "project_views", "run_dir_of", "seed_all", "train",
-           "training_step"]
+           "prepare_data", "probe_metrics", "project_views", "run_dir_of", "seed_all", "start_run", "train",
+           "training_step", "TrainingRun"]
 
 
 def seed_all(seed: int) -> None:
@@ -91,7 +93,7 @@ def write_metrics(path: Path, cfg: TrainConfig, state: RunState, fingerprint: st
         "torch": torch.__version__, "steps": state.step, "epochs": state.epoch,
         "train_minutes": round(state.elapsed_s / 60, 3),
         "data": {"train": str(data.train.path), "n_train": len(data.train), "n_val": len(data.val),
-                 "n_ood": len(data.ood)},
+                 "n_ood": len(data.ood), "trained_on": training_data_metadata(data)["trained_on"]},
         "final": state.history["eval"][-1] if state.history["eval"] else None,
         **state.history,
     }
@@ -120,7 +122,22 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
     folder instead of resuming a run made with the old code.
 
     loss="dino" trains a head and a teacher inside the engine (self_distillation_step) and takes neither.
-    With ema_momentum > 0 the exported weights (and the probes) are those of the EMA of the encoder."""
+    With ema_momentum > 0 the exported weights (and the probes) are those of the EMA of the encoder.
+
+    The loop below is the whole schedule; the notebook's Section 5 runs these same lines (tests/test_notebook.py
+    checks that they stay the same)."""
+    run = start_run(cfg, data, objective=objective, step=step)
+    while not run.finished:
+        run.train_epoch()                   # one epoch, or until the time budget ends
+        if run.due(cfg.eval_every):
+            run.evaluate()                  # the probes, one line
+        if run.due(cfg.checkpoint_every):
+            run.save()                      # an atomic checkpoint
+    return run.finish()                     # last probes and checkpoint, statistics, the export
+
+
+def start_run(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=None) -> "TrainingRun":
+    """Build cfg's run (train()'s arguments), resumed from its newest checkpoint when one exists. Prints which."""
     if cfg.loss == "dino" and (objective is not None or step is not None):
         raise ValueError("loss='dino' is trained by the engine's self_distillation_step (a head, a teacher and a "
                          "centre): a custom objective or step cannot replace it. Pass neither, or choose another "
@@ -130,153 +147,207 @@ def train(cfg: TrainConfig, data: TrainData | None = None, objective=None, step=
     seed_all(cfg.seed)
     if data is None:
         data = prepare_data(load_splits(resolve_data_dir(cfg.data_dir or None)), device, cfg.max_train_images)
-    n_train = len(data.train)
-    if cfg.batch_size > n_train:
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than the training set ({n_train} images); "
-                         f"use batch_size <= {n_train}.")
-    steps_per_epoch = n_train // cfg.batch_size
+    if cfg.batch_size > len(data.train):
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the training set ({len(data.train)} images); "
+                         f"use batch_size <= {len(data.train)}.")
+    return TrainingRun(cfg, data, device, objective, step)
 
-    parts = build_run(cfg, device)      # the model, the student (+ DINO's head), the optimizer, the views
-    model, student, optimizer, view_cfgs = parts.model, parts.student, parts.optimizer, parts.view_cfgs
-    # The EMA of the student: exported instead of the last weights, and DINO's teacher. The teacher runs forward
-    # passes of its own, so its batch-norm statistics are its own; otherwise they are averaged (utils/ema.py).
-    ema = ModelEMA(student, buffers="own" if cfg.loss == "dino" else "average") if cfg.ema_momentum > 0 else None
-    exported = ema.model["encoder"] if ema else model       # what the probes measure and the export writes
-    run_model = torch.compile(model) if cfg.compile else model
-    code = code_signature(objective, step)                  # "" for the engine's own loss and step
-    distiller = None
-    if cfg.loss == "dino":
-        distiller = dino.SelfDistillation(student["head"], ema.model, num_global=cfg.global_views,
-                                          teacher_temperature=cfg.dino_teacher_temperature,
-                                          student_temperature=cfg.dino_student_temperature,
-                                          center_momentum=cfg.dino_center_momentum)
-        objective, step = distiller, self_distillation_step
-    else:
-        objective = objective or make_objective(cfg)
-        step = step or training_step
-    autocast = autocast_context(device, cfg.precision)
-    order_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
-    fingerprint = cfg.fingerprint(data.signature(), code)
-    run_dir = run_dir_of(cfg, data.signature(), code)
-    ckpt_dir = run_dir / "checkpoints"
-    state = RunState()
-    if cfg.resume and (latest := checkpoint.latest_checkpoint(ckpt_dir)):
-        state = resume_from(latest, fingerprint, model, optimizer, order_gen, aug_gen, device,
-                            head=student["head"] if distiller else None, ema=ema, distiller=distiller)
-        print(f"Resuming {run_dir} from {latest.name}: step {state.step}, epoch {state.epoch}, "
-              f"{state.elapsed_s / 60:.1f} min trained.")
-    else:
-        print(f"New run {run_dir} ({cfg.arch}, {cfg.loss}, batch {cfg.batch_size}, device {device}).")
+def _saves_on_interrupt(method):
+    """An interrupt (Ctrl+C, the notebook's stop button) inside `method` saves a checkpoint first, then goes on."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except KeyboardInterrupt:
+            self.bar.close()
+            path = self.save()
+            print(f"\nInterrupted at step {self.state.step}: checkpoint saved to {path}. Run the same settings "
+                  f"again to resume from it.")
+            raise
+    return wrapper
 
-    budget_s = cfg.time_budget_min * 60
-    total_steps = cfg.epochs * steps_per_epoch
-    progress = (lambda: state.elapsed_s / budget_s) if budget_s else (lambda: state.step / total_steps)
 
-    def save() -> Path:
-        return checkpoint.save_checkpoint(snapshot(state, model, optimizer, order_gen, aug_gen, cfg, fingerprint,
-                                                   head=student["head"] if distiller else None, ema=ema,
-                                                   distiller=distiller),
-                                          ckpt_dir, state.step, keep=cfg.keep_checkpoints)
+class TrainingRun:
+    """One run, driven epoch by epoch (train() and the notebook's Section 5 run the same loop over it):
+    `train_epoch`, `evaluate`, `save`, and `finish` (the export). `finished` is True once the epochs or the time
+    budget are spent; `due(every)` says whether this epoch is one to evaluate or save at."""
 
-    def evaluate_now() -> None:
+    def __init__(self, cfg: TrainConfig, data: TrainData, device, objective=None, step=None):
+        self.cfg, self.data, self.device = cfg, data, device
+        self.steps_per_epoch = len(data.train) // cfg.batch_size
+        parts = build_run(cfg, device)      # the model, the student (+ DINO's head), the optimizer, the views
+        self.model, self.student, self.optimizer = parts.model, parts.student, parts.optimizer
+        self.view_cfgs = parts.view_cfgs
+        # The EMA of the student: exported instead of the last weights, and DINO's teacher. The teacher runs
+        # forward passes of its own, so its batch-norm statistics are its own; otherwise they are averaged.
+        self.ema = (ModelEMA(self.student, buffers="own" if cfg.loss == "dino" else "average")
+                    if cfg.ema_momentum > 0 else None)
+        self.exported = self.ema.model["encoder"] if self.ema else self.model   # what probes and export see
+        self.run_model = torch.compile(self.model) if cfg.compile else self.model
+        code = code_signature(objective, step)                  # "" for the engine's own loss and step
+        self.distiller = None
+        if cfg.loss == "dino":
+            self.distiller = dino.SelfDistillation(self.student["head"], self.ema.model, num_global=cfg.global_views,
+                                                   teacher_temperature=cfg.dino_teacher_temperature,
+                                                   student_temperature=cfg.dino_student_temperature,
+                                                   center_momentum=cfg.dino_center_momentum)
+            self.objective, self.step_fn = self.distiller, self_distillation_step
+        else:
+            self.objective, self.step_fn = objective or make_objective(cfg), step or training_step
+        self.head = self.student["head"] if self.distiller else None
+        self.autocast = autocast_context(device, cfg.precision)
+        self.order_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+
+        self.fingerprint = cfg.fingerprint(data.signature(), code)
+        self.run_dir = run_dir_of(cfg, data.signature(), code)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.state = RunState()
+        if cfg.resume and (latest := checkpoint.latest_checkpoint(self.ckpt_dir)):
+            self.state = resume_from(latest, self.fingerprint, self.model, self.optimizer, self.order_gen,
+                                     self.aug_gen, device, head=self.head, ema=self.ema, distiller=self.distiller)
+            print(f"Resuming {self.run_dir} from {latest.name}: step {self.state.step}, epoch {self.state.epoch}, "
+                  f"{self.state.elapsed_s / 60:.1f} min trained.")
+        else:
+            print(f"New run {self.run_dir} ({cfg.arch}, {cfg.loss}, batch {cfg.batch_size}, device {device}).")
+        self.budget_s = cfg.time_budget_min * 60
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.bar = progress_bar(total=self.total_steps if not self.budget_s else None, initial=self.state.step,
+                                unit="step", disable=not cfg.progress, dynamic_ncols=True, desc=cfg.loss)
+        self.last_ckpt_time = time.time()
+        self.warned_collapse = False
+
+    def progress(self) -> float:
+        """How much of the run is done, 0 to 1: training time over the budget, or steps over all epochs' steps."""
+        return self.state.elapsed_s / self.budget_s if self.budget_s else self.state.step / self.total_steps
+
+    @property
+    def finished(self) -> bool:
+        return self.progress() >= 1.0
+
+    @property
+    def epoch(self) -> int:
+        """Complete epochs done."""
+        return self.state.epoch
+
+    def due(self, every: int) -> bool:
+        """True right after every `every`-th epoch, unless the run is finished (finish() evaluates and saves)."""
+        return bool(every) and self.state.epoch % every == 0 and not self.finished
+
+    def save(self) -> Path:
+        """An atomic checkpoint of everything needed to continue exactly (utils/run_state.py)."""
+        path = checkpoint.save_checkpoint(snapshot(self.state, self.model, self.optimizer, self.order_gen,
+                                                   self.aug_gen, self.cfg, self.fingerprint, head=self.head,
+                                                   ema=self.ema, distiller=self.distiller),
+                                          self.ckpt_dir, self.state.step, keep=self.cfg.keep_checkpoints)
+        self.last_ckpt_time = time.time()
+        return path
+
+    @_saves_on_interrupt
+    def evaluate(self) -> dict:
+        """The validation loss and the probes of the model as it is now, one printed line; also in history."""
+        cfg, data, state = self.cfg, self.data, self.state
         record = {"epoch": state.epoch, "step": state.step, "elapsed_s": round(state.elapsed_s, 2)}
-        record["val_loss"] = validation_loss(model, data.val.images, view_cfgs, objective, device,
-                                             cfg.batch_size, cfg.seed + 2, autocast)
+        record["val_loss"] = validation_loss(self.model, data.val.images, self.view_cfgs, self.objective,
+                                             self.device, cfg.batch_size, cfg.seed + 2, self.autocast)
         # get_features' statistics for the current weights, on the probes' training rows, then the probes
-        fit_feature_statistics(exported, data.train.images[spread_rows(n_train, cfg.eval_max_train)], device=device)
-        record.update(probe_metrics(exported, data, cfg, device))
+        fit_feature_statistics(self.exported, data.train.images[spread_rows(len(data.train), cfg.eval_max_train)],
+                               device=self.device)
+        record.update(probe_metrics(self.exported, data, cfg, self.device))
         state.history["eval"].append(record)
         progress_write(format_eval(record))
+        return record
 
-    bar = progress_bar(total=total_steps if not budget_s else None, initial=state.step, unit="step",
-                       disable=not cfg.progress, dynamic_ncols=True, desc=cfg.loss)
-    last_ckpt_time = window_start = time.time()
-    warned_collapse = False
-    model.train()
-    try:
-        while progress() < 1.0:
+    @_saves_on_interrupt
+    def train_epoch(self) -> None:
+        """Optimizer steps until the end of the epoch (or of the time budget), with a log record every
+        log_every steps and a checkpoint every checkpoint_every_min minutes."""
+        cfg, state, data = self.cfg, self.state, self.data
+        window_start = time.time()                  # throughput excludes evaluation and saving
+        self.model.train()
+        while not self.finished:
+            if time.time() - self.last_ckpt_time > cfg.checkpoint_every_min * 60:
+                self.save()                            # holds the unlogged losses: the history does not change
             if state.order is None:
-                state.order = epoch_order(n_train, order_gen)
+                state.order = epoch_order(len(data.train), self.order_gen)
             start = state.batch_in_epoch * cfg.batch_size
             batch = data.train_on_device[state.order[start:start + cfg.batch_size]]
-            optim.set_lr(optimizer, cfg.lr * optim.lr_factor(progress(), cfg.warmup, cfg.final_lr_ratio))
+            optim.set_lr(self.optimizer, cfg.lr * optim.lr_factor(self.progress(), cfg.warmup, cfg.final_lr_ratio))
 
             t0 = time.time()
             try:
-                loss, z0 = step(run_model, batch, view_cfgs, objective, optimizer, aug_gen, autocast)
+                loss, z0 = self.step_fn(self.run_model, batch, self.view_cfgs, self.objective, self.optimizer,
+                                        self.aug_gen, self.autocast)
             except torch.cuda.OutOfMemoryError as error:
                 # trial steps of batch_size/2, /4, ... on this batch: the batch that fits now, for the advice
-                fits = batch_that_fits_now(cfg, run_model, batch, view_cfgs, objective, optimizer, aug_gen, autocast)
+                fits = batch_that_fits_now(cfg, self.run_model, batch, self.view_cfgs, self.objective,
+                                           self.optimizer, self.aug_gen, self.autocast)
                 raise out_of_memory_error(cfg, fits) from error
-            if ema:
-                ema.update(student, momentum=ema_momentum(progress(), start=cfg.ema_momentum, end=cfg.ema_momentum_end))
+            if self.ema:
+                self.ema.update(self.student, momentum=ema_momentum(self.progress(), start=cfg.ema_momentum,
+                                                                    end=cfg.ema_momentum_end))
             state.step += 1
             state.batch_in_epoch += 1
             state.window_loss = state.window_loss + loss      # summed on the device: no host sync per step
             state.window_steps += 1
-            end_of_epoch = state.batch_in_epoch == steps_per_epoch
-
+            end_of_epoch = state.batch_in_epoch == self.steps_per_epoch
             if state.step % cfg.log_every == 0 or end_of_epoch:
-                window_sum, steps = float(state.window_loss), state.window_steps     # the one host sync
-                if not math.isfinite(window_sum):
-                    raise TrainError(f"loss became {window_sum / steps} at step {state.step}; lower lr or check "
-                                     f"the data (earlier checkpoints are kept).")
-                state.epoch_loss_sum += window_sum
-                state.window_loss, state.window_steps = 0.0, 0
-                record = log_record(state.step, window_sum / steps, optimizer, z0,
-                                    images_per_s=steps * cfg.batch_size / max(time.time() - window_start, 1e-9))
-                state.history["log"].append(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}",
-                                rank=f"{record['eff_rank']:.0f}", epoch=state.epoch, refresh=False)
-                warning = monitor.collapse_warning(record)
-                if warning and not warned_collapse:           # once per run: the statistics stay in the log
-                    progress_write(f"step {state.step}: {warning}")
-                    warned_collapse = True
+                self._log(z0, window_start)
                 window_start = time.time()
             state.elapsed_s += time.time() - t0             # after the sync: on a GPU the step's work is done
-            bar.update(1)
-            if budget_s and state.step % 10 == 0:
-                bar.total = max(state.step + 1, int(state.step / max(progress(), 1e-9)))
-
+            self.bar.update(1)
+            if self.budget_s and state.step % 10 == 0:
+                self.bar.total = max(state.step + 1, int(state.step / max(self.progress(), 1e-9)))
             if end_of_epoch:
                 state.history["train"].append({"epoch": state.epoch + 1, "step": state.step,
-                                               "loss": state.epoch_loss_sum / steps_per_epoch,
-                                               "lr": optimizer.param_groups[0]["lr"],
+                                               "loss": state.epoch_loss_sum / self.steps_per_epoch,
+                                               "lr": self.optimizer.param_groups[0]["lr"],
                                                "elapsed_s": round(state.elapsed_s, 2)})
                 state.epoch, state.batch_in_epoch, state.order, state.epoch_loss_sum = state.epoch + 1, 0, None, 0.0
-                finished = progress() >= 1.0        # the last evaluation and save come after the loop
-                if not finished and cfg.eval_every and state.epoch % cfg.eval_every == 0:
-                    evaluate_now()
-                if not finished and cfg.checkpoint_every and state.epoch % cfg.checkpoint_every == 0:
-                    save()
-                    last_ckpt_time = time.time()
-                window_start = time.time()              # throughput excludes evaluation and saving
-            if time.time() - last_ckpt_time > cfg.checkpoint_every_min * 60:
-                save()                                  # holds the unlogged losses: the history does not change
-                last_ckpt_time = time.time()
-    except KeyboardInterrupt:
-        bar.close()
-        path = save()
-        print(f"\nInterrupted at step {state.step}: checkpoint saved to {path}. Run the same settings again "
-              f"to resume from it.")
-        raise
-    bar.close()
-    # The end of the run, in this one place: the last evaluation and checkpoint (a resumed run that had already
-    # finished has both), then get_features' statistics from every training image, then the export.
-    if not state.history["eval"] or state.history["eval"][-1]["step"] != state.step:
-        evaluate_now()
-        save()
-    weights_path = Path(cfg.export_path) if cfg.export_path else run_dir / "final_model.safetensors"
-    fit_feature_statistics(exported, data.train.images, device=device)
-    checkpoint.export_encoder(exported, weights_path, fitted_on=f"all {len(data.train)} training images of the run",
-                              metadata={"loss": cfg.loss, "fingerprint": fingerprint, "step": str(state.step),
-                                        "weights": "ema" if ema else "last"})
-    metrics_path = write_metrics(run_dir / "training_metrics.json", cfg, state, fingerprint, device, data)
-    print(f"Exported {weights_path} and {metrics_path} after {state.step} steps "
-          f"({state.epoch} epochs, {state.elapsed_s / 60:.1f} min of training).")
-    return TrainResult(exported, state.history, run_dir, weights_path, metrics_path, cfg)
+                return
+
+    def _log(self, z0: torch.Tensor, window_start: float) -> None:
+        """One history["log"] record of the steps since the last one (the one host sync), the progress bar's
+        figures, and the collapse alarm (once per run)."""
+        state = self.state
+        window_sum, steps = float(state.window_loss), state.window_steps
+        if not math.isfinite(window_sum):
+            raise TrainError(f"loss became {window_sum / steps} at step {state.step}; lower lr or check the data "
+                             f"(earlier checkpoints are kept).")
+        state.epoch_loss_sum += window_sum
+        state.window_loss, state.window_steps = 0.0, 0
+        record = log_record(state.step, window_sum / steps, self.optimizer, z0,
+                            images_per_s=steps * self.cfg.batch_size / max(time.time() - window_start, 1e-9))
+        state.history["log"].append(record)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}",
+                             rank=f"{record['eff_rank']:.0f}", epoch=state.epoch, refresh=False)
+        warning = monitor.collapse_warning(record)
+        if warning and not self.warned_collapse:
+            progress_write(f"step {state.step}: {warning}")
+            self.warned_collapse = True
+
+    def finish(self) -> TrainResult:
+        """The end of the run, in this one place: the last evaluation and checkpoint (a resumed run that had
+        already finished has both), then get_features' statistics from every training image, then the export
+        and training_metrics.json."""
+        cfg, state, data = self.cfg, self.state, self.data
+        self.bar.close()
+        if not state.history["eval"] or state.history["eval"][-1]["step"] != state.step:
+            self.evaluate()
+            self.save()
+        weights_path = Path(cfg.export_path) if cfg.export_path else self.run_dir / "final_model.safetensors"
+        fit_feature_statistics(self.exported, data.train.images, device=self.device)
+        checkpoint.export_encoder(self.exported, weights_path,
+                                  fitted_on=f"all {len(data.train)} training images of the run",
+                                  metadata={"loss": cfg.loss, "fingerprint": self.fingerprint, "step": str(state.step),
+                                            "weights": "ema" if self.ema else "last",
+                                            **training_data_metadata(data)})
+        metrics_path = write_metrics(self.run_dir / "training_metrics.json", cfg, state, self.fingerprint,
+                                     self.device, data)
+        print(f"Exported {weights_path} and {metrics_path} after {state.step} steps ({state.epoch} epochs, "
+              f"{state.elapsed_s / 60:.1f} min of training), run fingerprint {self.fingerprint}.")
+        return TrainResult(self.exported, state.history, self.run_dir, weights_path, metrics_path, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
