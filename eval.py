@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.data import data_dir_help  # noqa: E402
 from utils.submission import (DEFAULT_SUBMISSION_DIR, GRADER_BATCH_SIZE, accuracy_lines, check_submission,  # noqa: E402
-                          expand_path)
+                              expand_path)
+from utils.submission.course import DEMO_FLAG  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="PATH", nargs="?", const="-", default=None,
                         help="also write the result as JSON to PATH (to standard output when no PATH is given)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(DEMO_FLAG, action="store_true",
+                        help="a demo: accept weights trained on the kit's generated data (make demo passes it)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     report = check_submission(folder, data_dir=args.data_dir,
                               files={"train": args.train_file, "val": args.val_file, "ood": args.ood_file},
                               fast=args.fast, quick=args.quick, batch_size=args.batch_size,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, demo=args.demo)
     print_results(report)
     print()
     print(report.summary())

@@ -44,15 +44,24 @@ def write_tiny_data(out: Path) -> Path:
     return out
 
 
-def notebook_text(sciper="123456", last_name='"Doe"', first_name='"Jane"') -> str:
-    """A minimal executed notebook whose identity cell assigns the given Python expressions."""
+def notebook_text(sciper="123456", last_name='"Doe"', first_name='"Jane"', run_output="run fingerprint 0123abcd",
+                  executed=True) -> str:
+    """A minimal notebook whose identity cell assigns the given Python expressions, with the course's Sections 5
+    (training, printing `run_output`) and 6 (results), executed or not."""
     identity = f"SCIPER = {sciper}\nLAST_NAME = {last_name}\nFIRST_NAME = {first_name}\n"
+
+    def code(source, printed):
+        outputs = [{"output_type": "stream", "name": "stdout", "text": [printed + "\n"]}] if executed else []
+        return {"cell_type": "code", "metadata": {}, "execution_count": 2 if executed else None, "outputs": outputs,
+                "source": [source]}
     cells = [
         {"cell_type": "markdown", "metadata": {}, "source": ["## 0. SCIPER Number and Name\n"]},
         {"cell_type": "code", "metadata": {}, "execution_count": 1, "outputs": [],
          "source": identity.splitlines(keepends=True)},
-        {"cell_type": "code", "metadata": {}, "execution_count": 2,
-         "outputs": [{"output_type": "stream", "name": "stdout", "text": ["ok\n"]}], "source": ["print('ok')\n"]},
+        {"cell_type": "markdown", "metadata": {}, "source": ["# 5. Training Loop\n"]},
+        code("result = train(cfg)", run_output),
+        {"cell_type": "markdown", "metadata": {}, "source": ["# 6. Visualize Results\n"]},
+        code("print(final)", "ID k-NN 12.5%"),
     ]
     return json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 
@@ -488,3 +497,81 @@ def test_statistics_fitted_for_another_feature_design(broken, data_dir):
     check = report.check("weights load strictly")
     assert "fitted for another get_features design" in check.message and "whiten" in check.message
     assert "python -m utils.features --weights" in check.fix
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the hand-in must be: the executed notebook of the run, weights trained on real images
+# ----------------------------------------------------------------------------------------------------------
+
+def test_the_committed_unexecuted_notebook_fails_even_with_an_identity(broken, data_dir):
+    """The committed notebook keeps outputs in two nbval check cells; Sections 5 and 6 are empty, so it is not
+    an executed notebook, whatever its identity says."""
+    import nbformat
+    from utils.headless import NOTEBOOK, fill_identity
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert any(cell.get("outputs") for cell in nb.cells)        # what used to fool the check
+    fill_identity(nb)
+    nbformat.write(nb, broken / "CS461_Assignment1.ipynb")
+    report = quick(broken, data_dir)
+    assert failed(report) == {"notebook executed"}
+    check = report.check("notebook executed")
+    assert "Section 5 (training) and Section 6 (results)" in check.message and "save" in check.fix
+    assert report.check("notebook identity").status == "pass"
+
+
+def test_sections_without_outputs_fail_and_renamed_headings_warn(broken, data_dir):
+    (broken / "CS461_Assignment1.ipynb").write_text(notebook_text(executed=False))
+    assert failed(quick(broken, data_dir)) == {"notebook executed"}
+    text = notebook_text().replace("# 5. Training Loop", "# Training").replace("# 6. Visualize Results", "# Plots")
+    (broken / "CS461_Assignment1.ipynb").write_text(text)
+    report = quick(broken, data_dir)
+    assert report.ok and report.check("notebook executed").status == "warn"
+
+
+def reexport(folder: Path, **metadata) -> None:
+    """The submission's weights written again with extra metadata (the tensors unchanged)."""
+    from utils.checkpoint import read_weights
+    path = folder / "final_model.safetensors"
+    tensors, old = read_weights(path)
+    save_file(tensors, path, metadata={**old, **metadata})
+
+
+def test_weights_trained_on_generated_data_fail_unless_a_demo(broken, data_dir):
+    reexport(broken, trained_on="generated", train_data="/x/train.npz", train_images="160")
+    report = quick(broken, data_dir)
+    assert failed(report) == {"weights trained on real images"}
+    check = report.check("weights trained on real images")
+    assert "generated data" in check.message and "/x/train.npz, 160 images" in check.message
+    assert "CS461_DATA_DIR" in check.fix
+    demo = check_submission(broken, data_dir=data_dir, quick=True, progress=False, echo=False, demo=True)
+    assert demo.ok and demo.check("weights trained on real images").status == "warn"
+    process = run_eval("-i", broken, "-d", data_dir, "--quick", "--demo")
+    assert process.returncode == 0, process.stdout + process.stderr
+    reexport(broken, trained_on="npz")
+    assert quick(broken, data_dir).check("weights trained on real images").status == "pass"
+
+
+def test_weights_that_record_no_data_and_the_cpu_network_warn(good, data_dir):
+    report = quick(good, data_dir)
+    assert report.ok
+    assert report.check("weights trained on real images").status == "warn"
+    network = report.check("network size")
+    assert network.status == "warn" and "'tiny'" in network.message and "CS461_PROFILE=full" in network.fix
+
+
+def test_a_notebook_of_another_run_warns(broken, data_dir):
+    reexport(broken, fingerprint="0123abcd")
+    report = quick(broken, data_dir)
+    assert report.check("notebook shows the weights' run").status == "pass"
+    assert report.weights_record["fingerprint"] == "0123abcd"
+    reexport(broken, fingerprint="feedbeef")
+    check = quick(broken, data_dir).check("notebook shows the weights' run")
+    assert check.status == "warn" and "feedbeef" in check.message
+
+
+def test_fill_in_markers_left_in_the_report_warn(broken, data_dir):
+    (broken / "report.md").write_text(REPORT + "\n<<FILL IN: why>>\n\n<<FILL IN: what next>>\n")
+    report = quick(broken, data_dir)
+    assert report.ok
+    check = report.check("report.md written")
+    assert check.status == "warn" and "2 places" in check.message

@@ -28,11 +28,14 @@ Where each part lives:
     check.py            check_submission: the whole check, in order; the folder and its files
     grader.py           the grader's own sequence in a fresh interpreter (grader_replica/: its eval.py, utils.py)
     model_checks.py     models.py and the weights: the grader's steps, imports, class variables, strict load, features
-    notebook_checks.py  the notebook: valid, executed, identity filled in
+    notebook_checks.py  the notebook: valid, executed (outputs in Sections 5 and 6, the weights' run), identity
+    training_checks.py  what the weights record of their run: real images (not the generated data), network size
     words.py            report.md's word count
     data_checks.py      the data files
     protocol.py         raw get_features, then utils.probes.evaluate_protocol (the grader's protocol)
-    assemble.py         assemble_submission: copy the four files (the notebook's Section 7)
+    assemble.py         assemble_submission: copy the four files
+    handin.py           the notebook's Section 7: refuse an unsaved notebook, copy, eval.py, the short verdict
+    report_draft.py     the report draft from the run's own numbers, with places marked for the student
 """
 from utils.submission.assemble import assemble_submission, set_arch_line
 from utils.submission.check import check_submission

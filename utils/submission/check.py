@@ -14,17 +14,20 @@ from utils.submission.model_checks import check_model
 from utils.submission.notebook_checks import check_notebook
 from utils.submission.protocol import run_protocol
 from utils.submission.report import Report
+from utils.submission.training_checks import check_network_size, check_training_data, read_metadata
 from utils.submission.words import check_report
 
 
 def check_submission(folder: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
                      files: dict[str, str] | None = None, fast: bool = False, quick: bool = False,
-                     batch_size: int = GRADER_BATCH_SIZE, progress: bool = True, echo: bool = True) -> Report:
+                     batch_size: int = GRADER_BATCH_SIZE, progress: bool = True, echo: bool = True,
+                     demo: bool = False) -> Report:
     """Check a submission folder the way the grader uses it, then run the grader's protocol on it.
 
     data_dir: folder with the npz files (None: utils.data.locate_data_dir's order, the notebook's).
     files: {"train"/"val"/"ood": file name} overrides. fast: torch probes instead of scikit-learn. quick: structure checks only (data files found but not loaded, no probes).
     echo: print each check, and each probe's accuracy and time, as they come. progress: tqdm bars.
+    demo: accept weights trained on the kit's generated data (`make demo`; a WARN instead of a FAIL).
     Returns the Report; `report.ok` is True when no check failed.
     """
     folder = expand_path(folder)
@@ -39,11 +42,16 @@ def check_submission(folder: str | os.PathLike, *, data_dir: str | os.PathLike |
     present = check_files(report, folder)
 
     model = None
+    weights = folder / WEIGHTS_FILE if WEIGHTS_FILE in present else None
     if MODELS_FILE in present:
-        weights = folder / WEIGHTS_FILE if WEIGHTS_FILE in present else None
         model = check_model(report, folder / MODELS_FILE, weights, device)
+    metadata = read_metadata(weights)
+    if metadata is not None:            # what the weights say about their run
+        report.weights_record = {k: metadata[k] for k in WEIGHTS_RECORD if k in metadata}
+        check_training_data(report, metadata, WEIGHTS_FILE, demo=demo)
+        check_network_size(report, metadata, WEIGHTS_FILE)
     if NOTEBOOK_FILE in present:
-        check_notebook(report, folder / NOTEBOOK_FILE)
+        check_notebook(report, folder / NOTEBOOK_FILE, fingerprint=(metadata or {}).get("fingerprint"))
     if REPORT_FILE in present:
         check_report(report, folder / REPORT_FILE)
     splits = check_data(report, data_dir, files, load=not quick)
@@ -61,6 +69,10 @@ def check_submission(folder: str | os.PathLike, *, data_dir: str | os.PathLike |
         return report
     run_protocol(report, model, splits, fast=fast, batch_size=batch_size, progress=progress)
     return report
+
+
+# The weights' metadata kept in the result (eval_result.json): the report draft and Section 7 read it.
+WEIGHTS_RECORD = ("arch", "loss", "fingerprint", "step", "trained_on", "train_data", "train_images")
 
 
 # The folder and its files

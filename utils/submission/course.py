@@ -19,7 +19,19 @@ SUBMISSION_FILES = (MODELS_FILE, WEIGHTS_FILE, NOTEBOOK_FILE, REPORT_FILE)
 COURSE_CLASS_VARIABLES = {"input_dim": 64, "input_channels": 3, "feature_dim": 1000, "proj_dim": 128}
 MAX_REPORT_WORDS = 500
 SHORT_REPORT_WORDS = 30
+# The places of a report draft (utils/submission/report_draft.py) its author still has to write: "<<FILL IN: ...>>".
+FILL_IN_MARKER = "<<FILL IN"
 IDENTITY_NAMES = ("SCIPER", "LAST_NAME", "FIRST_NAME")
+# The kit's networks sized for a CPU demo (models.ARCHITECTURES): eval.py warns loudly when one is handed in.
+CPU_SIZED_ARCHS = ("tiny", "small")
+# eval.py's flag that accepts weights trained on the kit's generated data (`make demo` passes it; a student never
+# has to), and the environment variable through which `make demo` tells the notebook's Section 7 to pass it.
+DEMO_FLAG = "--demo"
+DEMO_ENV = "CS461_DEMO"
+# The course's baselines under the grader's protocol (percent; SimCLR of the week-3 notebook, measured by a
+# student): the notebook's ID-vs-OOD figure and the report draft compare with them.
+COURSE_BASELINES = {"id_knn": 18.0, "ood_knn": 12.0, "ood_linear": 19.0}
+
 # Above this many training images, scikit-learn's lbfgs logistic regression on the CPU takes many minutes.
 LARGE_TRAIN_FOR_CPU = 20_000
 

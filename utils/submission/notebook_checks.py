@@ -150,7 +150,64 @@ def identity_problems(identity: dict) -> list[str]:
 IDENTITY_FIX = (IDENTITY_FILL_IN + ", save it, and copy it into the submission folder again")
 
 
-def check_notebook(report: Report, path: Path) -> None:
+# The sections whose outputs show that the notebook ran (the course's numbering): without outputs there, the
+# file is the notebook as handed out, or a copy saved before Run All.
+RUN_SECTIONS = {5: "Section 5 (training)", 6: "Section 6 (results)"}
+_NUMBERED_HEADING = re.compile(r"^#{1,2}\s*(\d+)\s*[.:)]")
+
+
+def section_code_cells(notebook: dict) -> dict[int, list[dict]]:
+    """{section number: its code cells}, sections found by their headings ("# 5. Training Loop")."""
+    sections, current = {}, None
+    for cell in notebook["cells"]:
+        if not isinstance(cell, dict):
+            continue
+        if cell.get("cell_type") == "markdown":
+            match = _NUMBERED_HEADING.match(_cell_source(cell).lstrip())
+            if match:
+                current = int(match.group(1))
+                sections.setdefault(current, [])
+        elif cell.get("cell_type") == "code" and current is not None:
+            sections[current].append(cell)
+    return sections
+
+
+def outputs_text(cells: list[dict]) -> str:
+    """Everything the cells printed or displayed as text (streams, text/plain results, errors)."""
+    parts = []
+    for cell in cells:
+        for output in cell.get("outputs") or []:
+            text = output.get("text", "")
+            parts.append("".join(text) if isinstance(text, list) else str(text))
+            plain = output.get("data", {}).get("text/plain", "")
+            parts.append("".join(plain) if isinstance(plain, list) else str(plain))
+            parts.append(output.get("evalue", ""))
+    return "\n".join(parts)
+
+
+def unexecuted_sections(notebook: dict) -> list[str] | None:
+    """The run sections (RUN_SECTIONS) that hold no outputs; None when their headings are not found."""
+    sections = section_code_cells(notebook)
+    if not all(number in sections for number in RUN_SECTIONS):
+        return None
+    return [name for number, name in RUN_SECTIONS.items()
+            if not any(cell.get("outputs") for cell in sections[number])]
+
+
+def shows_run(notebook: dict, fingerprint: str) -> bool:
+    """True when the notebook's outputs name the run's fingerprint (train() prints it when it starts, resumes
+    and exports)."""
+    cells = [c for c in notebook["cells"] if isinstance(c, dict) and c.get("cell_type") == "code"]
+    return fingerprint in outputs_text(cells)
+
+
+EXECUTED_FIX = ("Run All, save the notebook (Ctrl+S), then run Section 7 again: it copies the notebook as saved "
+                "on disk")
+
+
+def check_notebook(report: Report, path: Path, fingerprint: str | None = None) -> None:
+    """Valid, executed (outputs in Sections 5 and 6), by the run whose fingerprint the weights record (a WARN
+    otherwise), with its author's identity filled in."""
     try:
         notebook = read_notebook(path)
     except (ValueError, OSError) as error:
@@ -159,10 +216,14 @@ def check_notebook(report: Report, path: Path) -> None:
         return
     code_cells = [c for c in notebook["cells"] if isinstance(c, dict) and c.get("cell_type") == "code"]
     report.passed("notebook is valid", f"{len(notebook['cells'])} cells, {len(code_cells)} code cells")
-    executed = [c for c in code_cells if c.get("outputs") or c.get("execution_count")]
-    if code_cells and not executed:
-        report.warned("notebook executed", "no code cell has outputs; the course asks for the executed notebook",
-                      "run the notebook (or at least its training and results sections), save it, copy it again")
+    check_executed(report, notebook, path, code_cells)
+    if fingerprint:
+        if shows_run(notebook, fingerprint):
+            report.passed("notebook shows the weights' run", f"run fingerprint {fingerprint} in its outputs")
+        else:
+            report.warned("notebook shows the weights' run", f"the weights were made by run {fingerprint}, which "
+                          f"{path.name}'s outputs never name: the notebook handed in is not the one that trained "
+                          f"them", "hand in the notebook of the run that exported the weights: " + EXECUTED_FIX)
     problems = identity_problems(notebook_identity(path))
     if problems:
         report.failed("notebook identity", "; ".join(problems) + ". A missing identity means a grade of 0",
@@ -171,3 +232,22 @@ def check_notebook(report: Report, path: Path) -> None:
         identity = notebook_identity(path)
         report.passed("notebook identity", f"SCIPER {identity['SCIPER']}, {identity['FIRST_NAME']} "
                       f"{identity['LAST_NAME']}")
+
+
+def check_executed(report: Report, notebook: dict, path: Path, code_cells: list[dict]) -> None:
+    name = "notebook executed"
+    missing = unexecuted_sections(notebook)
+    if missing is None:        # the headings were renamed: any outputs at all
+        if any(c.get("outputs") for c in code_cells):
+            report.warned(name, f"{path.name} has outputs, but its {' and '.join(RUN_SECTIONS.values())} headings "
+                          f"(\"# 5. ...\", \"# 6. ...\") were not found, so where it ran was not checked",
+                          "keep the course's section headings")
+        else:
+            report.failed(name, f"no code cell of {path.name} has outputs; the course asks for the executed "
+                          f"notebook", EXECUTED_FIX)
+    elif missing:
+        report.failed(name, f"{' and '.join(missing)} of {path.name} hold no outputs: this is the notebook as "
+                      f"handed out, or saved before Run All finished; the course grades the executed notebook",
+                      EXECUTED_FIX)
+    else:
+        report.passed(name, f"{' and '.join(RUN_SECTIONS.values())} hold outputs")

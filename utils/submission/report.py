@@ -38,6 +38,7 @@ class Report:
     device: str = ""
     data_dir: str | None = None
     probes_skipped: str = ""             # why the probes did not run ("" when they ran)
+    weights_record: dict = field(default_factory=dict)   # what the weights' metadata says of their run
     echo: bool = True                    # print each check as it is made
 
     def add(self, name: str, status: str, message: str = "", fix: str = "") -> Check:
@@ -99,6 +100,7 @@ class Report:
             "checks": [c.as_dict() for c in self.checks],
             "accuracies_percent": dict(self.accuracies),
             "probes_skipped": self.probes_skipped,
+            "weights": dict(self.weights_record),
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 

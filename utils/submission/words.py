@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from utils.submission.course import MAX_REPORT_WORDS, SHORT_REPORT_WORDS
+from utils.submission.course import FILL_IN_MARKER, MAX_REPORT_WORDS, SHORT_REPORT_WORDS
 from utils.submission.report import Report
 
 
@@ -65,3 +65,8 @@ def check_report(report: Report, path: Path) -> None:
                       f"write the discussion (at most {MAX_REPORT_WORDS} words)")
     else:
         report.passed(name, f"{counts} (limit {MAX_REPORT_WORDS} by both)")
+    marked = text.count(FILL_IN_MARKER)
+    if marked:
+        report.warned("report.md written", f"{path.name} still has {marked} place{'s' if marked != 1 else ''} marked "
+                      f"{FILL_IN_MARKER}: ...>> (the kit's draft): the discussion of your OOD results is yours to "
+                      f"write", "replace every marked place with your own text, then hand it in again")
