@@ -1,6 +1,5 @@
 """Loading and validating course-format npz files: every bad input gives a DataError that says what and how."""
 import tracemalloc
-import zipfile
 
 import numpy as np
 import pytest

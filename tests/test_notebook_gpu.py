@@ -1,7 +1,6 @@
 """benchmarks/notebook_gpu.py, the prepared GPU check of the student's path, on the CPU: its plan and command
 lines, the sections it times, the accuracies it reads from eval.py, its cell runner, and the settings cell's
 training budget from $CS461_TIME_BUDGET_MIN. The run itself needs a GPU (benchmarks/README.md)."""
-import os
 import re
 import subprocess
 import sys

@@ -60,10 +60,12 @@ def test_notebook_runs_to_section_7_without_optional_packages(tmp_path):
     nbformat.write(nb, executed)         # the copy Section 7 hands in
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
            "CS461_PROFILE": "short", "CS461_TIME_BUDGET_MIN": "0.1", "CS461_OUTPUT_DIR": str(out),
-           "CS461_SUBMISSION_DIR": str(out / "submission"), "CS461_NOTEBOOK_PATH": str(executed)}
+           "CS461_SUBMISSION_DIR": str(out / "submission"), "CS461_NOTEBOOK_PATH": str(executed),
+           "CS461_DEMO": "1"}        # trained on the generated data: Section 7 passes eval.py --demo
     env.pop("CS461_STATIC_WIDGETS", None)   # the explorer must find out by itself that ipywidgets is missing
     try:
-        execute_notebook(nb, env=env, timeout=1800)   # raises at the first cell that fails, with its traceback
+        # saved after every cell, as a student saves before Section 7; raises at the first cell that fails
+        execute_notebook(nb, env=env, timeout=1800, save_to=executed)
     finally:
         slowest = sorted(((cell_seconds(c), c.source.splitlines()[0]) for c in nb.cells if c.cell_type == "code"),
                          reverse=True)[:5]
@@ -83,14 +85,18 @@ def test_notebook_runs_to_section_7_without_optional_packages(tmp_path):
     embeddings = next(c for c in code if "plot_embeddings_side_by_side" in c.source)
     assert "the embeddings figure shows t-SNE only" in cell_text(embeddings)
 
-    # Section 7 ran: every cell after its heading executed, the submission was assembled and eval.py passed.
+    # Section 7 ran: every cell after its heading executed, the submission (the saved notebook, the report
+    # drafted from this run) was assembled and eval.py passed.
     heading = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
                    and c.source.startswith("# 7. Submission Instructions"))
     section_7 = [c for c in nb.cells[heading:] if c.cell_type == "code"]
     assert section_7 and all(c.execution_count for c in section_7)
     assert not any(o.output_type == "error" for c in section_7 for o in c.outputs)
     verdict = cell_text(section_7[-1])
-    assert "NOT COPIED" not in verdict and re.search(r"All \d+ checks passed", verdict), verdict
+    assert "NOT COPIED" not in verdict and re.search(r"eval\.py: All \d+ checks passed", verdict), verdict
+    assert len(verdict.splitlines()) < 15, verdict       # the verdict, not eval.py's whole log
+    assert "PASS notebook executed" in (out / "eval_log.txt").read_text()
+    assert (out / "submission" / "report.md").read_text() == (out / "my_report.md").read_text()
     assert {"CS461_Assignment1.ipynb", "final_model.safetensors", "models.py", "report.md"} <= {
         p.name for p in (out / "submission").iterdir()}
 

@@ -41,16 +41,15 @@ here are short and say why each step is there.
   batched pass. No DataLoader workers, no PIL: an epoch of the course data costs seconds, not minutes.
 - **Nothing lost.** Checkpoints are written every few epochs (and every 10 minutes). If the hub session dies, run
   the notebook again with the same settings: training resumes where it stopped.
-- **Deliverables.** `models.py`, `final_model.safetensors`, this notebook (executed) and `report.md` (at most 500
-  words). Section 7 copies them into the submission folder and runs `python eval.py`, the grader's checks."""),
+- **Deliverables.** `models.py`, `final_model.safetensors`, this notebook (executed and saved) and `report.md` (at
+  most 500 words). After *Run All*, save the notebook (Ctrl+S) and run Section 7 again: it hands in the notebook as
+  saved on disk, writes a report draft from your run's numbers for you to complete, and runs `python eval.py`."""),
     ("code", """# This kernel's Python, torch, GPU (total and free memory) and packages. A missing required package
 # stops here, with the command that installs it; without an optional one the notebook goes on and says what it
 # does instead.
 from utils.environment import check_environment
 environment = check_environment()"""),
     ("code", """import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +62,11 @@ from utils.data import LOCAL_DATA_DIR, as_model_input, load_splits, ood_split, r
 from utils.device import pick_device
 from utils.features import fit_feature_statistics
 from utils.recipes import recipe_config
-from utils.submission import assemble_submission, identity_problems
+from utils.submission.course import COURSE_BASELINES
+from utils.submission.handin import demo_run, hand_in
 from utils.synthetic import ensure_default_data, is_generated
 from utils.train import (TrainConfig, autocast_context, fit_batch_to_gpu, make_objective, prepare_data, probe_metrics,
-                         project_views, seed_all, train)
+                         project_views, seed_all, start_run)
 
 %matplotlib inline
 device = pick_device("auto")                  # the GPU when there is one (utils/device.py)
@@ -159,8 +159,8 @@ print(f"ImageEncoder({{cfg.arch!r}}): {{n_params / 1e6:.2f}} M parameters, get_f
     ("md", """# 3. Helpers for Training & Evaluation
 
 The pieces of one training step, spelled out so you can see and change them. Section 5 trains with **these
-two functions**: `train(cfg, data, objective=custom_loss_function, step=training_step)` calls `training_step`
-for every batch.
+two functions**: `start_run(cfg, data, objective=custom_loss_function, step=training_step)` builds the run, and its
+`train_epoch` calls `training_step` for every batch.
 - `custom_loss_function`: the objective named in the settings: NT-Xent (SimCLR, or DCL with `decoupled=True`),
   VICReg, or LeJEPA (invariance + SIGReg), all in `utils/losses.py`. Edit it to try your own loss.
 - `training_step`: views on the device, one forward for all views of the same size, the loss, backward, optimizer
@@ -172,7 +172,7 @@ for every batch.
   course's 80/20 split).
 
 (`loss="dino"`, self-distillation with a teacher, is trained by the engine's own step, since it needs a head and a
-teacher network: call `train(cfg, data)` for it.)"""),
+teacher network: call `start_run(cfg, data)` without them for it.)"""),
     ("code", """objective = make_objective(cfg)
 
 def custom_loss_function(z, generator=None):
@@ -221,11 +221,15 @@ print(f"one training step on {len(trial_batch)} images: loss {trial_loss.item():
 del trial_model, trial_optimizer"""),
     ("md", """# 5. Training Loop
 
-`train` runs the loop: a progress bar with loss, images per second, the effective rank of the embeddings (a
-collapse alarm: it falls towards 1 when the representation collapses) and the ETA; probes every `eval_every`
-epochs; atomic checkpoints every `checkpoint_every` epochs and every 10 minutes. If a checkpoint of the same
-run exists, it **resumes** (and says so). Interrupting the kernel saves a checkpoint first. At the end it writes
-`final_model.safetensors` (loaded strictly by `ImageEncoder()`) and `training_metrics.json`.
+The loop below is the whole schedule, and the very lines `python -m utils.train` runs (`utils/train.py`,
+`train()`): `start_run` builds the run, or **resumes** it from its newest checkpoint when one exists (and says
+so); `train_epoch` trains one epoch (or until the time budget ends) under a progress bar with loss, images per
+second, the effective rank of the embeddings (a collapse alarm: it falls towards 1 when the representation
+collapses) and the ETA, and also writes a checkpoint every 10 minutes; `evaluate` runs the probes every
+`eval_every` epochs; `save` writes an atomic checkpoint every `checkpoint_every` epochs. Interrupting the kernel
+saves a checkpoint first. `finish` evaluates and saves once more, fits `get_features`' statistics and writes
+`final_model.safetensors` (loaded strictly by `ImageEncoder()`) and `training_metrics.json`, with the run's
+fingerprint, which the weights record too.
 
 The hub's GPUs are shared, so in the full profile the batch size is first fitted to the memory free now: two trial
 steps of your `training_step` measure the memory per image, and the largest batch that fits with a 20% margin
@@ -233,7 +237,14 @@ steps of your `training_step` measure the memory per image, and the largest batc
 chosen. A batch size that already has a checkpoint is preferred, so that a restarted session resumes."""),
     ("code", """if PROFILE == "full" and device.type == "cuda":
     cfg = fit_batch_to_gpu(cfg, data, device, objective=custom_loss_function, step=training_step)
-result = train(cfg, data, objective=custom_loss_function, step=training_step)
+run = start_run(cfg, data, objective=custom_loss_function, step=training_step)   # new, or resumed
+while not run.finished:
+    run.train_epoch()                   # one epoch, or until the time budget ends
+    if run.due(cfg.eval_every):
+        run.evaluate()                  # the probes, one line
+    if run.due(cfg.checkpoint_every):
+        run.save()                      # an atomic checkpoint
+result = run.finish()                   # last probes and checkpoint, statistics, the export
 model = result.model.eval()
 history = result.history"""),
     ("code", """import shutil
@@ -258,7 +269,7 @@ final = probes.evaluate_protocol((features["train"], labels["train"]), (features
 print(final)"""),
     ("code", """references = {"random init": random_init, "raw pixels": raw_pixels}
 if not embedded:
-    references["course SimCLR baseline"] = {"id_knn": 18, "ood_knn": 12, "ood_linear": 19}
+    references["course SimCLR baseline"] = COURSE_BASELINES
 plots.plot_id_vs_ood(final.as_dict(), baselines=references, save_to=FIGURES)"""),
     ("md", """## Predictions
 
@@ -316,23 +327,24 @@ else:
 
 Hand in four files in one folder (default `~/cs461_assignment1_submission`): `models.py`,
 `final_model.safetensors`, this notebook **executed and saved**, and `report.md` (at most 500 words, with a
-discussion of the OOD results). The next cell copies them there, after checking that Section 0 is filled in,
-then runs `python eval.py`: the grader's checks (strict loading, `get_features` shape, identity, word count)
-and its exact protocol, also saved to `eval_result.json` in the output folder. Fix anything it marks FAIL before
-the deadline."""),
+discussion of the OOD results).
+
+1. **Save the notebook now** (Ctrl+S), then run the next cell. It hands in the notebook *as saved on disk*, so it
+   refuses (copying nothing) while Section 0 is a placeholder or while the saved file holds no outputs of this run.
+2. It copies the four files, runs `python eval.py` (the grader's checks and its exact protocol; the whole log in
+   `eval_log.txt`, the result in `eval_result.json`) and prints a short verdict: the checks that failed or warned,
+   and the four accuracies.
+3. The first time, it writes `my_report.md` in the output folder: a draft from **your** run's numbers, with places
+   marked `<<FILL IN: ...>>` for your discussion. Write it, save it, and run the cell again: `my_report.md` is
+   handed in as `report.md` and never overwritten (`report_draft.md` is refreshed from the latest run).
+
+Fix anything marked FAIL before the deadline; then run `python eval.py` once more from a terminal."""),
     ("code", """SUBMISSION_DIR = Path(os.environ.get("CS461_SUBMISSION_DIR", Path.home() / "cs461_assignment1_submission"))
 NOTEBOOK_PATH = Path(os.environ.get("CS461_NOTEBOOK_PATH", "CS461_Assignment1.ipynb"))
-
-problems = identity_problems({"SCIPER": SCIPER, "LAST_NAME": LAST_NAME, "FIRST_NAME": FIRST_NAME})
-if problems:
-    print("NOT COPIED: fill in Section 0 first, save the notebook, then run this cell again:")
-    print("\\n".join(f"  - {p}" for p in problems))
-else:
-    assemble_submission(SUBMISSION_DIR, weights=result.weights_path, notebook=NOTEBOOK_PATH, report="report.md")
-    check = subprocess.run([sys.executable, "eval.py", "-i", str(SUBMISSION_DIR), "-d", str(DATA_DIR),
-                            "--json", str(OUTPUT_DIR / "eval_result.json")]           # the verdict, kept
-                           + (["--fast"] if device.type == "cuda" else []), capture_output=True, text=True)
-    print(check.stdout + check.stderr)"""),
+handed_in = hand_in(SUBMISSION_DIR, weights=result.weights_path, metrics=OUTPUT_DIR / "training_metrics.json",
+                    notebook=NOTEBOOK_PATH, output_dir=OUTPUT_DIR, data_dir=DATA_DIR,
+                    identity={"SCIPER": SCIPER, "LAST_NAME": LAST_NAME, "FIRST_NAME": FIRST_NAME},
+                    fast=device.type == "cuda", demo=demo_run())"""),
 ]
 
 

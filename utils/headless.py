@@ -20,10 +20,16 @@ def fill_identity(nb) -> None:
     cells[0].source = DEMO_IDENTITY
 
 
-def execute_notebook(nb, env: dict | None = None, timeout: int = 3600) -> None:
+def execute_notebook(nb, env: dict | None = None, timeout: int = 3600, save_to: str | Path | None = None) -> None:
     """Execute `nb` in place, headless, in a fresh python3 kernel whose working directory is the project root.
-    env: the kernel's environment variables (default: this process's). Raises nbclient's CellExecutionError
-    at the first cell that fails; the cells run until then keep their outputs."""
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}})
+    env: the kernel's environment variables (default: this process's). save_to: write the notebook there after
+    every cell, as a student saves before Section 7 (which hands in the notebook as saved on disk). Raises
+    nbclient's CellExecutionError at the first cell that fails; the cells run until then keep their outputs."""
+    import nbformat
+
+    def save(**_):
+        nbformat.write(nb, save_to)
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}},
+                            **({"on_cell_executed": save} if save_to else {}))
     client.execute(**({} if env is None else {"env": env}))   # env=None would reach the kernel launcher as None
