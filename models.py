@@ -39,8 +39,8 @@ before the sweep (mean of OOD k-NN and linear over the public OOD draws 0-4 and 
 - each part L2-normalised, stage 3 weighted 0.7 against stage 4, concatenated and zero-padded to 1000 (a zero
   column changes no distance and gets no weight under the L2 penalty);
 - every row of norm sqrt(1000) / 4: the scale is the logistic regression's C in disguise (k-NN ignores it).
-The measured effect of each choice is in benchmarks/results/features-shipped-resnet18_s2.json and the README's
-feature-study table.
+The measured effect of each choice is in benchmarks/results/features-shipped-resnet18_s2.json and the feature-study
+table of benchmarks/README.md.
 The mean and whitening matrix of each part are buffers (feature_mean_*, feature_whitener_*), so they travel
 inside final_model.safetensors and load strictly. A model that was never fitted or loaded (the template's
 `ImageEncoder()`, before training) has the identity statistics (zero mean, identity whitener): get_features
