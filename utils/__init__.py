@@ -12,6 +12,7 @@ floor 1: what reads, writes and transforms, knowing nothing of training or gradi
     optim.py       warmup + cosine schedule, AdamW / LARS;  monitor.py: collapse statistics
     ema.py         an exponential moving average of the weights;  dino.py: DINO's head, teacher and centre
     device.py      the one device chooser; a step's measured memory and the batch that fits it
+    distributed.py data-parallel training under torchrun: the ranks, DDP, the global batch split and gathered
     checkpoint.py  every read and write of a checkpoint or weights file: atomic checkpoints, the one safetensors
                    reader, the one encoder export with its metadata, get_features' statistics keys
     progress.py    progress bars;  provenance.py: device, commit and date recorded with every measured figure
@@ -53,7 +54,7 @@ import importlib
 FLOORS = {
     "models": 0,
     **dict.fromkeys(("data", "synthetic", "shapes", "augment", "losses", "optim", "monitor", "ema", "dino",
-                     "device", "checkpoint", "progress", "provenance", "environment", "headless"), 1),
+                     "device", "distributed", "checkpoint", "progress", "provenance", "environment", "headless"), 1),
     **dict.fromkeys(("probes", "features", "embedding", "config", "recipes", "steps", "run_setup", "run_state",
                      "memory"), 2),
     **dict.fromkeys(("train", "finetune", "plots", "explorer"), 3),

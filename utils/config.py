@@ -72,6 +72,10 @@ class TrainConfig:
     precision: str = "auto"             # "auto" (bf16 on CUDA, fp32 on CPU), "bf16", "fp32"
     channels_last: bool = True          # CUDA only
     compile: bool = False               # torch.compile the model (CUDA; first steps are slower)
+    # under torchrun (utils/distributed.py): batch norm over the global batch (CUDA), and how long a collective
+    # waits for a rank that stopped answering before every rank fails
+    sync_bn: bool = False
+    dist_timeout_min: float = 10.0
     # monitoring and persistence
     eval_every: int = 5                 # epochs between probe evaluations (0: only at the end)
     eval_max_train: int = 20000         # train images used to fit the periodic ID probes (0 = all)
@@ -112,6 +116,7 @@ class TrainConfig:
             (0 < self.crop_min_scale <= 1, f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}"),
             (self.aug_strength >= 0, f"aug_strength must be >= 0, got {self.aug_strength}"),
             (self.time_budget_min >= 0, f"time_budget_min must be >= 0, got {self.time_budget_min}"),
+            (self.dist_timeout_min > 0, f"dist_timeout_min must be > 0, got {self.dist_timeout_min}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -123,7 +128,10 @@ class TrainConfig:
     # Settings that do not change what is computed: they are left out of the run's fingerprint.
     NOT_IN_FINGERPRINT = ("eval_every", "eval_max_train", "eval_linear_iters", "checkpoint_every",
                           "checkpoint_every_min", "keep_checkpoints", "log_every", "out_dir", "run_name",
-                          "export_path", "resume", "progress", "device", "compile", "data_dir")
+                          "export_path", "resume", "progress", "device", "compile", "data_dir",
+                          # the world size goes into the fingerprint where it changes the result
+                          # (World.result_tag), sync_bn with it
+                          "sync_bn", "dist_timeout_min")
 
     def fingerprint(self, data_signature: str = "", code_signature: str = "") -> str:
         """Short hash of the settings that change the result, plus the data's signature and the signature of

@@ -32,10 +32,13 @@ TRIAL_BATCHES = (32, 128)
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
-    """"auto" or None -> the GPU when CUDA has one, else the CPU; any other name ("cpu", "cuda", "cuda:1") is
-    used as given, after checking that it exists here."""
+    """"auto" or None -> the GPU when CUDA has one (under torchrun: this rank's, cuda:$LOCAL_RANK), else the CPU;
+    any other name ("cpu", "cuda", "cuda:1") is used as given, after checking that it exists here."""
     if name is None or str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        from utils.distributed import launched_by_torchrun, local_rank
+        return torch.device("cuda", local_rank()) if launched_by_torchrun() else torch.device("cuda")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(name)!r} asked for, but no CUDA GPU is available here; use device=cpu "

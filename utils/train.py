@@ -9,6 +9,7 @@ Command line (same code as the notebook, for long runs outside a browser):
 
     python -m utils.train loss=ntxent epochs=100 batch_size=512
     python -m utils.train time_budget_min=20 arch=resnet18_s2 data_dir=/path/to/data
+    torchrun --standalone --nproc_per_node=2 -m utils.train ...    # data-parallel (utils/distributed.py)
 
 A run lives in `<out_dir>/<run_name>/` (run_name defaults to the objective plus a fingerprint of every
 setting that changes the result). Running the same settings again resumes from the newest checkpoint there.
@@ -34,6 +35,7 @@ from utils.config import LOSS_NAMES, TrainConfig, parse_overrides, run_dir_of
 from utils.data import (TrainData, epoch_order, load_splits, prepare_data, resolve_data_dir, spread_rows,
                         training_data_metadata)
 from utils.device import configure_backends, largest_fitting_batch, pick_device
+from utils.distributed import World, barrier, broadcast_float, init_world, is_main_process, wrap_for_ranks
 from utils.ema import ModelEMA, ema_momentum
 from utils.features import fit_feature_statistics
 from utils.memory import batch_that_fits_now, fit_batch_to_gpu, out_of_memory_error
@@ -85,12 +87,14 @@ def format_eval(r: dict) -> str:
             f"{r['id_linear']:.2f}% | OOD k-NN {r['ood_knn']:.2f}% linear {r['ood_linear']:.2f}%")
 
 
-def write_metrics(path: Path, cfg: TrainConfig, state: RunState, fingerprint: str, device, data) -> Path:
-    """training_metrics.json: settings, where it ran, and the full history (train, eval, log)."""
+def write_metrics(path: Path, cfg: TrainConfig, state: RunState, fingerprint: str, device, data,
+                  world: World = World()) -> Path:
+    """training_metrics.json: settings, where it ran (device, world size and backend), and the full history
+    (train, eval, log)."""
     record = {
         "config": dataclasses.asdict(cfg), "fingerprint": fingerprint,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "steps": state.step, "epochs": state.epoch,
+        "torch": torch.__version__, **world.record(), "steps": state.step, "epochs": state.epoch,
         "train_minutes": round(state.elapsed_s / 60, 3),
         "data": {"train": str(data.train.path), "n_train": len(data.train), "n_val": len(data.val),
                  "n_ood": len(data.ood), "trained_on": training_data_metadata(data)["trained_on"]},
@@ -146,7 +150,8 @@ def start_run(cfg: TrainConfig, data: TrainData | None = None, objective=None, s
     configure_backends(device)
     seed_all(cfg.seed)
     if data is None:
-        data = prepare_data(load_splits(resolve_data_dir(cfg.data_dir or None)), device, cfg.max_train_images)
+        data_dir = resolve_data_dir(cfg.data_dir or None, verbose=is_main_process())
+        data = prepare_data(load_splits(data_dir), device, cfg.max_train_images)
     if cfg.batch_size > len(data.train):
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the training set ({len(data.train)} images); "
                          f"use batch_size <= {len(data.train)}.")
@@ -162,8 +167,8 @@ def _saves_on_interrupt(method):
         except KeyboardInterrupt:
             self.bar.close()
             path = self.save()
-            print(f"\nInterrupted at step {self.state.step}: checkpoint saved to {path}. Run the same settings "
-                  f"again to resume from it.")
+            self.say(f"\nInterrupted at step {self.state.step}: checkpoint saved to {path}. Run the same settings "
+                     f"again to resume from it.")
             raise
     return wrapper
 
@@ -175,6 +180,8 @@ class TrainingRun:
 
     def __init__(self, cfg: TrainConfig, data: TrainData, device, objective=None, step=None):
         self.cfg, self.data, self.device = cfg, data, device
+        # One process, or this rank of a torchrun launch (utils/distributed.py): rank 0 prints, writes and probes.
+        self.world = init_world(device, cfg.dist_timeout_min)
         self.steps_per_epoch = len(data.train) // cfg.batch_size
         parts = build_run(cfg, device)      # the model, the student (+ DINO's head), the optimizer, the views
         self.model, self.student, self.optimizer = parts.model, parts.student, parts.optimizer
@@ -184,8 +191,12 @@ class TrainingRun:
         self.ema = (ModelEMA(self.student, buffers="own" if cfg.loss == "dino" else "average")
                     if cfg.ema_momentum > 0 else None)
         self.exported = self.ema.model["encoder"] if self.ema else self.model   # what probes and export see
-        self.run_model = torch.compile(self.model) if cfg.compile else self.model
-        code = code_signature(objective, step)                  # "" for the engine's own loss and step
+        # What the step calls: the model, or under torchrun this rank's share of it (DDP) with the outputs of the
+        # whole global batch gathered back, so that every loss sees the global batch.
+        self.run_model = wrap_for_ranks(torch.compile(self.model) if cfg.compile else self.model, self.world, device,
+                                        cfg.batch_size, cfg.sync_bn)
+        # "" for the engine's own loss and step in one process; the world size where it changes the result
+        code = code_signature(objective, step) + self.world.result_tag(cfg.sync_bn)
         self.distiller = None
         if cfg.loss == "dino":
             self.distiller = dino.SelfDistillation(self.student["head"], self.ema.model, num_global=cfg.global_views,
@@ -207,16 +218,23 @@ class TrainingRun:
         if cfg.resume and (latest := checkpoint.latest_checkpoint(self.ckpt_dir)):
             self.state = resume_from(latest, self.fingerprint, self.model, self.optimizer, self.order_gen,
                                      self.aug_gen, device, head=self.head, ema=self.ema, distiller=self.distiller)
-            print(f"Resuming {self.run_dir} from {latest.name}: step {self.state.step}, epoch {self.state.epoch}, "
-                  f"{self.state.elapsed_s / 60:.1f} min trained.")
+            self.say(f"Resuming {self.run_dir} from {latest.name}: step {self.state.step}, epoch {self.state.epoch}, "
+                     f"{self.state.elapsed_s / 60:.1f} min trained.")
         else:
-            print(f"New run {self.run_dir} ({cfg.arch}, {cfg.loss}, batch {cfg.batch_size}, device {device}).")
+            ranks = f", {self.world.size} ranks ({self.world.backend})" if self.world.distributed else ""
+            self.say(f"New run {self.run_dir} ({cfg.arch}, {cfg.loss}, batch {cfg.batch_size}, device {device}{ranks}).")
         self.budget_s = cfg.time_budget_min * 60
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.bar = progress_bar(total=self.total_steps if not self.budget_s else None, initial=self.state.step,
-                                unit="step", disable=not cfg.progress, dynamic_ncols=True, desc=cfg.loss)
+                                unit="step", disable=not (cfg.progress and self.world.is_main), dynamic_ncols=True,
+                                desc=cfg.loss)
         self.last_ckpt_time = time.time()
         self.warned_collapse = False
+
+    def say(self, text: str) -> None:
+        """Print, on rank 0 only."""
+        if self.world.is_main:
+            print(text)
 
     def progress(self) -> float:
         """How much of the run is done, 0 to 1: training time over the budget, or steps over all epochs' steps."""
@@ -236,7 +254,10 @@ class TrainingRun:
         return bool(every) and self.state.epoch % every == 0 and not self.finished
 
     def save(self) -> Path:
-        """An atomic checkpoint of everything needed to continue exactly (utils/run_state.py)."""
+        """An atomic checkpoint of everything needed to continue exactly (utils/run_state.py); rank 0 writes it
+        (every rank holds the same state)."""
+        if not self.world.is_main:
+            return checkpoint.checkpoint_path(self.ckpt_dir, self.state.step)
         path = checkpoint.save_checkpoint(snapshot(self.state, self.model, self.optimizer, self.order_gen,
                                                    self.aug_gen, self.cfg, self.fingerprint, head=self.head,
                                                    ema=self.ema, distiller=self.distiller),
@@ -246,8 +267,12 @@ class TrainingRun:
 
     @_saves_on_interrupt
     def evaluate(self) -> dict:
-        """The validation loss and the probes of the model as it is now, one printed line; also in history."""
+        """The validation loss and the probes of the model as it is now, one printed line; also in history. Rank 0
+        evaluates; the other ranks wait for it (and keep no record: rank 0's history is the one written)."""
         cfg, data, state = self.cfg, self.data, self.state
+        if not self.world.is_main:
+            barrier(self.world)
+            return {}
         record = {"epoch": state.epoch, "step": state.step, "elapsed_s": round(state.elapsed_s, 2)}
         record["val_loss"] = validation_loss(self.model, data.val.images, self.view_cfgs, self.objective,
                                              self.device, cfg.batch_size, cfg.seed + 2, self.autocast)
@@ -257,6 +282,7 @@ class TrainingRun:
         record.update(probe_metrics(self.exported, data, cfg, self.device))
         state.history["eval"].append(record)
         progress_write(format_eval(record))
+        barrier(self.world)
         return record
 
     @_saves_on_interrupt
@@ -296,6 +322,8 @@ class TrainingRun:
                 self._log(z0, window_start)
                 window_start = time.time()
             state.elapsed_s += time.time() - t0             # after the sync: on a GPU the step's work is done
+            if self.budget_s:       # rank 0's clock decides the schedule and the end for every rank
+                state.elapsed_s = broadcast_float(state.elapsed_s, self.world, self.device)
             self.bar.update(1)
             if self.budget_s and state.step % 10 == 0:
                 self.bar.total = max(state.step + 1, int(state.step / max(self.progress(), 1e-9)))
@@ -330,23 +358,28 @@ class TrainingRun:
     def finish(self) -> TrainResult:
         """The end of the run, in this one place: the last evaluation and checkpoint (a resumed run that had
         already finished has both), then get_features' statistics from every training image, then the export
-        and training_metrics.json."""
+        and training_metrics.json (by rank 0; the other ranks wait for it)."""
         cfg, state, data = self.cfg, self.state, self.data
         self.bar.close()
         if not state.history["eval"] or state.history["eval"][-1]["step"] != state.step:
             self.evaluate()
             self.save()
         weights_path = Path(cfg.export_path) if cfg.export_path else self.run_dir / "final_model.safetensors"
+        metrics_path = self.run_dir / "training_metrics.json"
+        if not self.world.is_main:
+            barrier(self.world)
+            return TrainResult(self.exported, state.history, self.run_dir, weights_path, metrics_path, cfg)
         fit_feature_statistics(self.exported, data.train.images, device=self.device)
         checkpoint.export_encoder(self.exported, weights_path,
                                   fitted_on=f"all {len(data.train)} training images of the run",
                                   metadata={"loss": cfg.loss, "fingerprint": self.fingerprint, "step": str(state.step),
                                             "weights": "ema" if self.ema else "last",
-                                            **training_data_metadata(data)})
-        metrics_path = write_metrics(self.run_dir / "training_metrics.json", cfg, state, self.fingerprint,
-                                     self.device, data)
+                                            **training_data_metadata(data),
+                                            **{k: str(v) for k, v in self.world.record().items()}})
+        write_metrics(metrics_path, cfg, state, self.fingerprint, self.device, data, self.world)
         print(f"Exported {weights_path} and {metrics_path} after {state.step} steps ({state.epoch} epochs, "
               f"{state.elapsed_s / 60:.1f} min of training), run fingerprint {self.fingerprint}.")
+        barrier(self.world)
         return TrainResult(self.exported, state.history, self.run_dir, weights_path, metrics_path, cfg)
 
 
@@ -363,9 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    train(cfg)
+    try:
+        train(cfg)
+    finally:
+        if torch.distributed.is_initialized():      # under torchrun: leave the process group cleanly
+            torch.distributed.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # torchrun prints a failed rank's traceback in its summary when the entry point is wrapped in `record`
+    from torch.distributed.elastic.multiprocessing.errors import record
+    sys.exit(record(main)())
