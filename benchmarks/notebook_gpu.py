@@ -5,8 +5,10 @@ What a student does on the hub, minus the browser: the committed notebook's cell
 shell (the interpreter a Jupyter kernel wraps, so `%matplotlib inline` and `display` behave as there), with the
 full profile's settings, a short training budget ($CS461_TIME_BUDGET_MIN) and a demo identity in Section 0.
 The record (JSON, rewritten after every section so that a cut call keeps what it measured) holds the time and
-the peak GPU memory of each section, the batch-size line of the memory fit, the training summary, and the four
-accuracies that Section 7's `eval.py --fast` printed, with its exit status.
+the peak GPU memory of each section, the batch-size line of the memory fit, the training summary, and Section 7's
+hand-in (utils/submission/handin.py): its verdict and eval.py's four accuracies. After every section the notebook
+file at $CS461_NOTEBOOK_PATH is saved with each section's printed output, as a student saves before Section 7
+(which hands in the file as saved).
 
     # here (needs the Tiny ImageNet pool, see tiny64_packs.py, and pip): the data pack and the IPython wheels the GPU machine lacks
     python benchmarks/tiny64_packs.py pack --out .data/nbgpu.npz --train 0:150 --val 50 --ood-draws 1
@@ -42,7 +44,6 @@ if str(ROOT) not in sys.path:          # run as `python benchmarks/notebook_gpu.
 NOTEBOOK = ROOT / "CS461_Assignment1.ipynb"
 # Section 0 must be filled in for Section 7 to hand in the notebook; an obvious benchmark identity.
 IDENTITY = 'SCIPER = 100000  # benchmark identity (benchmarks/notebook_gpu.py)\nLAST_NAME = "Benchmark"\nFIRST_NAME = "GPU"\n'
-ACCURACY_LINE = re.compile(r"k-NN\s+([\d.]+)%\s+linear\s+([\d.]+)%")
 
 
 @dataclasses.dataclass
@@ -192,15 +193,24 @@ def run_sections(parts: list[tuple[str, list[str]]], log, on_section=None, cuda:
 # What the run showed
 # ----------------------------------------------------------------------------------------------------------
 
-def parse_eval_accuracies(text: str) -> dict[str, float] | None:
-    """The four accuracies (percent) from eval.py's printed report (utils.submission.accuracy_lines: the ID line,
-    then the OOD line), or None when it printed none."""
-    found = ACCURACY_LINE.findall(text)
-    if len(found) < 2:
-        return None
-    (id_knn, id_linear), (ood_knn, ood_linear) = found[-2:]
-    return {"id_knn": float(id_knn), "id_linear": float(id_linear), "ood_knn": float(ood_knn),
-            "ood_linear": float(ood_linear)}
+def save_with_outputs(cells: list[dict], records: list[dict], path: Path) -> None:
+    """The notebook at `path` as a student saves it: each section's printed output (records) on the first code
+    cell of that section, the other cells as they are. Section 7 hands in this file."""
+    printed = {r["section"]: r["output"] for r in records}
+    cells = [dict(cell, outputs=[]) if cell["cell_type"] == "code" else dict(cell) for cell in cells]
+    title, done = "setup", set()
+    for cell in cells:
+        if cell["cell_type"] == "markdown":
+            first = source_of(cell).splitlines()[0] if source_of(cell) else ""
+            if re.match(r"# \d+\.", first):
+                title = first[2:].strip()
+        elif title in printed and title not in done:
+            cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": printed[title] or "\n"}]
+            cell["execution_count"] = 1
+            done.add(title)
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    notebook["cells"] = cells
+    path.write_text(json.dumps(notebook, indent=1))
 
 
 def memory_fit_line(records: list[dict]) -> str | None:
@@ -223,10 +233,11 @@ def summary(shell, records: list[dict]) -> dict:
         out["training"] = {k: metrics.get(k) for k in ("device", "steps", "epochs", "train_minutes", "final")}
     if "final" in ns:
         out["notebook_protocol_percent"] = ns["final"].as_dict()
-    if "check" in ns:                                   # Section 7's eval.py run (a CompletedProcess)
-        text = ns["check"].stdout + ns["check"].stderr
-        out["eval"] = {"exit_status": ns["check"].returncode, "accuracies_percent": parse_eval_accuracies(text),
-                       "output_tail": text[-3000:]}
+    if "handed_in" in ns:                               # Section 7's hand-in (utils.submission.handin.HandIn)
+        handed = ns["handed_in"]
+        out["eval"] = {"copied": handed.copied, "ok": handed.ok, "verdict": handed.lines,
+                       "accuracies_percent": (handed.result or {}).get("accuracies_percent"),
+                       "summary": (handed.final or {}).get("summary")}
     return out
 
 
@@ -238,7 +249,7 @@ def write_record(path: Path, plan: Plan, device_info: dict, records: list[dict],
     record = {
         "benchmark": "notebook_gpu",
         "what": "CS461_Assignment1.ipynb run headless in one IPython shell, first cell through Section 7 "
-                "(eval.py --fast on CUDA), with the settings below",
+                "(its hand-in: eval.py --fast on CUDA), saved after every section, with the settings below",
         **provenance(device), **device_info,
         "profile": plan.profile, "budget_min": plan.budget_min, "data_dir": str(plan.data_dir),
         "environment": plan.env,
@@ -316,15 +327,14 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         subprocess.run(plan.unpack, check=True)
         extra["unpack_seconds"] = round(time.perf_counter() - start, 1)
-    # The notebook hands in the file at CS461_NOTEBOOK_PATH: the identity-filled copy, as `make demo` does.
-    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
-    notebook["cells"] = cells
-    plan.executed_notebook.write_text(json.dumps(notebook, indent=1))
+    # The notebook hands in the file at CS461_NOTEBOOK_PATH: the identity-filled copy, saved after every section.
+    save_with_outputs(cells, [], plan.executed_notebook)
     os.environ.update(plan.env)
     os.chdir(ROOT)                                      # the notebook imports models and utils from here
 
     def save(records):
         write_record(record_path, plan, device_info, records, extra)
+        save_with_outputs(cells, records, plan.executed_notebook)
 
     plan.out.mkdir(parents=True, exist_ok=True)
     with open(plan.out / "notebook_gpu.log", "w") as log:
@@ -337,9 +347,9 @@ def main(argv=None) -> int:
         print(f"  {r['section'][:45]:45s} {r['seconds']:7.1f} s {peak}" + (f"  FAILED: {r['error']}" if r["error"] else ""))
     if extra.get("memory_fit"):
         print(f"  {extra['memory_fit']}")
-    accuracies = (extra.get("eval") or {}).get("accuracies_percent")
-    print(f"  eval.py: {accuracies} (exit status {(extra.get('eval') or {}).get('exit_status')})")
-    failed = any(r["error"] for r in records) or not extra.get("eval") or extra["eval"]["exit_status"] != 0
+    handed = extra.get("eval") or {}
+    print(f"  Section 7: {handed.get('summary')} eval.py's accuracies {handed.get('accuracies_percent')}")
+    failed = any(r["error"] for r in records) or not handed.get("ok")
     return 1 if failed else 0
 
 

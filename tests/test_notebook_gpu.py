@@ -1,5 +1,5 @@
 """benchmarks/notebook_gpu.py, the prepared GPU check of the student's path, on the CPU: its plan and command
-lines, the sections it times, the accuracies it reads from eval.py, its cell runner, and the settings cell's
+lines, the sections it times, the notebook it saves for Section 7, its cell runner, and the settings cell's
 training budget from $CS461_TIME_BUDGET_MIN. The run itself needs a GPU (benchmarks/README.md)."""
 import re
 import subprocess
@@ -65,12 +65,20 @@ def test_sections_follow_the_notebook_and_section_0_is_filled(built_notebook):
     assert any(source.startswith("SCIPER = 100000") for source in section_0)
 
 
-def test_accuracies_are_read_from_eval_output():
-    from utils.submission import Report, accuracy_lines
-    report = Report(folder="x", accuracies={"id_knn": 21.5, "id_linear": 30.25, "ood_knn": 17.0, "ood_linear": 9.75})
-    text = "PASS something\n\nAccuracies (torch probes (--fast), device cuda):\n" + "\n".join(accuracy_lines(report))
-    assert notebook_gpu.parse_eval_accuracies(text) == report.accuracies
-    assert notebook_gpu.parse_eval_accuracies("Probes not run: 1 structural check failed.") is None
+def test_the_saved_notebook_holds_each_sections_output_for_section_7(built_notebook, tmp_path):
+    """Section 7 hands in the notebook as saved: after the runner's sections, the saved file passes the hand-in's
+    check (outputs in Sections 5 and 6, the run's fingerprint among them)."""
+    from utils.submission.handin import saved_notebook_problem
+    cells = notebook_gpu.notebook_cells(built_notebook)
+    records = [{"section": title, "output": f"ran {title}" + (", run fingerprint 0123abcd" if title.startswith("5.")
+                                                                 else "")}
+               for title, _ in notebook_gpu.sections(cells) if not title.startswith("7.")]
+    path = tmp_path / "saved.ipynb"
+    notebook_gpu.save_with_outputs(cells, records[:5], path)      # cut before training: refused
+    assert "Section 5 (training)" in saved_notebook_problem(path, "0123abcd")
+    notebook_gpu.save_with_outputs(cells, records, path)
+    assert saved_notebook_problem(path, "0123abcd") is None
+    assert saved_notebook_problem(path, "feedbeef") is not None
 
 
 def test_runner_times_sections_captures_output_and_stops_at_a_failure(tmp_path):
