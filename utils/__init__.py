@@ -29,7 +29,8 @@ floor 2: the grader's protocol, get_features' statistics, and the parts of a run
     run_setup.py   what a run is built of (model, student, optimizer, views): train() and the memory trial
     run_state.py   what a checkpoint holds to resume exactly;  memory.py: batch fitting, out-of-memory advice
 floor 3: the engine and the pictures
-    train.py       the loop, top to bottom in train() (also `python -m utils.train key=value ...`)
+    train.py       the loop: train() over a TrainingRun, the same lines as the notebook's Section 5 (also
+                   `python -m utils.train key=value ...`, and under torchrun)
     finetune.py    the optional fine-tuning evaluation (not graded)
     plots.py       curves, prediction grids, ID-vs-OOD, embedding figures, confusion, neighbours
     explorer.py    the nearest-neighbour explorer (widget or static)

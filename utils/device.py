@@ -35,14 +35,15 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     """"auto" or None -> the GPU when CUDA has one (under torchrun: this rank's, cuda:$LOCAL_RANK), else the CPU;
     any other name ("cpu", "cuda", "cuda:1") is used as given, after checking that it exists here."""
     if name is None or str(name) == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        from utils.distributed import launched_by_torchrun, local_rank
-        return torch.device("cuda", local_rank()) if launched_by_torchrun() else torch.device("cuda")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(name)!r} asked for, but no CUDA GPU is available here; use device=cpu "
                          f"(or device=auto, which chooses the GPU only when there is one).")
+    if device.type == "cuda" and device.index is None:
+        from utils.distributed import launched_by_torchrun, local_rank
+        if launched_by_torchrun():                  # "cuda" under torchrun: this rank's GPU
+            return torch.device("cuda", local_rank())
     return device
 
 

@@ -79,6 +79,9 @@ def init_world(device: torch.device, timeout_min: float = 10.0) -> World:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
+            if device.index is None or device.index != local_rank():
+                raise ValueError(f"under torchrun each rank trains on its own GPU, cuda:$LOCAL_RANK (cuda:"
+                                 f"{local_rank()} here), but device={device} was asked for; use device=auto")
             torch.cuda.set_device(device)
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_min))
     return World(dist.get_rank(), dist.get_world_size(), local_rank(), dist.get_backend())
@@ -91,6 +94,17 @@ def broadcast_float(value: float, world: World, device: torch.device) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(tensor, src=0)
     return float(tensor.item())
+
+
+def same_on_every_rank(value: float, world: World, device: torch.device, what: str) -> None:
+    """RuntimeError on every rank when the ranks hold different values of `what` (e.g. the step they resumed from)."""
+    if not world.distributed:
+        return
+    values = [torch.zeros(1, dtype=torch.float64, device=device) for _ in range(world.size)]
+    dist.all_gather(values, torch.tensor([float(value)], dtype=torch.float64, device=device))
+    found = [float(v.item()) for v in values]
+    if len(set(found)) > 1:
+        raise RuntimeError(f"the ranks disagree on {what}: {found} (one value per rank)")
 
 
 def barrier(world: World) -> None:

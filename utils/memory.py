@@ -67,7 +67,7 @@ def _memory_trial(cfg: TrainConfig, data: TrainData, device: torch.device, batch
 
 def batch_that_fits_now(cfg: TrainConfig, model, batch, view_cfgs, objective, optimizer, generator, autocast) -> int:
     """After a step ran out of GPU memory: the largest of batch_size/2, /4, ... whose forward and backward pass on
-    this batch fits now (trial passes, no update), or 0. train() calls it, as a step of its own, for the advice."""
+    this batch fits now (trial passes, no update), or 0. TrainingRun.train_epoch calls it, as a step of its own, for the advice."""
     optimizer.zero_grad(set_to_none=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -84,6 +84,15 @@ def out_of_memory_error(cfg: TrainConfig, fits: int) -> TrainError:
                       f"(and scale lr with it). Another process on the GPU may also hold memory. The newest "
                       f"checkpoint is kept: the same settings resume from it once memory is free; another "
                       f"batch_size starts a new run.")
+
+
+def out_of_memory_error_on_ranks(cfg: TrainConfig, rank: int, size: int) -> TrainError:
+    """The out-of-memory error under torchrun: no trial steps (a trial on one rank would wait for the others'
+    collectives), the per-rank share named instead."""
+    return TrainError(f"batch_size={cfg.batch_size} (the global batch: {cfg.batch_size // size} images on each of "
+                      f"{size} ranks) ran out of GPU memory on rank {rank} ({memory_note()}); run with a smaller "
+                      f"batch_size (and scale lr with it). The newest checkpoint is kept; another batch_size starts "
+                      f"a new run.")
 
 
 def _trial_step(model, batch, view_cfgs, objective, generator, autocast) -> None:

@@ -1,4 +1,5 @@
-"""The training engine: `train(cfg)` is the whole loop, top to bottom, in one function.
+"""The training engine: `train(cfg)` is the whole schedule, a loop of a few lines over a TrainingRun (start_run,
+train_epoch, evaluate, save, finish), which the notebook's Section 5 runs as it is.
 
 Where its pieces live: the settings and the run's folder in utils/config.py; one step (views -> projections ->
 loss -> update) in utils/steps.py; what a checkpoint holds in utils/run_state.py; GPU memory (fitting the batch,
@@ -35,10 +36,11 @@ from utils.config import LOSS_NAMES, TrainConfig, parse_overrides, run_dir_of
 from utils.data import (TrainData, epoch_order, load_splits, prepare_data, resolve_data_dir, spread_rows,
                         training_data_metadata)
 from utils.device import configure_backends, largest_fitting_batch, pick_device
-from utils.distributed import World, barrier, broadcast_float, init_world, is_main_process, wrap_for_ranks
+from utils.distributed import (World, barrier, broadcast_float, init_world, is_main_process, same_on_every_rank,
+                               wrap_for_ranks)
 from utils.ema import ModelEMA, ema_momentum
 from utils.features import fit_feature_statistics
-from utils.memory import batch_that_fits_now, fit_batch_to_gpu, out_of_memory_error
+from utils.memory import batch_that_fits_now, fit_batch_to_gpu, out_of_memory_error, out_of_memory_error_on_ranks
 from utils.progress import progress_bar, progress_write
 from utils.run_setup import build_run
 from utils.run_state import RunState, TrainError, resume_from, snapshot
@@ -63,7 +65,7 @@ def seed_all(seed: int) -> None:
 def probe_metrics(model, data: TrainData, cfg: TrainConfig, device) -> dict[str, float]:
     """Fast probes (percent) under the grader's protocol on the current model (probes.evaluate_protocol): ID fit
     on train (at most eval_max_train images, spread_rows), scored on val; OOD fit/scored on the course's 80/20
-    split. The model's feature statistics must be fitted first (train() does it, as a line of its own); this only
+    split. The model's feature statistics must be fitted first (TrainingRun.evaluate does it, as a line of its own); this only
     measures, it changes nothing in the model."""
     fit_rows = spread_rows(len(data.train), cfg.eval_max_train)
     encode = lambda images: probes.encode_images(model, images, device=device)  # noqa: E731
@@ -223,6 +225,11 @@ class TrainingRun:
         else:
             ranks = f", {self.world.size} ranks ({self.world.backend})" if self.world.distributed else ""
             self.say(f"New run {self.run_dir} ({cfg.arch}, {cfg.loss}, batch {cfg.batch_size}, device {device}{ranks}).")
+        # Every rank must continue from the same step: each reads the newest checkpoint of its own out_dir, which
+        # across machines must be one shared folder.
+        same_on_every_rank(self.state.step, self.world, device, f"the step each rank resumes from (out_dir "
+                           f"{cfg.out_dir} must be one folder that every rank sees)")
+        self.last_eval_step = self.state.history["eval"][-1]["step"] if self.state.history["eval"] else None
         self.budget_s = cfg.time_budget_min * 60
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.bar = progress_bar(total=self.total_steps if not self.budget_s else None, initial=self.state.step,
@@ -270,6 +277,7 @@ class TrainingRun:
         """The validation loss and the probes of the model as it is now, one printed line; also in history. Rank 0
         evaluates; the other ranks wait for it (and keep no record: rank 0's history is the one written)."""
         cfg, data, state = self.cfg, self.data, self.state
+        self.last_eval_step = state.step
         if not self.world.is_main:
             barrier(self.world)
             return {}
@@ -306,6 +314,8 @@ class TrainingRun:
                 loss, z0 = self.step_fn(self.run_model, batch, self.view_cfgs, self.objective, self.optimizer,
                                         self.aug_gen, self.autocast)
             except torch.cuda.OutOfMemoryError as error:
+                if self.world.distributed:
+                    raise out_of_memory_error_on_ranks(cfg, self.world.rank, self.world.size) from error
                 # trial steps of batch_size/2, /4, ... on this batch: the batch that fits now, for the advice
                 fits = batch_that_fits_now(cfg, self.run_model, batch, self.view_cfgs, self.objective,
                                            self.optimizer, self.aug_gen, self.autocast)
@@ -322,7 +332,8 @@ class TrainingRun:
                 self._log(z0, window_start)
                 window_start = time.time()
             state.elapsed_s += time.time() - t0             # after the sync: on a GPU the step's work is done
-            if self.budget_s:       # rank 0's clock decides the schedule and the end for every rank
+            if self.budget_s:       # rank 0's clock decides the schedule and the end for every rank (under
+                # torchrun a host sync per step: its cost on GPUs is not measured)
                 state.elapsed_s = broadcast_float(state.elapsed_s, self.world, self.device)
             self.bar.update(1)
             if self.budget_s and state.step % 10 == 0:
@@ -351,7 +362,7 @@ class TrainingRun:
         self.bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}",
                              rank=f"{record['eff_rank']:.0f}", epoch=state.epoch, refresh=False)
         warning = monitor.collapse_warning(record)
-        if warning and not self.warned_collapse:
+        if warning and not self.warned_collapse and self.world.is_main:
             progress_write(f"step {state.step}: {warning}")
             self.warned_collapse = True
 
@@ -361,7 +372,7 @@ class TrainingRun:
         and training_metrics.json (by rank 0; the other ranks wait for it)."""
         cfg, state, data = self.cfg, self.state, self.data
         self.bar.close()
-        if not state.history["eval"] or state.history["eval"][-1]["step"] != state.step:
+        if self.last_eval_step != state.step:       # the same on every rank (only rank 0 keeps the records)
             self.evaluate()
             self.save()
         weights_path = Path(cfg.export_path) if cfg.export_path else self.run_dir / "final_model.safetensors"
