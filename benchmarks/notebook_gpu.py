@@ -101,20 +101,29 @@ def source_of(cell: dict) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-def sections(cells: list[dict]) -> list[tuple[str, list[str]]]:
-    """[(section title, [code cell sources])]: a markdown cell starting with "# " opens a section ("# 0. SCIPER
-    Number and Name" -> "0. SCIPER Number and Name"); "##" headers stay in the section they are in. Code before
-    the first numbered section (imports, the environment check) is "setup"."""
-    out: list[tuple[str, list[str]]] = [("setup", [])]
+def titled_cells(cells: list[dict]) -> list[tuple[str, dict]]:
+    """(section title, cell) for every cell: a markdown cell starting with "# " opens a section ("# 0. SCIPER
+    Number and Name" -> "0. SCIPER Number and Name"); "##" headers stay in the section they are in. Cells before
+    the first numbered section (imports, the environment check) are in "setup"."""
+    title, out = "setup", []
     for cell in cells:
         text = source_of(cell)
         if cell["cell_type"] == "markdown":
             first = text.splitlines()[0] if text else ""
             if re.match(r"# \d+\.", first):
-                out.append((first[2:].strip(), []))
-        elif cell["cell_type"] == "code":
-            out[-1][1].append(text)
-    return [(title, code) for title, code in out if code]
+                title = first[2:].strip()
+        out.append((title, cell))
+    return out
+
+
+def sections(cells: list[dict]) -> list[tuple[str, list[str]]]:
+    """[(section title, [code cell sources])] in the notebook's order (titled_cells), sections without code left out."""
+    out: dict[str, list[str]] = {}
+    for title, cell in titled_cells(cells):
+        out.setdefault(title, [])
+        if cell["cell_type"] == "code":
+            out[title].append(source_of(cell))
+    return [(title, code) for title, code in out.items() if code]
 
 
 class Tee:
@@ -194,22 +203,22 @@ def run_sections(parts: list[tuple[str, list[str]]], log, on_section=None, cuda:
 # ----------------------------------------------------------------------------------------------------------
 
 def save_with_outputs(cells: list[dict], records: list[dict], path: Path) -> None:
-    """The notebook at `path` as a student saves it: each section's printed output (records) on the first code
-    cell of that section, the other cells as they are. Section 7 hands in this file."""
+    """The notebook at `path` as a student saves it: the code cells of every section that ran carry an execution
+    count, the first of each its section's printed output (records); the others are as handed out. Section 7
+    hands in this file."""
     printed = {r["section"]: r["output"] for r in records}
-    cells = [dict(cell, outputs=[]) if cell["cell_type"] == "code" else dict(cell) for cell in cells]
-    title, done = "setup", set()
-    for cell in cells:
-        if cell["cell_type"] == "markdown":
-            first = source_of(cell).splitlines()[0] if source_of(cell) else ""
-            if re.match(r"# \d+\.", first):
-                title = first[2:].strip()
-        elif title in printed and title not in done:
-            cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": printed[title] or "\n"}]
-            cell["execution_count"] = 1
-            done.add(title)
+    saved = []
+    for title, cell in titled_cells(cells):
+        cell = dict(cell)
+        if cell["cell_type"] == "code":
+            ran = title in printed
+            first = ran and not any(t == title and c["cell_type"] == "code" and c.get("outputs") for t, c in saved)
+            cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": printed[title] or "\n"}] \
+                if first else []
+            cell["execution_count"] = 1 if ran else None
+        saved.append((title, cell))
     notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
-    notebook["cells"] = cells
+    notebook["cells"] = [cell for _, cell in saved]
     path.write_text(json.dumps(notebook, indent=1))
 
 

@@ -53,7 +53,7 @@ def test_the_unsaved_notebook_is_refused_and_nothing_is_copied(run, tmp_path, ca
     handed = call(run, tmp_path / "out", tmp_path / "saved.ipynb")
     assert not handed.copied and not (tmp_path / "out" / "submission").exists()
     printed = capsys.readouterr().out
-    assert printed.startswith("NOT COPIED") and "Section 5 (training)" in printed and "Ctrl+S" in printed
+    assert printed.startswith("NOT COPIED") and "Section 5 (training" in printed and "Ctrl+S" in printed
 
     (tmp_path / "other.ipynb").write_text(notebook_text(run_output="run fingerprint 0000ffff"))
     handed = call(run, tmp_path / "out", tmp_path / "other.ipynb")

@@ -157,11 +157,8 @@ def test_vit_tiny_round_trip_and_a_submission_eval_accepts(tiny_data_dir, tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval().get_features(x), model.eval().get_features(x), rtol=0, atol=0)
 
-    identity = "SCIPER = 123456\nLAST_NAME = \"Doe\"\nFIRST_NAME = \"Jane\"\n"
-    notebook = {"cells": [{"cell_type": "code", "metadata": {}, "execution_count": 1, "outputs": [],
-                           "source": identity.splitlines(keepends=True)}],
-                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    (sources / "CS461_Assignment1.ipynb").write_text(json.dumps(notebook))
+    from test_eval import notebook_text            # an executed notebook with an identity
+    (sources / "CS461_Assignment1.ipynb").write_text(notebook_text())
     (sources / "report.md").write_text("# Report\n\nA ViT trained without labels. " * 5)
     folder = assemble_submission(tmp_path / "submission", weights=weights,
                                  notebook=sources / "CS461_Assignment1.ipynb", report=sources / "report.md",

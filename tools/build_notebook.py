@@ -58,13 +58,14 @@ from IPython.display import display
 
 from models import ImageEncoder
 from utils import augment, explorer, plots, probes
-from utils.data import LOCAL_DATA_DIR, as_model_input, load_splits, ood_split, resolve_data_dir, spread_rows
+from utils.data import (LOCAL_DATA_DIR, as_model_input, data_origin, load_splits, ood_split, resolve_data_dir,
+                        spread_rows)
 from utils.device import pick_device
 from utils.features import fit_feature_statistics
 from utils.recipes import recipe_config
 from utils.submission.course import COURSE_BASELINES
 from utils.submission.handin import demo_run, hand_in
-from utils.synthetic import ensure_default_data, is_generated
+from utils.synthetic import ensure_default_data
 from utils.train import (TrainConfig, autocast_context, fit_batch_to_gpu, make_objective, prepare_data, probe_metrics,
                          project_views, seed_all, start_run)
 
@@ -116,7 +117,7 @@ Loading validates each file (layout, dtype, size, NaN...) and says exactly what 
 splits = load_splits(DATA_DIR)"""),
     ("code", f"""{CHECK}
 for name, split in splits.items():
-    kind = "generated" if is_generated(split.path) else "course"
+    kind = data_origin(split.path)            # "generated", "course" or "npz": recorded in the weights too
     print(f"{{name:5s}} {{len(split):7,d}} images, {{len(split.classes):3d}} classes ({{kind}} data), "
           f"label ids e.g. {{split.classes[:3].tolist()}}")
 ood_fit, ood_score = ood_split(len(splits["ood"]))

@@ -95,13 +95,13 @@ def count_classes(data_dir: Path) -> tuple[int, int]:
         return len(np.unique(train["labels"])), len(np.unique(ood["labels"]))
 
 
-def write_record(notebook_seconds: float, eval_code: int, grader: dict) -> Path:
+def write_record(notebook_seconds: float, demo_code: int, grader: dict) -> Path:
     """demo_record.json: what was measured (eval.py's exact-protocol accuracies), on what data, with which
     settings, on which machine and commit. A copy is committed under benchmarks/results/ when it is quoted."""
     from utils.provenance import provenance
     metrics = json.loads((OUTPUT / "training_metrics.json").read_text())
     evaluation = json.loads((OUTPUT / "eval_result.json").read_text())      # Section 7's eval.py
-    final = json.loads((OUTPUT / "eval_final.json").read_text())            # --quick, the executed notebook
+    final = json.loads((OUTPUT / "eval_final.json").read_text())            # the checks of the folder as handed in
     record = {
         "what": "make demo: CS461_Assignment1.ipynb executed headless in the short CPU profile, saved after "
                 "every cell; its Section 7 ran eval.py --demo (the grader's checks and exact protocol) on the "
@@ -112,7 +112,9 @@ def write_record(notebook_seconds: float, eval_code: int, grader: dict) -> Path:
         "data": {**metrics["data"], "kind": "embedded default data (utils.synthetic, size 'small')"},
         "training": {k: metrics[k] for k in ("config", "fingerprint", "device", "steps", "epochs", "train_minutes")},
         "notebook_seconds": round(notebook_seconds, 1),
-        "eval_exit_status": eval_code,
+        "demo_exit_status": demo_code,
+        "section_7_ok": evaluation["ok"] and final["ok"],
+        "section_7_eval_exit_status": evaluation["exit_status"],
         "section_7_eval_summary": evaluation["summary"],
         "final_check_summary": final["summary"],
         "eval_accuracies_percent": evaluation["accuracies_percent"],

@@ -7,18 +7,20 @@ student learns before the deadline what the grader would trip on:
    models.py imported as `custom_model` and never put in sys.modules, beside a stand-in for the course's
    utils.py; `ImageEncoder()`; strict `load_model`; `eval()`; the shape check on randn(1, 3, 64, 64)); then,
    in this process, `models.py` self-contained (its imports, also inside functions), the course's class
-   variables, the feature statistics fitted, finite (B, 1000) `get_features`; the notebook names its author;
-   `report.md` stays within 500 words (counted two ways); the data files exist and are valid;
-2. the grader's protocol, only when every structural check passed (otherwise the accuracies would be
-   meaningless): raw `get_features` outputs of ToTensor images, batch 64; k-NN (k=5) and logistic-regression
+   variables, the feature statistics fitted, finite (B, 1000) `get_features`; what the weights record of their run
+   (trained on real images, not the kit's generated data, except with --demo; a CPU-sized network warns); the
+   notebook executed (every code cell of Sections 5 and 6 ran; the weights' run fingerprint in its outputs) and
+   naming its author; `report.md` within 500 words (counted two ways), no `<<FILL IN` left; the data files valid;
+2. the grader's protocol, only when no check that the accuracies depend on failed (the notebook's, the report's and
+   the training data's do not stop it): raw `get_features` outputs of ToTensor images, batch 64; k-NN (k=5) and logistic-regression
    probes fit on train and scored on val (in-distribution), fit on 80% of ood and scored on the other 20%.
 
 Every finding is a `Check` (pass / fail / warn) whose message says what is wrong, what was expected, what was
 found, and whose `fix` says how to fix it. Nothing is ever substituted: missing data is a failure, never
 random tensors.
 
-`assemble_submission(folder, weights=...)` copies the four files into the submission folder (the notebook's
-last section calls it). It refuses while the notebook's identity is still a placeholder, and makes the
+`assemble_submission(folder, weights=...)` copies the four files into the submission folder; `handin.hand_in`,
+the notebook's Section 7, calls it before running eval.py. It refuses while the notebook's identity is still a placeholder, and makes the
 copied models.py build the architecture the weights were trained with.
 
 Where each part lives:

@@ -26,8 +26,8 @@ from utils.checkpoint import weights_metadata
 from utils.submission.assemble import assemble_submission
 from utils.submission.course import (DEMO_ENV, DEMO_FLAG, FILL_IN_MARKER, PROJECT_ROOT, REPORT_FILE, SubmissionError,
                                      expand_path)
-from utils.submission.notebook_checks import (EXECUTED_FIX, IDENTITY_FILL_IN, identity_problems, read_notebook,
-                                              shows_run, unexecuted_sections)
+from utils.submission.notebook_checks import (EXECUTED_FIX, IDENTITY_FILL_IN, identity_problems, notebook_identity,
+                                              read_notebook, shows_run, unexecuted_sections)
 from utils.submission.report import format_percent
 from utils.submission.report_draft import drafted_for, load_json, write_report_draft
 
@@ -56,16 +56,21 @@ def saved_notebook_problem(notebook: Path, fingerprint: str | None) -> str | Non
         return f"the notebook file cannot be read ({error})"
     missing = unexecuted_sections(saved)
     if missing:
-        return f"the notebook saved at {notebook} holds no outputs in {' and '.join(missing)}"
+        return f"the notebook saved at {notebook} holds code cells that never ran, in {' and '.join(missing)}"
     if fingerprint and not shows_run(saved, fingerprint):
         return (f"the notebook saved at {notebook} does not show this run (its outputs never name run "
                 f"{fingerprint}): it was saved before this run's training")
+    problems = identity_problems(notebook_identity(notebook))
+    if problems:
+        return f"the notebook saved at {notebook} does not name its author: {'; '.join(problems)}"
     return None
 
 
 def run_eval(submission: Path, data_dir, json_path: Path, log: Path, *, quick: bool = False, fast: bool = False,
              demo: bool = False) -> dict:
-    """`python eval.py` on the folder; its output appended to `log`; returns its JSON result."""
+    """`python eval.py` on the folder; its output appended to `log`; returns its JSON result (with its exit status)."""
+    submission, json_path = Path(submission).resolve(), Path(json_path).resolve()   # eval.py runs in the kit's folder
+    data_dir = Path(data_dir).resolve() if data_dir else None
     command = [sys.executable, str(PROJECT_ROOT / "eval.py"), "-i", str(submission), "--json", str(json_path),
                "--no-progress"] + (["-d", str(data_dir)] if data_dir else []) + (["--quick"] if quick else []) \
         + (["--fast"] if fast else []) + ([DEMO_FLAG] if demo else [])
@@ -76,7 +81,7 @@ def run_eval(submission: Path, data_dir, json_path: Path, log: Path, *, quick: b
     if not json_path.is_file():
         raise SubmissionError(f"eval.py stopped without a result (exit status {done.returncode}); its output is "
                               f"in {log}:\n{(done.stdout + done.stderr)[-2000:]}")
-    return load_json(json_path)
+    return {**load_json(json_path), "exit_status": done.returncode}
 
 
 def hand_in(submission_dir, *, weights, metrics, notebook, output_dir, data_dir, identity: dict,
@@ -123,11 +128,15 @@ def hand_in(submission_dir, *, weights, metrics, notebook, output_dir, data_dir,
 
 
 def verdict_lines(submission: Path, report: Path, result: dict, final: dict, log: Path) -> list[str]:
-    """The short verdict: what was handed in, eval.py's summary, each FAIL and WARN line, the four accuracies."""
+    """The short verdict: what was handed in, eval.py's summary, each FAIL and WARN line (of the folder as handed
+    in, and those only the full run makes, like the probes' warnings), the four accuracies."""
     lines = [f"Handed in to {submission}: models.py, final_model.safetensors, the saved notebook, and "
              f"{report.name if report.is_file() else 'a placeholder'} as report.md.",
-             f"eval.py: {final['summary']}"]
-    for check in final["checks"]:
+             f"eval.py: {final['summary']}" + ("" if final is result else
+                                                f" (with the probes, before the report was handed in: "
+                                                f"{result['summary']})")]
+    names = {check["name"] for check in final["checks"]}
+    for check in final["checks"] + [c for c in result["checks"] if c["name"] not in names]:
         if check["status"] != "pass":
             fix = f" — {check['fix']}" if check["fix"] else ""
             lines.append(f"  {check['status'].upper()} {check['name']}: {check['message']}{fix}")

@@ -152,7 +152,7 @@ IDENTITY_FIX = (IDENTITY_FILL_IN + ", save it, and copy it into the submission f
 
 # The sections whose outputs show that the notebook ran (the course's numbering): without outputs there, the
 # file is the notebook as handed out, or a copy saved before Run All.
-RUN_SECTIONS = {5: "Section 5 (training)", 6: "Section 6 (results)"}
+RUN_SECTIONS = {5: "Section 5 (training", 6: "Section 6 (results"}     # closed by unexecuted_sections
 _NUMBERED_HEADING = re.compile(r"^#{1,2}\s*(\d+)\s*[.:)]")
 
 
@@ -186,12 +186,19 @@ def outputs_text(cells: list[dict]) -> str:
 
 
 def unexecuted_sections(notebook: dict) -> list[str] | None:
-    """The run sections (RUN_SECTIONS) that hold no outputs; None when their headings are not found."""
+    """Each run section (RUN_SECTIONS) with a code cell that never ran (no outputs, no execution count), as
+    "Section 6 (results: 3 of 12 code cells)": a notebook saved before Run All, or in the middle of it. Empty
+    cells do not count. None when the sections' headings are not found."""
     sections = section_code_cells(notebook)
     if not all(number in sections for number in RUN_SECTIONS):
         return None
-    return [name for number, name in RUN_SECTIONS.items()
-            if not any(cell.get("outputs") for cell in sections[number])]
+    missing = []
+    for number, name in RUN_SECTIONS.items():
+        cells = [c for c in sections[number] if _cell_source(c).strip()]
+        unrun = [c for c in cells if not (c.get("outputs") or c.get("execution_count"))]
+        if unrun:
+            missing.append(f"{name}: {len(unrun)} of {len(cells)} code cells)")
+    return missing
 
 
 def shows_run(notebook: dict, fingerprint: str) -> bool:
@@ -239,15 +246,15 @@ def check_executed(report: Report, notebook: dict, path: Path, code_cells: list[
     missing = unexecuted_sections(notebook)
     if missing is None:        # the headings were renamed: any outputs at all
         if any(c.get("outputs") for c in code_cells):
-            report.warned(name, f"{path.name} has outputs, but its {' and '.join(RUN_SECTIONS.values())} headings "
-                          f"(\"# 5. ...\", \"# 6. ...\") were not found, so where it ran was not checked",
+            report.warned(name, f"{path.name} has outputs, but its Section 5 and 6 headings (\"# 5. ...\", "
+                          f"\"# 6. ...\") were not found, so where it ran was not checked",
                           "keep the course's section headings")
         else:
             report.failed(name, f"no code cell of {path.name} has outputs; the course asks for the executed "
                           f"notebook", EXECUTED_FIX)
     elif missing:
-        report.failed(name, f"{' and '.join(missing)} of {path.name} hold no outputs: this is the notebook as "
-                      f"handed out, or saved before Run All finished; the course grades the executed notebook",
-                      EXECUTED_FIX)
+        report.failed(name, f"{path.name} holds code cells that never ran, in {' and '.join(missing)}: this is "
+                      f"the notebook as handed out, or saved before Run All finished; the course grades the executed "
+                      f"notebook", EXECUTED_FIX)
     else:
-        report.passed(name, f"{' and '.join(RUN_SECTIONS.values())} hold outputs")
+        report.passed(name, "every code cell of Sections 5 (training) and 6 (results) ran")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.checkpoint import CheckpointError, weights_metadata
-from utils.data import DATA_ORIGINS
+from utils.data import DATA_DIR_ENV, DATA_ORIGINS, HUB_DATA_DIR
 from utils.submission.course import CPU_SIZED_ARCHS, DEMO_FLAG
 from utils.submission.report import Report
 
@@ -36,8 +36,8 @@ def check_training_data(report: Report, metadata: dict[str, str], weights_name: 
         report.failed(TRAINING_DATA_CHECK, f"{weights_name} was trained on {DATA_ORIGINS['generated']}{where}: the "
                       f"grader scores it on photos of classes it never saw, where such a model is near chance. The "
                       f"course data was not found when the notebook ran",
-                      "point the notebook at the course data (the hub's /shared/CS461/cs461_assignment1_data, or "
-                      "set CS461_DATA_DIR), run it again in the full profile on a GPU, and hand in those weights")
+                      f"point the notebook at the course data (the hub's {HUB_DATA_DIR}, or set {DATA_DIR_ENV}), "
+                      f"run it again in the full profile on a GPU, and hand in those weights")
     elif origin == "generated":
         report.warned(TRAINING_DATA_CHECK, f"{weights_name} was trained on {DATA_ORIGINS['generated']}{where}; "
                       f"accepted because this is a demo ({DEMO_FLAG})", "")
