@@ -123,7 +123,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, *, verbose: bool
         if source == "local default":
             print(f"  The course data was not found (not at {HUB_DATA_DIR}, and ${DATA_DIR_ENV} is not set), so this "
                   f"run uses {DATA_ORIGINS['generated']}: right for a demo, but eval.py fails a submission trained "
-                  f"on it. For the course data, set {DATA_DIR_ENV} to its folder and restart the kernel.")
+                  f"on it. For the course data, set {DATA_DIR_ENV} to its folder (in a notebook, then restart the "
+                  f"kernel).")
     return path
 
 
