@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         print(f"Result written to {path}")
-    return 0 if report.ok else 1
+    return report.exit_status
 
 
 if __name__ == "__main__":

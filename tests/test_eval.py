@@ -148,6 +148,7 @@ def test_good_submission_passes_the_exact_protocol(exact_run, good):
     assert "weights load strictly" in process.stdout and "arch 'tiny'" in process.stdout
     assert "PASS notebook identity: SCIPER 123456, Jane Doe" in process.stdout
     assert result["ok"] and result["mode"] == "exact" and result["folder"] == str(good)
+    assert result["exit_status"] == process.returncode == 0      # the JSON file says what the process returned
     assert all(check["ok"] for check in result["checks"])
     accuracies = result["accuracies_percent"]
     assert set(accuracies) == set(ACCURACY_KEYS)
@@ -332,8 +333,10 @@ def test_notebook_and_eval_agree_on_the_data_folder(tmp_path, monkeypatch):
 
 def test_wrong_data_dir_names_the_places_tried(good, tmp_path):
     nowhere = tmp_path / "no_such_data"
-    process = run_eval("-i", good, "-d", nowhere, "--quick")
+    process = run_eval("-i", good, "-d", nowhere, "--quick", "--json")
     assert process.returncode == 1, process.stdout + process.stderr
+    result = json.loads(process.stdout[process.stdout.index("\n{") + 1:])
+    assert result["ok"] is False and result["exit_status"] == 1     # the JSON says the same as the exit status
     assert f"FAIL data directory: data directory {nowhere} (from --data-dir) does not exist" in process.stdout
     assert "Places tried" in process.stdout and "course hub: /shared/CS461/cs461_assignment1_data" in process.stdout
     assert "1 check failed: data directory" in process.stdout

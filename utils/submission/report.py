@@ -75,6 +75,11 @@ class Report:
         """True when no check failed (warnings allowed)."""
         return not self.failures
 
+    @property
+    def exit_status(self) -> int:
+        """eval.py's exit status: 0 when no check failed, 1 otherwise (also written in its --json file)."""
+        return 0 if self.ok else 1
+
     def check(self, name: str) -> Check | None:
         """The last check with this name (None if it was not made)."""
         return next((c for c in reversed(self.checks) if c.name == name), None)
@@ -92,6 +97,7 @@ class Report:
     def as_dict(self) -> dict:
         return {
             "ok": self.ok,
+            "exit_status": self.exit_status,
             "summary": self.summary(),
             "folder": self.folder,
             "mode": self.mode,
