@@ -136,3 +136,28 @@ def test_profile_tiny_groups_the_step_time(tmp_path):
     assert sum(record["group_share"].values()) == pytest.approx(1.0)
     assert record["group_share"].get("convolution", 0) > 0            # a conv net spends time in convolutions
     assert "groups:" in stdout
+
+
+def test_suite_time_records_each_module_of_a_selection(tmp_path):
+    stdout = run_script("suite_time.py", "--out", tmp_path, "--", "tests/test_provenance.py", "tests/test_progress.py")
+    record = only_json(tmp_path, "suite-time-selection-*.json")
+    assert_provenance(record)
+    assert record["pytest_exit_status"] == 0 and record["pytest_args"] == ["tests/test_provenance.py",
+                                                                            "tests/test_progress.py"]
+    assert set(record["per_module_s"]) == {"tests/test_provenance.py", "tests/test_progress.py"}
+    assert record["tests"] == len(record["slowest_tests_s"]) > 2          # fewer tests than SLOWEST: all listed
+    assert record["wall_s"] >= sum(record["per_module_s"].values()) - 0.5
+    assert record["target_met"] is None and "not measured by a selection" in stdout   # a selection is no verdict
+
+
+def test_suite_time_target_needs_the_whole_green_suite():
+    import suite_time
+    rows = [{"module": "tests/test_a.py", "test": "t1", "seconds": 2.0},
+            {"module": "tests/test_a.py", "test": "t2", "seconds": 3.0},
+            {"module": "nb.ipynb", "test": "Cell 0", "seconds": 4.0}]
+    whole = suite_time.summarise(rows, wall_s=12.0, exit_status=0, pytest_args=[])
+    assert whole["target_met"] is True and whole["per_module_s"] == {"tests/test_a.py": 5.0, "nb.ipynb": 4.0}
+    assert [r["test"] for r in whole["slowest_tests_s"]] == ["Cell 0", "t2", "t1"]
+    assert suite_time.summarise(rows, wall_s=12.0, exit_status=1, pytest_args=[])["target_met"] is False
+    assert suite_time.summarise(rows, wall_s=suite_time.TARGET_S + 1, exit_status=0, pytest_args=[])[
+        "target_met"] is False
