@@ -10,7 +10,7 @@ split of each OOD file. OOD figures from one draw are noisy: pass several OOD fi
     python benchmarks/quality.py --tiny                                        # CPU smoke run, used by the tests
     python benchmarks/quality.py --suite recipes-1min --fast-eval --data-dir /tmp/t64 --winner-until-min 9
 
-Recipes and suites live in utils/recipes.py. A suite trains its recipes back to back for the same budget each,
+Recipes live in utils/config.py (RECIPES), suites below. A suite trains its recipes back to back for the same budget each,
 evaluates each under the same protocol, records each one's peak GPU memory, and rewrites its results file after
 every recipe (a call cut short keeps what it measured); with --winner-until-min it then trains the best recipe
 (mean of OOD k-NN and OOD linear) for as long as fits before that many minutes since the start.
@@ -37,9 +37,36 @@ from utils.checkpoint import load_weights_strict, weights_arch
 from utils.data import data_dir_help, load_npz, load_splits, resolve_data_dir
 from utils.device import pick_device
 from utils.provenance import provenance
-from utils.recipes import RECIPES, SUITES, recipe_config, suite
+from utils.config import RECIPES, recipe_config
 from utils.synthetic import DataSpec, write_dataset
 from utils.train import prepare_data, seed_all, train
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """Recipes trained back to back for the same wall-clock budget each, so that they compare per GPU-minute."""
+    recipes: tuple[str, ...]
+    budget_min: float
+    note: str = ""
+
+
+CANDIDATES = ("shipped", "shipped_dcl", "shipped_ema", "dino", "combo_guess")
+SUITES: dict[str, Suite] = {
+    "recipes-1min": Suite(CANDIDATES, 1.0, "the shipped recipe and four ideas, 1 minute each"),
+    "recipes-2min": Suite(CANDIDATES, 2.0, "the same at 2 minutes each"),
+    "local-crops-2min": Suite(("shipped", "shipped_local48"), 2.0, "4 x 32 px against 2 x 48 px local views"),
+}
+
+
+def suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; known suites: {', '.join(sorted(SUITES))}")
+    unknown = [r for r in SUITES[name].recipes if r not in RECIPES]
+    if unknown:
+        raise ValueError(f"suite {name!r} names unknown recipes {unknown}")
+    return SUITES[name]
+
 
 TINY_SPEC = DataSpec(id_classes=5, train_per_class=40, val_per_class=10, ood_classes=5, ood_per_class=20)
 
@@ -55,14 +82,10 @@ def mean_and_spread(values: list[float]) -> dict:
 
 
 def evaluate(model, splits, ood_files: list[Path], fast: bool, device) -> dict:
-    """The grader's four numbers (percent), by probes.evaluate_protocol: ID once, OOD per draw plus mean and
+    """The grader's four numbers (percent), by probes.evaluate_encoder: ID once, OOD per draw plus mean and
     spread over the draws, and the linear probes' lbfgs iterations."""
-    encode = lambda images: probes.encode_images(model, images, device=device)  # noqa: E731
     oods = [splits["ood"] if path is None else load_npz(path) for path in ood_files]
-    protocol = probes.evaluate_protocol((encode(splits["train"].images), splits["train"].labels),
-                                        (encode(splits["val"].images), splits["val"].labels),
-                                        [(encode(ood.images), ood.labels) for ood in oods],
-                                        fast=fast, progress=False, device=device)
+    protocol, _ = probes.evaluate_encoder(model, splits["train"], splits["val"], oods, fast=fast, device=device)
     result = {"id_knn": protocol.id_knn, "id_linear": protocol.id_linear,
               "ood_draws": [{"file": str(path or ood.path), **draw}
                             for path, ood, draw in zip(ood_files, oods, protocol.ood_draws)],
@@ -76,7 +99,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="ntxent", choices=sorted(RECIPES))
     parser.add_argument("--suite", default=None, choices=sorted(SUITES),
-                        help="train every recipe of this suite (utils/recipes.py) instead of --recipe")
+                        help="train every recipe of this suite (SUITES) instead of --recipe")
     parser.add_argument("--only", nargs="+", default=None, metavar="RECIPE",
                         help="suite: only these of its recipes (e.g. the ones a cut call did not reach)")
     parser.add_argument("--data-dir", default=None, help=f"course-format folder (train/val/ood.npz; default: "

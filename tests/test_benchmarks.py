@@ -77,13 +77,21 @@ def test_quality_tiny_averages_ood_draws(tmp_path):
 
 def test_recipes_are_valid_configs_and_overrides_apply():
     from models import ARCHITECTURES
-    for name in quality.RECIPES:                               # utils/recipes.py's table (tests/test_recipes.py)
+    for name in quality.RECIPES:                               # utils/config.py's table (tests/test_config.py)
         assert quality.recipe_config(name, []).arch in ARCHITECTURES
     assert quality.recipe_config("student_baseline", []).arch == "resnet18"
     cfg = quality.recipe_config("student_baseline", ["lr=1e-3"])
     assert (cfg.lr, cfg.batch_size, cfg.temperature) == (1e-3, 1024, 0.1)
     with pytest.raises(ValueError, match="unknown recipe"):
         quality.recipe_config("nope", [])
+
+
+def test_suites_name_known_recipes_and_compare_with_the_shipped_one():
+    for name, chosen in quality.SUITES.items():
+        assert quality.suite(name).recipes and all(r in quality.RECIPES for r in chosen.recipes), name
+        assert chosen.recipes[0] == "shipped"                  # every suite compares against the shipped recipe
+    with pytest.raises(ValueError, match="unknown suite"):
+        quality.suite("recipes-1h")
 
 
 def test_quality_suite_tiny_writes_every_recipe_then_trains_the_winner(tmp_path):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.device import (BatchChoice, StepMemory, candidate_batch_sizes, fit_batch_to_memory, measure_step_memory,
-                          pick_device)
+from utils.device import (BatchChoice, StepMemory, candidate_batch_sizes, fit_batch_to_memory, largest_fitting_batch,
+                          measure_step_memory, pick_device)
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB, MIB = 2**30, 2**20
@@ -112,13 +112,22 @@ def test_the_notebook_fit_prefers_the_batch_of_a_run_it_can_resume(tiny_data_dir
     def my_loss(z, generator=None):
         return z.pow(2).mean()
 
-    assert fit_batch_to_gpu(cfg, data, cuda, objective=my_loss).batch_size == 256
+    assert fit_batch_to_gpu(cfg, data, cuda, code=(my_loss,)).batch_size == 256
     assert "batch_size=256 fits" in capsys.readouterr().out
     resumable = dataclasses.replace(cfg, batch_size=64, lr=2e-3 * 64 / 256)
     checkpoints = run_dir_of(resumable, data.signature(), code_signature(my_loss)) / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "ckpt_step00000010.pt").write_bytes(b"")
-    fitted = fit_batch_to_gpu(cfg, data, cuda, objective=my_loss)
+    fitted = fit_batch_to_gpu(cfg, data, cuda, code=(my_loss,))
     assert (fitted.batch_size, fitted.lr) == (64, pytest.approx(5e-4))
     assert "a checkpoint of that run exists" in capsys.readouterr().out
     assert fit_batch_to_gpu(cfg, data, torch.device("cpu")) is cfg             # the CPU: nothing to fit
+
+
+def test_out_of_memory_advice_finds_the_largest_batch_that_fits():
+    def fits_up_to_100(batch):
+        if batch > 100:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    assert largest_fitting_batch(fits_up_to_100, 512) == 64
+    assert largest_fitting_batch(fits_up_to_100, 8) == 0

@@ -24,7 +24,8 @@ from models import ImageEncoder
 from utils.checkpoint import list_checkpoints, load_checkpoint, read_weights
 from utils.data import load_splits, prepare_data
 from utils.steps import training_step
-from utils.train import parse_overrides, train
+from utils.config import parse_overrides
+from utils.train import train
 
 from test_train import without_timing
 
@@ -72,9 +73,9 @@ class TwoRankBatchNorm(torch.nn.Module):
                      for i in range(2))
 
 
-def two_rank_step(model, batch, view_cfgs, objective, optimizer, generator, autocast):
-    return training_step(TwoRankBatchNorm(model, batch.shape[0]), batch, view_cfgs, objective, optimizer, generator,
-                         autocast)
+def two_rank_step(model, batch, optimizer, generator, **bound):
+    """The engine's step on the model as two ranks run it (utils.train.engine_functions binds `bound`)."""
+    return training_step(TwoRankBatchNorm(model, batch.shape[0]), batch, optimizer, generator, **bound)
 
 
 def parameters(path: Path) -> dict[str, torch.Tensor]:
@@ -87,7 +88,8 @@ def finished_run(out_dir: Path) -> tuple[dict, Path]:
     return json.loads(metrics.read_text()), metrics.parent / "final_model.safetensors"
 
 
-def test_two_ranks_do_the_work_of_one_process_and_export_what_eval_passes(tiny_data_dir, tmp_path, one_torch_thread):
+def test_two_ranks_do_the_work_of_one_process_and_export_what_eval_passes(tiny_data_dir, tmp_path, one_torch_thread,
+                                                                          monkeypatch):
     """NT-Xent with multi-crop (two forward passes per step through DDP); VICReg's global statistics are checked
     in the gradient test below."""
     loss, local_views = "ntxent", 2
@@ -98,7 +100,9 @@ def test_two_ranks_do_the_work_of_one_process_and_export_what_eval_passes(tiny_d
     assert ddp["world_size"] == 2 and ddp["backend"] == "gloo"
 
     cfg = parse_overrides(run_args(tiny_data_dir, tmp_path / "one", loss=loss, local_views=local_views, epochs=1, batch_size=64))
-    one = train(cfg, prepare_data(load_splits(tiny_data_dir), torch.device("cpu")), step=two_rank_step)
+    import utils.train as engine
+    monkeypatch.setattr(engine, "training_step", two_rank_step)
+    one = train(cfg, prepare_data(load_splits(tiny_data_dir), torch.device("cpu")))
     assert ddp["steps"] == len(one.history["log"]) == 320 // 64
     for a, b in zip(ddp["log"], one.history["log"]):
         assert a["step"] == b["step"] and abs(a["loss"] - b["loss"]) <= LOSS_TOLERANCE, (a, b)
@@ -111,7 +115,7 @@ def test_two_ranks_do_the_work_of_one_process_and_export_what_eval_passes(tiny_d
     from utils.submission import assemble_submission
     from test_eval import notebook_text
     assert read_weights(ddp_weights)[1]["world_size"] == "2"
-    (tmp_path / "nb.ipynb").write_text(notebook_text(run_output=f"run fingerprint {ddp['fingerprint']}"))
+    (tmp_path / "nb.ipynb").write_text(notebook_text(run_output=f"run id {ddp['fingerprint']}"))
     (tmp_path / "report.md").write_text("# Report\n\n" + "Words about the run and its OOD results. " * 10)
     folder = assemble_submission(tmp_path / "submission", weights=ddp_weights, notebook=tmp_path / "nb.ipynb",
                                  report=tmp_path / "report.md")

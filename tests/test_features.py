@@ -147,24 +147,30 @@ def test_add_statistics_command_completes_an_old_file(tiny_data_dir, tmp_path, m
     load_weights_strict(ImageEncoder("tiny"), path)     # strict: every buffer is there now
 
 
-def test_periodic_probes_and_eval_py_compute_identical_features(tiny_data_dir, monkeypatch):
-    """The engine's probes and the pre-submission check go through the same get_features, with the same
-    statistics (the probes fit them on all training rows here; export does the same)."""
-    from utils.train import TrainConfig, prepare_data, probe_metrics
+def test_periodic_probes_and_eval_py_compute_identical_features(tiny_data_dir, tmp_path, monkeypatch):
+    """The engine's periodic evaluation and the pre-submission check go through the same get_features, with the
+    same statistics (the probes fit them on all training rows here; export does the same)."""
+    from utils.config import TrainConfig
+    from utils.steps import build_networks
+    from utils.submission import check
+    from utils.train import engine_functions, prepare_data, start_run
 
     torch.manual_seed(0)
-    splits = load_splits(tiny_data_dir)
-    model = ImageEncoder("tiny").eval()
+    splits, cpu = load_splits(tiny_data_dir), torch.device("cpu")
+    cfg = TrainConfig(arch="tiny", local_views=0, batch_size=64, eval_max_train=0, eval_linear_iters=20,
+                      out_dir=str(tmp_path), progress=False)
+    data = prepare_data(splits, cpu)
+    model, _, optimizer = build_networks(cfg, cpu)
     seen = []
     real = probes.evaluate_protocol
     monkeypatch.setattr(probes, "evaluate_protocol", lambda *sets, **kw: seen.append(sets) or real(*sets, **kw))
-    cfg = TrainConfig(arch="tiny", eval_max_train=0, eval_linear_iters=20)
-    probe_metrics(model, prepare_data(splits, torch.device("cpu")), cfg, torch.device("cpu"))
+    with start_run(cfg, data, model, optimizer) as run:
+        engine_functions(cfg, data, run)[1](run.exported)           # the evaluation_step of the engine
 
     exported = ImageEncoder("tiny")
     exported.load_state_dict(model.state_dict())
     report = submission.Report(folder="memory", echo=False)
-    submission.run_protocol(report, exported.eval(), splits, fast=True, batch_size=64, progress=False)
+    check.run_protocol(report, exported.eval(), splits, fast=True, batch_size=64, progress=False)
     assert report.ok, [c.line() for c in report.failures]
     (train_a, val_a, ood_a), (train_b, val_b, ood_b) = seen
     for a, b in ((train_a, train_b), (val_a, val_b), (ood_a, ood_b)):

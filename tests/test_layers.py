@@ -1,4 +1,4 @@
-"""The import graph: no circle, and no module imports one above its floor (utils.FLOORS, written once).
+"""The import graph: no circle, and no module imports one above its layer (utils.LAYERS, written once).
 
 Every import is read from the source with ast, at module level and inside functions, in utils/, models.py,
 eval.py, tools/ and benchmarks/. An edge goes to the module the import names (`from utils import probes` is
@@ -65,29 +65,29 @@ def import_graph() -> dict[str, list[tuple[str, int]]]:
     return {module_name(f): imports_of(f, known) for f in files}
 
 
-def floor_of(module: str) -> float | None:
-    """The floor of a module of the kit (utils.FLOORS); entry points (eval, tools, benchmarks) are above all;
+def layer_of(module: str) -> float | None:
+    """The layer of a module of the kit (utils.LAYERS); entry points (eval, tools, benchmarks) are above all;
     the utils package itself (its __init__, which imports nothing of the kit eagerly) is None."""
     if module == "models":
-        return utils.FLOORS["models"]
+        return utils.LAYERS["models"]
     parts = module.split(".")
     if parts[0] == "utils" and len(parts) > 1:
-        return utils.FLOORS[parts[1]]
+        return utils.LAYERS[parts[1]]
     if parts[0] in ("eval", "tools", "benchmarks"):
         return float("inf")
     return None
 
 
 def upward_imports(graph) -> list[str]:
-    """"a (floor n) imports b (floor m > n), line L" for every import against the floors; entry points may not be
-    imported by the kit either (their floor is infinite)."""
+    """"a (layer n) imports b (layer m > n), line L" for every import against the layers; entry points may not be
+    imported by the kit either (their layer is infinite)."""
     found = []
     for module, edges in graph.items():
-        mine = floor_of(module)
+        mine = layer_of(module)
         for target, line in edges:
-            theirs = floor_of(target)
+            theirs = layer_of(target)
             if mine is not None and theirs is not None and theirs > mine:
-                found.append(f"{module} (floor {mine}) imports {target} (floor {theirs}), line {line}")
+                found.append(f"{module} (layer {mine}) imports {target} (layer {theirs}), line {line}")
     return found
 
 
@@ -110,12 +110,12 @@ def circles(graph) -> list[list[str]]:
     return found
 
 
-def test_every_module_of_the_package_has_a_floor():
+def test_every_module_of_the_package_has_a_layer():
     modules = {p.stem for p in (ROOT / "utils").glob("*.py") if p.stem != "__init__"} | {"submission"}
-    assert modules == set(utils.FLOORS) - {"models"}, modules ^ (set(utils.FLOORS) - {"models"})
+    assert modules == set(utils.LAYERS) - {"models"}, modules ^ (set(utils.LAYERS) - {"models"})
 
 
-def test_no_import_goes_up_a_floor():
+def test_no_import_goes_up_a_layer():
     assert upward_imports(import_graph()) == []
 
 
@@ -129,7 +129,7 @@ def test_the_checks_would_catch_an_upward_import_and_a_circle():
     graph = import_graph()
     assert ("utils.checkpoint", 1) not in graph["utils.features"]     # today: features -> checkpoint only
     graph["utils.checkpoint"] = graph["utils.checkpoint"] + [("utils.features", 122)]
-    assert upward_imports(graph) == ["utils.checkpoint (floor 1) imports utils.features (floor 2), line 122"]
+    assert upward_imports(graph) == ["utils.checkpoint (layer 1) imports utils.features (layer 2), line 122"]
     assert ["utils.checkpoint", "utils.features", "utils.checkpoint"] in circles(graph)
 
 
@@ -141,7 +141,7 @@ def test_imports_inside_functions_are_read():
 
 
 @pytest.mark.parametrize("module", ["utils.checkpoint", "utils.probes", "utils.features", "utils.ema"])
-def test_the_low_floors_need_nothing_of_the_engine_or_the_hand_in(module):
+def test_the_low_layers_need_nothing_of_the_engine_or_the_hand_in(module):
     """The modules the circle ran through: none reaches the training engine or the submission package."""
     targets = {target for target, _ in import_graph()[module]}
     assert not targets & {"utils.train", "utils.memory", "utils.submission"}, targets

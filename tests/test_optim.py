@@ -71,14 +71,16 @@ def test_collapse_warning_fires_on_collapsed_embeddings_only():
     assert "effective rank 1.0" in monitor.collapse_warning(one_dim)
 
 
-def test_training_warns_once_when_a_loss_collapses_the_embeddings(tiny_data_dir, tmp_path, capsys):
+def test_training_warns_once_when_a_loss_collapses_the_embeddings(tiny_data_dir, tmp_path, capsys, monkeypatch):
     import torch.nn.functional as F
+    import utils.train as engine
     from utils.train import TrainConfig, train
     cfg = TrainConfig(arch="tiny", local_views=0, epochs=3, batch_size=64, lr=0.01, log_every=1, eval_every=0,
                       checkpoint_every=0, data_dir=str(tiny_data_dir), out_dir=str(tmp_path), progress=False)
     target = F.normalize(torch.ones(128), dim=0)
     # Pulls every embedding towards one direction: complete collapse within a few steps (measured: std ratio
     # 0.78 -> 0.02, effective rank 44 -> 1.2 over 15 steps).
-    result = train(cfg, objective=lambda z, generator: -(F.normalize(z, dim=-1) @ target).mean())
+    monkeypatch.setattr(engine, "make_objective", lambda cfg: lambda z, generator: -(F.normalize(z, dim=-1) @ target).mean())
+    result = train(cfg)
     assert result.history["log"][-1]["eff_rank"] < 2
     assert capsys.readouterr().out.count("the embeddings are collapsing") == 1

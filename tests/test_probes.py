@@ -3,6 +3,9 @@ the grader's protocol (ID train -> val, OOD 80/20 split) in percent; encoding eq
 
 Everything runs on small synthetic features on the CPU (a few seconds per test).
 """
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import ToTensor
 
 from utils import probes
-from utils.data import ood_split
+from utils.data import Split, ood_split
 
 
 def gaussian_clusters(n, dim, n_classes, *, seed, spread, label_pool=1000):
@@ -320,13 +323,23 @@ def test_evaluate_encoder_encodes_then_runs_the_protocol(trained_bn_model):
     make = lambda n, ids: (rng.randint(0, 256, (n, 64, 64, 3), dtype=np.uint8), rng.choice(ids, n))  # noqa: E731
     (tr_x, tr_y), (va_x, va_y), (oo_x, oo_y) = make(60, [3, 17]), make(20, [3, 17]), make(50, [5, 9, 11])
     model = trained_bn_model.train()
-    result = probes.evaluate_encoder(model, tr_x, tr_y, va_x, va_y, oo_x, oo_y, progress=False)
+    split = lambda x, y: Split(x, y, None, Path("memory"))  # noqa: E731
+    result, features = probes.evaluate_encoder(model, split(tr_x, tr_y), split(va_x, va_y), split(oo_x, oo_y))
     assert model.training
     assert (result.n_train, result.n_val, result.n_ood_fit, result.n_ood_score) == (60, 20, 40, 10)
     assert {"encode_train", "encode_val", "encode_ood", "ood_linear"} <= set(result.seconds)
-    expected = probes.knn_accuracy(probes.encode_images(model, tr_x), tr_y,
-                                   probes.encode_images(model, va_x), va_y)
+    assert torch.equal(features["train"], probes.encode_images(model, tr_x))
+    expected = probes.knn_accuracy(features["train"], tr_y, probes.encode_images(model, va_x), va_y)
     assert result.id_knn == expected
+    # the ID probes on chosen training rows; features that are not finite are refused, naming the split
+    subset, _ = probes.evaluate_encoder(model, split(tr_x, tr_y), split(va_x, va_y), split(oo_x, oo_y),
+                                        fit_rows=np.arange(0, 60, 2))
+    assert subset.n_train == 30
+    broken = copy.deepcopy(model)
+    broken.get_features = lambda x: torch.full((len(x), 1000), float("nan"))
+    with pytest.raises(probes.EncodeError, match="NaN or infinite") as info:
+        probes.evaluate_encoder(broken, split(tr_x, tr_y), split(va_x, va_y), split(oo_x, oo_y))
+    assert info.value.split == "train"
 
 
 def test_command_line_scores_a_weights_file_as_evaluate_encoder_does(tiny_data_dir, tmp_path, capsys,
@@ -350,8 +363,7 @@ def test_command_line_scores_a_weights_file_as_evaluate_encoder_does(tiny_data_d
     record = json.loads(out.read_text())
 
     s = load_splits(tiny_data_dir)
-    direct = probes.evaluate_encoder(model, s["train"].images, s["train"].labels, s["val"].images, s["val"].labels,
-                                     s["ood"].images, s["ood"].labels, fast=True, batch_size=64, progress=False)
+    direct, _ = probes.evaluate_encoder(model, s["train"], s["val"], s["ood"], fast=True, batch_size=64)
     for key in ("id_knn", "id_linear", "ood_knn", "ood_linear"):
         assert record[key] == pytest.approx(getattr(direct, key)), key
     assert record["arch"] == "tiny" and record["device"] and record["n_train"] == len(s["train"])

@@ -1,4 +1,5 @@
-"""The training engine on the CPU: it learns, its settings are validated, and a killed run resumes exactly."""
+"""The training engine on the CPU (utils/train.py, utils/run_state.py, utils/steps.py): it learns, the caller's code
+names the run, a killed or interrupted run resumes exactly, and running out of memory names a batch that fits."""
 import json
 import os
 import signal
@@ -16,8 +17,10 @@ from utils import probes
 from utils.checkpoint import list_checkpoints, read_weights
 from utils.data import load_splits
 from utils.checkpoint import is_statistics_key
-from utils.train import (TrainConfig, TrainError, largest_fitting_batch, parse_overrides, prepare_data,
-                         seed_all, train)
+from utils.config import TrainConfig
+from utils.run_state import TrainError
+from utils.steps import build_networks, code_signature, make_objective
+from utils.train import prepare_data, seed_all, start_run, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"elapsed_s", "img_per_s"}
@@ -152,31 +155,9 @@ def test_other_objectives_run(tiny_data_dir, tmp_path, loss):
     assert np.isfinite(result.history["train"][-1]["loss"])
 
 
-def test_overrides_are_typed_and_checked():
-    cfg = parse_overrides(["batch_size=32", "lr=0.5", "compile=true", "loss=vicreg"])
-    assert (cfg.batch_size, cfg.lr, cfg.compile, cfg.loss) == (32, 0.5, True, "vicreg")
-    with pytest.raises(ValueError, match="Did you mean batch_size"):
-        parse_overrides(["batchsize=32"])
-    with pytest.raises(ValueError, match="batch_size expects int, got 'big'"):
-        parse_overrides(["batch_size=big"])
-    with pytest.raises(ValueError, match="loss must be one of"):
-        parse_overrides(["loss=byol"])
-    with pytest.raises(ValueError, match="key=value"):
-        parse_overrides(["lr"])
-
-
 def test_batch_larger_than_data_is_refused(tiny_data_dir, tmp_path):
     with pytest.raises(ValueError, match="larger than the training set"):
         train(tiny_config(tiny_data_dir, tmp_path, batch_size=10_000))
-
-
-def test_out_of_memory_advice_finds_the_largest_batch_that_fits():
-    def fits_up_to_100(batch):
-        if batch > 100:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-
-    assert largest_fitting_batch(fits_up_to_100, 512) == 64
-    assert largest_fitting_batch(fits_up_to_100, 8) == 0
 
 
 def test_out_of_memory_mid_run_keeps_the_newest_checkpoint_and_names_batch_size(tiny_data_dir, tmp_path, monkeypatch,
@@ -190,11 +171,11 @@ def test_out_of_memory_mid_run_keeps_the_newest_checkpoint_and_names_batch_size(
     data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
     real_step, calls = engine.training_step, []
 
-    def step_then_out_of_memory(*args):
+    def step_then_out_of_memory(*args, **kwargs):
         calls.append(1)
         if len(calls) == 12:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_step(*args)
+        return real_step(*args, **kwargs)
 
     monkeypatch.setattr(engine, "training_step", step_then_out_of_memory)
     with pytest.raises(TrainError, match=r"batch_size=64 ran out of GPU memory.*run with batch_size=32.*"
@@ -234,39 +215,11 @@ def test_max_train_images_trains_on_every_class_of_a_class_sorted_set(tmp_path):
     assert len(np.unique(labels[:24])) == 2                      # what the first 24 rows would have given
 
 
-def test_a_given_objective_is_the_one_that_trains(tiny_data_dir, tmp_path):
-    """The notebook passes its custom_loss_function: editing it must change what trains."""
-    calls = []
-
-    def objective(z, generator):
-        calls.append(tuple(z.shape))
-        return z.pow(2).mean()
-
-    cfg = tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0, checkpoint_every=0)
-    train(cfg, objective=objective)
-    steps = 8 * 40 // cfg.batch_size
-    assert calls[:steps] == [(2, cfg.batch_size, 128)] * steps
-
-
 # ----------------------------------------------------------------------------------------------------------
-# The caller's step and loss functions; an EMA of the encoder; DINO's head and teacher
+# The caller's code (the notebook's functions and optimizer) names the run; an EMA of the encoder; DINO
 # ----------------------------------------------------------------------------------------------------------
 
 # (one_torch_thread: tests/conftest.py)
-
-def test_a_given_step_is_the_one_that_trains(tiny_data_dir, tmp_path, one_torch_thread):
-    """The notebook passes its own training_step: train() must call it for every batch."""
-    import utils.train as engine
-    calls = []
-
-    def counting_step(*args):
-        calls.append(1)
-        return engine.training_step(*args)
-
-    cfg = tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0, checkpoint_every=0)
-    result = train(cfg, step=counting_step)
-    assert len(calls) == 320 // cfg.batch_size == result.history["train"][-1]["step"]
-
 
 def first_version():
     def custom_loss_function(z, generator=None):
@@ -280,20 +233,31 @@ def edited_version():
     return custom_loss_function
 
 
-def test_editing_the_loss_function_starts_a_new_run_folder(tiny_data_dir, tmp_path, capsys, one_torch_thread):
+def test_the_callers_code_names_the_run_folder(tiny_data_dir, tmp_path, capsys, one_torch_thread):
+    """start_run's `code` (the notebook's functions and its optimizer) goes into the run's id: the same code
+    resumes, an edited function or another optimizer setting starts a new folder, the engine's own another."""
     data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
     cfg = tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0)
-    first = train(cfg, data, objective=first_version())
-    again = train(cfg, data, objective=first_version())              # same code: resumes the finished run
-    assert again.run_dir == first.run_dir and "Resuming" in capsys.readouterr().out
-    edited = train(cfg, data, objective=edited_version())
-    assert edited.run_dir != first.run_dir and "New run" in capsys.readouterr().out
-    engine_own = train(cfg, data)                                     # the engine's own loss: another folder
-    assert engine_own.run_dir not in (first.run_dir, edited.run_dir)
+
+    def run_dir(*functions, weight_decay=None, save=False):
+        model, _, optimizer = build_networks(cfg, torch.device("cpu"))
+        if weight_decay is not None:
+            optimizer.param_groups[0]["weight_decay"] = weight_decay
+        with start_run(cfg, data, model, optimizer, code=(*functions, optimizer)) as run:
+            if save:
+                run.save()
+            return run.run_dir
+
+    first = run_dir(first_version(), save=True)
+    assert run_dir(first_version()) == first and "Resuming" in capsys.readouterr().out
+    assert len({first, run_dir(edited_version()), run_dir(first_version(), weight_decay=0.5)}) == 3
+    model, _, optimizer = build_networks(cfg, torch.device("cpu"))
+    with start_run(cfg, data, model, optimizer) as run:          # the engine's own functions: no code
+        assert run.run_dir != first
+        assert run.run_dir.name == f"ntxent-{cfg.fingerprint(data.signature())}"
 
 
 def test_code_signature_uses_the_name_when_the_source_is_unavailable_and_says_so(capsys):
-    from utils.train import code_signature
     namespace = {}
     exec("def typed_in_a_shell(z, generator=None):\n    return z.sum()\n", namespace)   # no source file
     fallback = code_signature(namespace["typed_in_a_shell"])
@@ -303,37 +267,23 @@ def test_code_signature_uses_the_name_when_the_source_is_unavailable_and_says_so
     assert code_signature(None, None) == ""
 
 
-def test_new_settings_are_validated_with_the_setting_named():
-    for settings, message in [
-        (dict(loss="vicreg", decoupled=True), "decoupled=True is an option of loss='ntxent'"),
-        (dict(ema_momentum=1.0), r"ema_momentum must be in \[0, 1\)"),
-        (dict(ema_momentum=0.99, ema_momentum_end=0.9), "ema_momentum_end must be in"),
-        (dict(loss="dino"), "loss='dino' needs a teacher.*ema_momentum > 0"),
-        (dict(loss="dino", ema_momentum=0.99, dino_prototypes=1), "dino_prototypes must be an int >= 2"),
-        (dict(dino_teacher_temperature=0.2), "dino_teacher_temperature .* must be below dino_student_temperature"),
-        (dict(dino_student_temperature=-1.0), "dino_student_temperature must be a finite number > 0"),
-        (dict(dino_center_momentum=1.5), r"dino_center_momentum must be in \[0, 1\)"),
-    ]:
-        with pytest.raises(ValueError, match=message):
-            TrainConfig(**settings)
-    with pytest.raises(ValueError, match="loss must be one of .*dino"):
-        TrainConfig(loss="byol")
+def test_a_loop_without_record_step_is_stopped(tiny_data_dir, tmp_path):
+    """Each batch must be followed by run.record_step: otherwise the epoch would never end."""
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    cfg = tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0)
+    model, _, optimizer = build_networks(cfg, torch.device("cpu"))
+    with pytest.raises(TrainError, match="record_step"):
+        with start_run(cfg, data, model, optimizer) as run:
+            for _ in run.epoch_batches():
+                pass
 
 
-def test_new_settings_and_code_change_the_fingerprint():
-    base = TrainConfig()
-    changed = [TrainConfig(decoupled=True), TrainConfig(ema_momentum=0.996), TrainConfig(ema_momentum=0.996,
-               ema_momentum_end=0.996), TrainConfig(dino_center_momentum=0.8), TrainConfig(local_size=48)]
-    prints = {cfg.fingerprint("data") for cfg in changed} | {base.fingerprint("data")}
-    assert len(prints) == len(changed) + 1
-    assert base.fingerprint("data", "code") != base.fingerprint("data") == base.fingerprint("data", "")
-
-
-def test_dino_refuses_a_custom_objective_or_step(tiny_data_dir, tmp_path):
-    from utils.train import make_objective
+def test_the_notebook_loop_refuses_dino(tiny_data_dir, tmp_path):
     cfg = tiny_config(tiny_data_dir, tmp_path, loss="dino", ema_momentum=0.9)
-    with pytest.raises(ValueError, match="self_distillation_step"):
-        train(cfg, objective=first_version())
+    data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    model, _, optimizer = build_networks(cfg, torch.device("cpu"), with_head=False)
+    with pytest.raises(ValueError, match="trains a prototype head and a teacher"):
+        start_run(cfg, data, model, optimizer)
     with pytest.raises(ValueError, match="needs its head and teacher"):
         make_objective(cfg)
 
@@ -355,11 +305,11 @@ def test_interrupted_run_with_averaged_weights_resumes_exactly(tiny_data_dir, tm
     step_name = "self_distillation_step" if recipe.get("loss") == "dino" else "training_step"
     real_step, calls = getattr(engine, step_name), []
 
-    def interrupted_at_step_8(*args):
+    def interrupted_at_step_8(*args, **kwargs):
         calls.append(1)
         if len(calls) == 8:                  # steps 1-7 done; logged at 2, 4, 5 (epoch end), 6: not step 7
             raise KeyboardInterrupt
-        return real_step(*args)
+        return real_step(*args, **kwargs)
 
     cfg = tiny_config(tiny_data_dir, tmp_path / "b", epochs=2, eval_every=0, **recipe)
     monkeypatch.setattr(engine, step_name, interrupted_at_step_8)

@@ -1,8 +1,6 @@
 """Write CS461_Assignment1.ipynb from the cell list below (the notebook's diffable source).
 
-    .venv/bin/python tools/build_notebook.py            # write the notebook, outputs empty
-    .venv/bin/python tools/build_notebook.py --execute  # then run it in the short profile and keep the
-                                                       # outputs of the cells nbval checks (NBVAL_CHECK_OUTPUT)
+    .venv/bin/python tools/build_notebook.py            # write the notebook, without outputs
 
 Edit the cells here, not in the .ipynb, so that changes are reviewable; tests/test_notebook.py checks that the
 committed notebook's sources match this file. Students edit the .ipynb directly: that is their copy.
@@ -10,9 +8,7 @@ committed notebook's sources match this file. Students edit the .ipynb directly:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -20,33 +16,38 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "CS461_Assignment1.ipynb"
-CHECK = "# NBVAL_CHECK_OUTPUT"
 
 CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = [
     ("md", """# CS-461 Graded Assignment 1: self-supervised learning and OOD generalisation
 
-This notebook trains an image encoder **from scratch, without labels**, on 64x64 images, then measures how well
-its features serve classes it never saw (out-of-distribution, OOD), exactly as the grader will.
+This notebook trains an image encoder **from scratch, without labels**, on the course's 64x64 images, then
+measures how well its features serve classes it never saw (out-of-distribution, OOD), exactly as the grader will.
 
-**How to use it.** Fill in Section 0, then *Run All*. Everything heavy lives in `utils/` (tested code); the cells
-here are short and say why each step is there.
+**The approach, in plain words.**
+- *Encoder* (`models.py`, Section 2): a ResNet-18 whose first layer has stride 2 and no max-pool (for 64-px
+  images), a 512 -> 1000 feature layer, and a small projector that only the loss sees.
+- *Objective* (Section 3): SimCLR's contrastive loss (NT-Xent) over multi-crop views. Each image gives two 64-px
+  and four 32-px views; every view must pick out the other views of its own image among the views of the whole
+  batch.
+- *Augmentations* (Section 3): random crops resized back, flips, colour jitter, grayscale, blur and solarize,
+  drawn independently for every image, on the GPU.
+- *Training budget* (Sections 4 and 5): AdamW with a warm-up and a cosine schedule, for a fixed time on one GPU
+  (20 minutes unless you change `TRAIN_MINUTES`); a run cut by the hub resumes from its last checkpoint. After a
+  minute, Section 5 prints what the budget buys on this GPU.
+- *Features for the grader* (`get_features`, Section 2): the pooled outputs of the last two stages, averaged
+  over the image and its mirror, centred and whitened with statistics of the training images, normalised and
+  padded to 1000 values.
 
-- **Profiles.** On a GPU with the course data (`/shared/CS461/cs461_assignment1_data/` or `$CS461_DATA_DIR`), the
-  *full* profile trains the submitted ResNet-18 for a fixed time budget. Anywhere else (a laptop, CI) the *short*
-  profile trains a tiny network for a few CPU minutes on the embedded default data set, which the kit generates.
-  Set the environment variable `CS461_PROFILE=short|full` to choose yourself.
-- **Packages.** The first cell checks this kernel. If it reports a package missing, run the install command it
-  prints (on the course hub: `%pip install --user -r requirements-hub.txt`), then restart the kernel.
-- **Speed.** The images live on the GPU as one uint8 tensor; augmented views are made there, per sample, in one
-  batched pass. No DataLoader workers, no PIL: an epoch of the course data costs seconds, not minutes.
-- **Nothing lost.** Checkpoints are written every few epochs (and every 10 minutes). If the hub session dies, run
-  the notebook again with the same settings: training resumes where it stopped.
-- **Deliverables.** `models.py`, `final_model.safetensors`, this notebook (executed and saved) and `report.md` (at
-  most 500 words). After *Run All*, save the notebook (Ctrl+S) and run Section 7 again: it hands in the notebook as
-  saved on disk, writes a report draft from your run's numbers for you to complete, and runs `python eval.py`."""),
-    ("code", """# This kernel's Python, torch, GPU (total and free memory) and packages. A missing required package
-# stops here, with the command that installs it; without an optional one the notebook goes on and says what it
-# does instead.
+**Where the code is.** The algorithm is written out in Sections 3 to 5: the views, the loss, the optimizer and
+its schedule, the training step, the evaluation step and the loop over batches; these functions are the ones
+that train. The machinery around them (checking the data, device memory, checkpoint files and resuming, the time
+budget, progress bars, figures, the hand-in) comes from the kit's `utils/` package, which is not one of the
+four handed-in files: it sits beside this notebook in the kit (its `README.md` says what each module does).
+
+**How to use it.** Fill in Section 0 and check the settings cell, then *Run All*. When it has finished, save
+the notebook (Ctrl+S) and run Section 7's cell: it hands in the four files and checks them as the grader will."""),
+    ("code", """# This kernel's Python, torch, GPU (total and free memory) and packages. A missing or broken required package
+# stops here, with what to do; without an optional one the notebook goes on and says what it does instead.
 from utils.environment import check_environment
 environment = check_environment()"""),
     ("code", """import os
@@ -54,23 +55,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from IPython.display import display
 
 from models import ImageEncoder
-from utils import augment, explorer, plots, probes
-from utils.data import (LOCAL_DATA_DIR, as_model_input, data_origin, load_splits, ood_split, resolve_data_dir,
-                        spread_rows)
+from utils import augment, explorer, optim, plots, probes
+from utils.config import recipe_config
+from utils.data import (DATA_ORIGINS, LOCAL_DATA_DIR, as_model_input, load_splits, ood_split, resolve_data_dir,
+                        spread_rows, training_data_record)
 from utils.device import pick_device
 from utils.features import fit_feature_statistics
-from utils.recipes import recipe_config
+from utils.memory import fit_batch_to_gpu
+from utils.steps import autocast_context, make_objective, project_views, validation_loss
 from utils.submission.course import COURSE_BASELINES
 from utils.submission.handin import demo_run, hand_in
 from utils.synthetic import ensure_default_data
-from utils.train import (TrainConfig, autocast_context, fit_batch_to_gpu, make_objective, prepare_data, probe_metrics,
-                         project_views, seed_all, start_run)
+from utils.train import prepare_data, seed_all, start_run
 
 %matplotlib inline
-device = pick_device("auto")                  # the GPU when there is one (utils/device.py)
+device = pick_device("auto")                  # the GPU when there is one
 print(f"torch {torch.__version__} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'the CPU'}")"""),
     ("md", """# 0. SCIPER Number and Name
 
@@ -81,61 +84,56 @@ LAST_NAME = "<LAST_NAME>"   # your last name
 FIRST_NAME = "<FIRST_NAME>" # your first name""", ["identity"]),
     ("md", """## Settings
 
-One cell holds every choice. The data directory is resolved in this order: an explicit path, `$CS461_DATA_DIR`,
-the hub's `/shared/CS461/cs461_assignment1_data/`, then `./cs461_assignment1_data/` (the embedded default data,
-generated on first use). Each profile names a recipe of `utils/recipes.py` (the one table of the kit's settings:
-`"shipped"` is what the submitted weights were trained with, `"short"` the CPU profile); keywords change any
-setting of it. `TrainConfig` lists every setting with its default (`help(TrainConfig)`); the same settings work on
-the command line: `python -m utils.train loss=vicreg time_budget_min=30`."""),
-    ("code", """DATA_DIR = resolve_data_dir()              # prints which folder is used and why
-embedded = DATA_DIR == LOCAL_DATA_DIR
+The choices you may want to change are the first two lines. `DATA_DIR = None` finds the course's data in the
+hub's `/shared/CS461/cs461_assignment1_data/`; if your copy is elsewhere, write its folder instead, e.g.
+`DATA_DIR = "~/cs461_assignment1_data"`, and run the notebook again. Without the course's data and a GPU the
+notebook runs its *short* profile: a tiny network for a few CPU minutes on data the kit generates, to show every
+step (a submission trained on that data fails `eval.py`).
+
+Each profile names a recipe of `utils/config.py` (`"shipped"` is what the submitted weights were trained with);
+keywords change any setting (`help(TrainConfig)` lists them all)."""),
+    ("code", """DATA_DIR = None        # None: the course hub's folder; else the folder of your copy of the course's data
+TRAIN_MINUTES = 20     # training time on the GPU; a longer run resumes across cut sessions
+
+DATA_DIR = resolve_data_dir(DATA_DIR)          # prints which folder is used, and why
+embedded = DATA_DIR == LOCAL_DATA_DIR          # the kit's generated demo data
+# CS461_PROFILE, CS461_OUTPUT_DIR and CS461_TIME_BUDGET_MIN override these for runs without a browser.
 PROFILE = os.environ.get("CS461_PROFILE") or ("full" if device.type == "cuda" and not embedded else "short")
-# Where weights, metrics and figures go. A short CPU run writes into short_run/ so that it never replaces the
-# GPU-trained final_model.safetensors next to this notebook; the full run writes here, as the course expects.
 OUTPUT_DIR = Path(os.environ.get("CS461_OUTPUT_DIR") or ("." if PROFILE == "full" else "short_run"))
+minutes = float(os.environ.get("CS461_TIME_BUDGET_MIN") or (TRAIN_MINUTES if PROFILE == "full" else 0))
+if PROFILE == "full":   # the submitted recipe (ResNet-18, multi-crop SimCLR), for TRAIN_MINUTES on the GPU
+    cfg = recipe_config("shipped", time_budget_min=minutes, eval_every=10, checkpoint_every=5)
+else:                   # a tiny network for 16 short epochs on the CPU (or for CS461_TIME_BUDGET_MIN minutes)
+    cfg = recipe_config("short", time_budget_min=minutes)
+# A short run writes into short_run/, so that it never replaces the GPU-trained final_model.safetensors here.
 OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
 FIGURES = OUTPUT_DIR / "figures"
-
-BUDGET_MIN = os.environ.get("CS461_TIME_BUDGET_MIN")   # minutes of training instead of the profile's own
-if PROFILE == "full":   # the submitted recipe (ResNet-18, multi-crop SimCLR) on a GPU: 20 min
-    cfg = recipe_config("shipped", time_budget_min=float(BUDGET_MIN or 20), eval_every=10, checkpoint_every=5)
-else:                   # a tiny network for a few CPU minutes on the embedded default data
-    cfg = recipe_config("short", **({"time_budget_min": float(BUDGET_MIN)} if BUDGET_MIN else {}))
-cfg.data_dir = str(DATA_DIR)
-cfg.out_dir = str(OUTPUT_DIR / "runs")                           # checkpoints: runs/<loss>-<fingerprint>/
+cfg.out_dir = str(OUTPUT_DIR / "runs")                           # checkpoints: runs/<loss>-<run id>/
 cfg.export_path = str(OUTPUT_DIR / "final_model.safetensors")
 seed_all(cfg.seed)
 print(f"Profile {PROFILE!r}: arch={cfg.arch}, loss={cfg.loss}, batch={cfg.batch_size}, "
-      + (f"budget {cfg.time_budget_min} min" if cfg.time_budget_min else f"{cfg.epochs} epochs"))"""),
+      + (f"budget {cfg.time_budget_min:g} min" if cfg.time_budget_min else f"{cfg.epochs} epochs"))"""),
     ("md", """# 1. Datasets & Utilities
 
 Three files in the course format: `images` uint8 (N, 64, 64, 3) RGB and `labels` (class ids, not 0..C-1).
 `train` and `val` share the in-distribution (ID) classes; `ood` holds other classes, **for evaluation only**.
-Loading validates each file (layout, dtype, size, NaN...) and says exactly what is wrong if anything is."""),
+Loading checks each file (layout, dtype, size, NaN...) and says exactly what is wrong if anything is."""),
     ("code", """if embedded:
-    ensure_default_data(DATA_DIR)           # generates the embedded default data set once (deterministic)
-splits = load_splits(DATA_DIR)"""),
-    ("code", f"""{CHECK}
+    ensure_default_data(DATA_DIR)           # generates the demo data set once (deterministic)
+splits = load_splits(DATA_DIR)
 for name, split in splits.items():
-    kind = data_origin(split.path)            # "generated", "course" or "npz": recorded in the weights too
-    print(f"{{name:5s}} {{len(split):7,d}} images, {{len(split.classes):3d}} classes ({{kind}} data), "
-          f"label ids e.g. {{split.classes[:3].tolist()}}")
+    print(f"{name:5s} {len(split):7,d} images, {len(split.classes):3d} classes, "
+          f"label ids e.g. {split.classes[:3].tolist()}")
+trained_on = training_data_record(splits["train"], splits["val"])["trained_on"]   # the weights record it too
+print(f"Training set: {DATA_ORIGINS[trained_on]}" + ("" if trained_on == "course" else
+      ": eval.py fails weights trained on it. Set DATA_DIR to the course's data for the submission."))
 ood_fit, ood_score = ood_split(len(splits["ood"]))
-print(f"OOD split (RandomState(42), 80/20): {{len(ood_fit)}} images fit the probes, {{len(ood_score)}} score them")"""),
-    ("md", """What the images look like, and what the self-supervised objective sees: each image becomes several
-*views* (random crop and flip, colour jitter, grayscale, blur, solarize), drawn independently for every image.
-The encoder learns to give views of the same image similar embeddings and views of different images different
-ones, so what survives the augmentations (shape, texture, parts) is what it keeps."""),
+print(f"OOD split (RandomState(42), 80/20): {len(ood_fit)} images fit the probes, {len(ood_score)} score them")"""),
     ("code", """train_split = splits["train"]
 plots.plot_image_grid(train_split.images, train_split.labels, train_split.class_names,
                       title="Training images (one row per class)", save_to=FIGURES)"""),
-    ("code", """view_configs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
-                                     cfg.crop_min_scale)
-examples = torch.from_numpy(train_split.images[np.random.default_rng(0).choice(len(train_split), 6, replace=False)])
-views = augment.make_views(examples, view_configs, generator=torch.Generator().manual_seed(0))
-plots.plot_views(examples.numpy(), [v.numpy() for v in views], save_to=FIGURES)"""),
-    ("md", """The training images go to the device once, as uint8 (the course's 100,000 images take 1.2 GB);
-batches are indexed there."""),
+    ("md", """The training images go to the device once, as uint8 (the course's 100,000 images take 1.2 GB); batches
+are indexed there and augmented there, so an epoch costs seconds, not minutes."""),
     ("code", """data = prepare_data(splits, device, cfg.max_train_images)
 print(f"train images on {device}: {tuple(data.train_on_device.shape)} uint8, "
       f"{data.train_on_device.numel() / 2**20:.0f} MiB")"""),
@@ -143,111 +141,156 @@ print(f"train images on {device}: {tuple(data.train_on_device.shape)} uint8, "
 
 `models.py` holds `ImageEncoder`, self-contained (torch only) because the grader imports it alone and builds it
 with **no arguments**. The class variables `input_dim`, `input_channels` and `feature_dim` are fixed by the
-course. `get_features` is designed for the grader's two probes on unseen classes, not left to the training loss
-(`models.FEATURE_DESIGN`, chosen by `benchmarks/features.py`): the pooled outputs of the last two stages,
+course. `get_features` is designed for the grader's two probes on unseen classes rather than left to the training
+loss (`models.FEATURE_DESIGN`, chosen by `benchmarks/features.py`): the pooled outputs of the last two stages,
 averaged over the image and its mirror, square-rooted, centred and whitened with statistics of the training
-images (buffers that training fits before export and saves in the weights), each L2-normalised, concatenated
-and zero-padded to 1000, every row of norm sqrt(1000)/4 (for the unscaled C=1 logistic regression, the scale
-acts as C)."""),
-    ("code", f"""{CHECK}
-model = ImageEncoder(cfg.arch).to(device)
+images (buffers that training fits before export and saves in the weights), each L2-normalised, concatenated and
+zero-padded to 1000 values, every row of the same norm."""),
+    ("code", """model = ImageEncoder(cfg.arch).to(device)
 n_params = sum(p.numel() for p in model.parameters())
 # Untrained, get_features uses the identity statistics (no centring, no whitening) and is still (B, 1000), as the
 # course's template promises; training fits the training images' statistics before every probe and at export.
 with torch.no_grad():
     shape = tuple(model.eval().get_features(torch.rand(2, 3, 64, 64, device=device)).shape)
-print(f"ImageEncoder({{cfg.arch!r}}): {{n_params / 1e6:.2f}} M parameters, get_features -> {{shape}}")"""),
+print(f"ImageEncoder({cfg.arch!r}): {n_params / 1e6:.2f} M parameters, get_features -> {shape}")"""),
     ("md", """# 3. Helpers for Training & Evaluation
 
-The pieces of one training step, spelled out so you can see and change them. Section 5 trains with **these
-two functions**: `start_run(cfg, data, objective=custom_loss_function, step=training_step)` builds the run, and its
-`train_epoch` calls `training_step` for every batch.
-- `custom_loss_function`: the objective named in the settings: NT-Xent (SimCLR, or DCL with `decoupled=True`),
-  VICReg, or LeJEPA (invariance + SIGReg), all in `utils/losses.py`. Edit it to try your own loss.
-- `training_step`: views on the device, one forward for all views of the same size, the loss, backward, optimizer
-  step. It returns the loss and view 0's projections without waiting for the GPU (`.item()` at every step would);
-  the engine logs them every few steps.
-- Editing either function starts a **new run folder** instead of resuming a run trained with the old code: their
-  source is part of the run's fingerprint.
-- `evaluation_step`: fast k-NN and linear probes on the device, ID (fit on train, score on val) and OOD (the
-  course's 80/20 split).
+The algorithm, written out; Section 5's loop calls these very functions.
 
-(`loss="dino"`, self-distillation with a teacher, is trained by the engine's own step, since it needs a head and a
-teacher network: call `start_run(cfg, data)` without them for it.)"""),
-    ("code", """objective = make_objective(cfg)
+**The views.** Each image gives `cfg.global_views` views of 64 px and `cfg.local_views` small views of
+`cfg.local_size` px (multi-crop), each with its own random crop, flip, colour jitter, grayscale, blur and
+solarize, drawn independently for every image. The two 64-px views differ on purpose (one always blurred, the
+other sometimes solarized, as in BYOL). They are made on the device, one batched pass per view
+(`utils/augment.py`)."""),
+    ("code", """view_configs = augment.default_views(cfg.global_views, cfg.local_views, cfg.local_size, cfg.aug_strength,
+                                     cfg.crop_min_scale)
+for i, view in enumerate(view_configs):
+    print(f"view {i}: {view.describe()}")
+examples = torch.from_numpy(splits["train"].images[np.random.default_rng(0).choice(len(splits["train"]), 6,
+                                                                                  replace=False)])
+views = augment.make_views(examples, view_configs, generator=torch.Generator().manual_seed(0))
+plots.plot_views(examples.numpy(), [v.numpy() for v in views], save_to=FIGURES)"""),
+    ("md", """**The loss.** `custom_loss_function` is multi-crop NT-Xent (SimCLR, Chen et al. 2020): all V x B projections
+are L2-normalised; for each one (the anchor), the other V - 1 views of its image are the positives and every
+other projection a candidate; the loss is the cross-entropy of a softmax over the candidates' cosine similarities
+(divided by the temperature), averaged over the positives and the anchors. It is computed in float32: a bf16
+similarity keeps about three digits, which the temperature would amplify.
 
-def custom_loss_function(z, generator=None):
-    \"\"\"z: (V, B, 128) projections of V views of B images -> scalar loss.\"\"\"
-    return objective(z, generator)
+The kit's other objectives (VICReg, LeJEPA, DCL) are in `utils/losses.py`; choose one with `loss=...` in the
+settings cell (the cell below then uses it instead, and says so), or edit this function to try your own. Editing
+it, `training_step` or the schedule starts a **new run folder** instead of resuming a run trained with the old
+code."""),
+    ("code", """def custom_loss_function(z, generator=None):
+    \"\"\"Multi-crop NT-Xent. z: (V, B, D) projections of V views of B images -> scalar loss.
+    (generator: for objectives that draw random numbers; NT-Xent draws none.)\"\"\"
+    V, B, D = z.shape
+    with torch.autocast(z.device.type, enabled=False):
+        unit = F.normalize(z.float().reshape(V * B, D), dim=1)          # row v * B + i: view v of image i
+        logits = unit @ unit.T / cfg.temperature                         # (VB, VB) cosine similarity / t
+        image = torch.arange(V * B, device=z.device) % B
+        is_self = torch.eye(V * B, dtype=torch.bool, device=z.device)
+        is_positive = (image[:, None] == image[None, :]) & ~is_self      # the other views of the same image
+        log_denominator = torch.logsumexp(logits.masked_fill(is_self, float("-inf")), dim=1, keepdim=True)
+        log_prob = logits - log_denominator                              # log softmax over the candidates
+        return -(log_prob.masked_fill(~is_positive, 0.0).sum(dim=1) / (V - 1)).mean()
 
-def training_step(model, batch_uint8, view_configs, loss_function, optimizer, generator, autocast):
-    \"\"\"One update on a batch of uint8 images (B, 64, 64, 3) already on the device.
-    Returns (loss, z0): the loss (0-d tensor) and view 0's projections (B, 128), detached.\"\"\"
-    views = augment.make_views(batch_uint8, view_configs, generator=generator)
-    with autocast:                                             # bf16 on the GPU, float32 on the CPU
-        z = project_views(model, views)                        # (V, B, 128); same-size views in one forward
-        loss = loss_function(z.float(), generator)
+if cfg.loss != "ntxent" or cfg.decoupled:     # another objective of utils/losses.py, chosen in the settings
+    custom_loss_function = make_objective(cfg)
+    print(f"custom_loss_function: the kit's {cfg.loss!r}" + (" (decoupled)" if cfg.decoupled else ""))"""),
+    ("md", """**One training step.** Views of a batch, their projections (views of the same size go through the network
+together), the loss, the update. It returns the loss and view 0's projections without waiting for the GPU: the
+run logs them every few steps (a `.item()` at every step would stall the GPU)."""),
+    ("code", """autocast = autocast_context(device, cfg.precision)      # bf16 on a GPU, float32 on the CPU
+
+def training_step(model, batch, optimizer, generator):
+    \"\"\"One update on uint8 images (B, 64, 64, 3) on the device. Returns (loss, z0): the loss (0-d tensor) and
+    view 0's projections (B, 128), both detached.\"\"\"
+    views = augment.make_views(batch, view_configs, generator=generator)   # V tensors (B, 3, size, size)
+    with autocast:
+        z = project_views(model, views)                                     # (V, B, 128)
+        loss = custom_loss_function(z.float(), generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.detach(), z[0].detach()
+    return loss.detach(), z[0].detach()"""),
+    ("md", """**One evaluation step**, which the run calls every `cfg.eval_every` epochs: the loss on validation images
+(fixed views, so that values compare across evaluations); then `get_features`' statistics fitted for the model as
+it is now; then fast k-NN and linear probes (torch, on the device) under the grader's protocol: ID fitted on
+training images and scored on validation, OOD on the course's 80/20 split."""),
+    ("code", """probe_rows = spread_rows(len(data.train), cfg.eval_max_train)   # at most eval_max_train, spread over every class
 
 def evaluation_step(model):
-    \"\"\"Fast probes of the current model, in percent: id_knn, id_linear, ood_knn, ood_linear. First
-    get_features' training statistics for the model as it is now (on the rows the ID probe fits on).\"\"\"
-    fit_feature_statistics(model, data.train.images[spread_rows(len(data.train), cfg.eval_max_train)],
-                           device=device)
-    return probe_metrics(model, data, cfg, device)"""),
+    \"\"\"{val_loss, id_knn, id_linear, ood_knn, ood_linear} of the model as it is now (accuracies in percent).\"\"\"
+    val_loss = validation_loss(model, data.val.images, view_configs, custom_loss_function,
+                               batch_size=cfg.batch_size, seed=cfg.seed + 2, autocast=autocast)
+    fit_feature_statistics(model, data.train.images[probe_rows], device=device)
+    result, _ = probes.evaluate_encoder(model, data.train, data.val, data.ood, fit_rows=probe_rows,
+                                        max_iter=cfg.eval_linear_iters)
+    return {"val_loss": val_loss, **result.accuracies()}"""),
     ("md", """Two reference points before any training: a **randomly initialised** network and **raw pixels**. A
 useful encoder must beat both, on ID and above all on OOD classes."""),
     ("code", """random_init = evaluation_step(model)
-flat = lambda split: (as_model_input(torch.from_numpy(split.images)).reshape(len(split), -1), split.labels)  # pixels in [0, 1]
-pixels = probes.evaluate_protocol(flat(data.train), flat(data.val), flat(data.ood), kinds=("knn",), progress=False)
-raw_pixels = {"id_knn": pixels.id_knn, "ood_knn": pixels.ood_knn}
-print("random init :", {k: f"{v:.1f}%" for k, v in random_init.items()})
+pixels = lambda split: (as_model_input(torch.from_numpy(split.images)).reshape(len(split), -1), split.labels)
+raw = probes.evaluate_protocol(pixels(data.train), pixels(data.val), pixels(data.ood), kinds=("knn",),
+                               progress=False)
+raw_pixels = {"id_knn": raw.id_knn, "ood_knn": raw.ood_knn}
+print("random init :", {k: f"{v:.1f}%" for k, v in random_init.items() if k != "val_loss"})
 print("raw pixels  :", {k: f"{v:.1f}%" for k, v in raw_pixels.items()})"""),
     ("md", """# 4. Optimizer Configuration
 
-AdamW (or LARS: `optimizer="lars"`), with weight decay on weights only (not biases or normalisation
-parameters). The learning rate warms up linearly over the first `warmup` fraction of the run, then follows a
-cosine to zero, stepped every iteration. With a time budget, *progress* is elapsed training time over the
-budget, so the schedule ends exactly when the budget does. A quick one-step check that the pieces fit together:"""),
-    ("code", """display(plots.plot_lr_schedule(cfg.lr, cfg.warmup, cfg.final_lr_ratio, save_to=FIGURES))
-trial_model = ImageEncoder(cfg.arch).to(device).train()
-trial_optimizer = torch.optim.AdamW(trial_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-trial_batch = data.train_on_device[:min(32, len(data.train))]
-trial_loss, _ = training_step(trial_model, trial_batch, view_configs, custom_loss_function, trial_optimizer,
-                              torch.Generator(device=device).manual_seed(0), autocast_context(device, cfg.precision))
-print(f"one training step on {len(trial_batch)} images: loss {trial_loss.item():.3f}")
-del trial_model, trial_optimizer"""),
+**The batch for this GPU.** The hub's GPUs are shared, so in the full profile the batch size is fitted to the
+memory free now: two trial steps of `training_step` measure the memory per image, and the largest batch that
+fits with a 20% margin (the recipe's, or a power of two below it) is used, with the learning rate scaled in
+proportion to the batch (the linear scaling rule). One line says what was chosen. A batch size that already has
+a checkpoint is preferred, so that a restarted session resumes.
+
+**The optimizer**: AdamW (`optimizer="lars"` for LARS), with weight decay on the weights of convolutions and
+linear layers only, not on biases or normalisation parameters (`optim.param_groups`).
+
+**The schedule**: the learning rate warms up linearly over the first `cfg.warmup` of the run, then follows a
+half cosine down to `cfg.final_lr_ratio` of its peak, set before every step. With a time budget, the run's
+*progress* is training time over the budget, so the schedule ends exactly when the budget does."""),
+    ("code", """optimizer = optim.build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, device)
+
+def learning_rate(progress):
+    \"\"\"The learning rate at `progress` (0 to 1) of the run: warm-up, then cosine (utils/optim.py).\"\"\"
+    return cfg.lr * optim.lr_factor(progress, cfg.warmup, cfg.final_lr_ratio)
+
+# What this notebook wrote and the recipe does not say: part of the run's id, so that an edit starts a new run.
+code = (custom_loss_function, training_step, learning_rate, optimizer)
+if PROFILE == "full" and device.type == "cuda":
+    cfg = fit_batch_to_gpu(cfg, data, device, step=training_step, code=code)   # batch_size and lr for this GPU
+for group in optimizer.param_groups:
+    print(f"{type(optimizer).__name__}: {len(group['params'])} tensors, weight decay {group['weight_decay']:g}")
+plots.plot_lr_schedule(learning_rate, title=f"Warm-up over {cfg.warmup:.0%} of the run, then cosine from "
+                       f"{cfg.lr:g} to {cfg.final_lr_ratio * cfg.lr:g}", save_to=FIGURES)"""),
     ("md", """# 5. Training Loop
 
-The loop below is the whole schedule, and the very lines `python -m utils.train` runs (`utils/train.py`,
-`train()`): `start_run` builds the run, or **resumes** it from its newest checkpoint when one exists (and says
-so); `train_epoch` trains one epoch (or until the time budget ends) under a progress bar with loss, images per
-second, the effective rank of the embeddings (a collapse alarm: it falls towards 1 when the representation
-collapses) and the ETA, and also writes a checkpoint every 10 minutes; `evaluate` runs the probes every
-`eval_every` epochs; `save` writes an atomic checkpoint every `checkpoint_every` epochs. Interrupting the kernel
-saves a checkpoint first. `finish` evaluates and saves once more, fits `get_features`' statistics and writes
-`final_model.safetensors` (loaded strictly by `ImageEncoder()`) and `training_metrics.json`, with the run's
-fingerprint, which the weights record too.
+`start_run` builds the run, or **resumes** it from its newest checkpoint (model, optimizer, data order, step and
+training time; a time budget counts only what is left) and says which. Then, epoch after epoch:
+`run.epoch_batches()` hands out the epoch's shuffled batches (until the budget ends); each batch gets the
+learning rate of the schedule and one `training_step`; `run.record_step` counts it, logs the loss every few
+steps with the images per second and the effective rank of the embeddings (a collapse alarm: it falls towards 1
+when the representation collapses), and writes a checkpoint every 10 minutes. Every few epochs the run calls
+`evaluation_step` and saves an atomic checkpoint. About a minute in, it prints the measured speed and what the
+budget buys. Interrupting the kernel saves a checkpoint first. `run.finish` evaluates and saves once more,
+fits `get_features`' statistics on every training image, and writes `final_model.safetensors` (loaded strictly by
+`ImageEncoder()`) and `training_metrics.json`, with the run's id, which the weights record too.
 
-The hub's GPUs are shared, so in the full profile the batch size is first fitted to the memory free now: two trial
-steps of your `training_step` measure the memory per image, and the largest batch that fits with a 20% margin
-(the recipe's, or a power of two below it) is used, with the learning rate scaled linearly. One line says what was
-chosen. A batch size that already has a checkpoint is preferred, so that a restarted session resumes."""),
-    ("code", """if PROFILE == "full" and device.type == "cuda":
-    cfg = fit_batch_to_gpu(cfg, data, device, objective=custom_loss_function, step=training_step)
-run = start_run(cfg, data, objective=custom_loss_function, step=training_step)   # new, or resumed
-while not run.finished:
-    run.train_epoch()                   # one epoch, or until the time budget ends
-    if run.due(cfg.eval_every):
-        run.evaluate()                  # the probes, one line
-    if run.due(cfg.checkpoint_every):
-        run.save()                      # an atomic checkpoint
-result = run.finish()                   # last probes and checkpoint, statistics, the export
-model = result.model.eval()
-history = result.history"""),
+The source of `custom_loss_function`, `training_step` and `learning_rate`, and the optimizer's settings (`code`,
+Section 4), are part of the run's id: editing them starts a new run folder (the old one stays)."""),
+    ("code", """with start_run(cfg, data, model, optimizer, code=code) as run:   # new, or resumed from its newest checkpoint
+    while not run.finished:
+        for batch in run.epoch_batches():
+            optim.set_lr(optimizer, learning_rate(run.progress))
+            loss, z0 = training_step(run.model, batch, optimizer, run.generator)
+            run.record_step(loss, z0)
+        if run.due(cfg.eval_every):
+            run.evaluate(evaluation_step)
+        if run.due(cfg.checkpoint_every):
+            run.save()
+    result = run.finish(evaluation_step)
+model, history = result.model.eval(), result.history"""),
     ("code", """import shutil
 shutil.copy(result.metrics_path, OUTPUT_DIR / "training_metrics.json")
 print(f"weights: {result.weights_path}\\nmetrics: {OUTPUT_DIR / 'training_metrics.json'}")"""),
@@ -258,15 +301,12 @@ Training and validation loss, and the probes over training (ID solid, OOD dashed
     ("code", """plots.plot_probe_curves(history, save_to=FIGURES)"""),
     ("md", """## The grader's protocol on the final model
 
-Raw `get_features` of `ToTensor()` images; 5-NN and `LogisticRegression(max_iter=1000)`; ID = fit on train,
-score on val; OOD = the 80/20 split above. On a GPU the fast path computes the same probes in seconds (it agrees
-with scikit-learn within a point, see `tests/test_probes.py`); on small data the exact scikit-learn path is
-used."""),
-    ("code", """features = {name: probes.encode_images(model, split.images, progress=True) for name, split in splits.items()}
-labels = {name: split.labels for name, split in splits.items()}
-exact = len(splits["train"]) <= 20_000 or device.type == "cpu"
-final = probes.evaluate_protocol((features["train"], labels["train"]), (features["val"], labels["val"]),
-                                 (features["ood"], labels["ood"]), fast=not exact)
+Raw `get_features` of `ToTensor()` images; 5-NN and a logistic regression (C=1, at most 1000 iterations); ID =
+fit on train, score on val; OOD = the 80/20 split above. On a GPU the fast torch probes compute the same in
+seconds (they agree with scikit-learn's within a point); on small data or the CPU scikit-learn's own are used."""),
+    ("code", """exact = len(splits["train"]) <= 20_000 or device.type == "cpu"
+final, features = probes.evaluate_encoder(model, splits["train"], splits["val"], splits["ood"], fast=not exact,
+                                          progress=True)
 print(final)"""),
     ("code", """references = {"random init": random_init, "raw pixels": raw_pixels}
 if not embedded:
@@ -276,14 +316,13 @@ plots.plot_id_vs_ood(final.as_dict(), baselines=references, save_to=FIGURES)""")
 
 Validation images with the label predicted by the 5-NN probe fitted on the training features (green: correct,
 red: wrong, with the true class), and the same for OOD images, predicted from the OOD fitting split."""),
-    ("code", """val_pred, val_neighbours = probes.knn_predict(features["train"], labels["train"], features["val"])
-val_split = splits["val"]
+    ("code", """val_split, ood_set = splits["val"], splits["ood"]
+val_pred, val_neighbours = probes.knn_predict(features["train"], train_split.labels, features["val"])
 plots.plot_prediction_grid(val_split.images, val_split.labels, val_pred.numpy(), val_split.class_names,
                            title="Validation (ID) predictions", save_to=FIGURES, filename="predictions_val.png")"""),
-    ("code", """ood_split_data = splits["ood"]
-ood_pred, _ = probes.knn_predict(features["ood"][ood_fit], labels["ood"][ood_fit], features["ood"][ood_score])
-plots.plot_prediction_grid(ood_split_data.images[ood_score], ood_split_data.labels[ood_score], ood_pred.numpy(),
-                           ood_split_data.class_names, title="OOD predictions (unseen classes)",
+    ("code", """ood_pred, _ = probes.knn_predict(features["ood"][ood_fit], ood_set.labels[ood_fit], features["ood"][ood_score])
+plots.plot_prediction_grid(ood_set.images[ood_score], ood_set.labels[ood_score], ood_pred.numpy(),
+                           ood_set.class_names, title="OOD predictions (unseen classes)",
                            save_to=FIGURES, filename="predictions_ood.png")"""),
     ("code", """plots.plot_confusion_top(val_split.labels, val_pred.numpy(), val_split.class_names, k=10, save_to=FIGURES)"""),
     ("md", """## Nearest neighbours
@@ -301,7 +340,7 @@ t-SNE and UMAP of validation (seen classes) and OOD (unseen classes) features, c
 separated clusters for OOD classes are what the OOD probes reward."""),
     ("code", """plots.plot_embeddings_side_by_side(
     {"validation (seen classes)": (features["val"], val_split.labels, val_split.class_names),
-     "OOD (unseen classes)": (features["ood"], ood_split_data.labels, ood_split_data.class_names)},
+     "OOD (unseen classes)": (features["ood"], ood_set.labels, ood_set.class_names)},
     max_points=1000 if PROFILE == "short" else 1500, seed=0, save_to=FIGURES)"""),
     ("md", """## Optional: fine-tuning evaluation (not graded)
 
@@ -311,9 +350,8 @@ ID validation accuracy beside the linear probe on the frozen features, with the 
 
 This is an **evaluation only**, not part of the grade: the course forbids labels in training the submitted
 encoder. The copy is thrown away; `model` and `final_model.safetensors` are not changed. It says nothing about the
-OOD classes, which the grade is about. It trains again, so it is off by default: set `CS461_FINETUNE=1` before
-starting the notebook (or `RUN_FINETUNE = True` below). From a terminal:
-`python -m utils.finetune --weights final_model.safetensors --data-dir DIR`."""),
+OOD classes, which the grade is about. It trains again, so it is off by default: set `RUN_FINETUNE = True` below.
+From a terminal: `python -m utils.finetune --weights final_model.safetensors --data-dir DIR`."""),
     ("code", """RUN_FINETUNE = os.environ.get("CS461_FINETUNE") == "1"   # optional and not graded: off by default
 if RUN_FINETUNE:
     from utils.finetune import finetune_evaluation
@@ -323,28 +361,29 @@ if RUN_FINETUNE:
           f"fine-tuned copy {tuned.finetuned:.1f}% (evaluation only, not graded)")
     display(tuned.confusion)
 else:
-    print("Fine-tuning evaluation skipped (optional, not graded): set CS461_FINETUNE=1 to run it.")"""),
+    print("Fine-tuning evaluation skipped (optional, not graded): set RUN_FINETUNE = True to run it.")"""),
     ("md", """# 7. Submission Instructions
 
 Hand in four files in one folder (default `~/cs461_assignment1_submission`): `models.py`,
 `final_model.safetensors`, this notebook **executed and saved**, and `report.md` (at most 500 words, with a
-discussion of the OOD results).
+discussion of the OOD results). The cell below does it:
 
-1. **Save the notebook now** (Ctrl+S), then run the next cell. It hands in the notebook *as saved on disk*, so it
-   refuses (copying nothing) while Section 0 is a placeholder or while the saved file holds no outputs of this run.
-2. It copies the four files, runs `python eval.py` (the grader's checks and its exact protocol; the whole log in
-   `eval_log.txt`, the result in `eval_result.json`) and prints a short verdict: the checks that failed or warned,
-   and the four accuracies.
+1. When *Run All* has finished, **save the notebook** (Ctrl+S), then **run the cell below**. During *Run All* it
+   may have refused ("NOT COPIED"): the file on disk was older than this run. That is expected; save and run it.
+2. It copies the notebook *as saved on disk*, `models.py`, the weights and the report, then runs `python eval.py`
+   on the folder (the grader's checks and its exact protocol; the whole log in `eval_log.txt`) and prints a short
+   verdict: the checks that failed or warned, and the four accuracies. The handed-in copy of this notebook ends
+   on that verdict: this cell's output is written into it.
 3. The first time, it writes `my_report.md` in the output folder: a draft from **your** run's numbers, with places
    marked `<<FILL IN: ...>>` for your discussion. Write it, save it, and run the cell again: `my_report.md` is
-   handed in as `report.md` and never overwritten (`report_draft.md` is refreshed from the latest run).
+   handed in as `report.md` and never overwritten.
 
-Fix anything marked FAIL before the deadline; then run `python eval.py` once more from a terminal."""),
+Fix anything marked FAIL. Before the deadline, run `python eval.py` once more from a hub terminal, in the kit's
+folder (about a minute on the CPU: most of it is the exact linear probe)."""),
     ("code", """SUBMISSION_DIR = Path(os.environ.get("CS461_SUBMISSION_DIR", Path.home() / "cs461_assignment1_submission"))
 NOTEBOOK_PATH = Path(os.environ.get("CS461_NOTEBOOK_PATH", "CS461_Assignment1.ipynb"))
 handed_in = hand_in(SUBMISSION_DIR, weights=result.weights_path, metrics=OUTPUT_DIR / "training_metrics.json",
                     notebook=NOTEBOOK_PATH, output_dir=OUTPUT_DIR, data_dir=DATA_DIR,
-                    identity={"SCIPER": SCIPER, "LAST_NAME": LAST_NAME, "FIRST_NAME": FIRST_NAME},
                     fast=device.type == "cuda", demo=demo_run())"""),
 ]
 
@@ -364,32 +403,9 @@ def build() -> nbformat.NotebookNode:
     return nb
 
 
-def keep_checked_outputs(executed: nbformat.NotebookNode, clean: nbformat.NotebookNode) -> None:
-    """Copy into `clean` the outputs of the cells marked NBVAL_CHECK_OUTPUT (nbval compares those)."""
-    for run, cell in zip(executed.cells, clean.cells):
-        if cell.cell_type == "code" and cell.source.startswith(CHECK):
-            cell.outputs = [o for o in run.outputs if o.get("output_type") == "stream"]
-            cell.execution_count = run.execution_count   # nbval skips comparing cells that look unrun
-
-
-def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    from nbclient import NotebookClient
-    executed = nbformat.from_dict(nb)
-    with tempfile.TemporaryDirectory() as out:
-        os.environ.update({"CS461_PROFILE": "short", "CS461_STATIC_WIDGETS": "1", "CS461_OUTPUT_DIR": out})
-        NotebookClient(executed, timeout=1800, kernel_name="python3",
-                       resources={"metadata": {"path": str(ROOT)}}).execute()
-    return executed
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--execute", action="store_true", help="run it and keep the checked cells' outputs")
-    args = parser.parse_args(argv)
-    nb = build()
-    if args.execute:
-        keep_checked_outputs(execute(nb), nb)
-    nbformat.write(nb, NOTEBOOK)
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    nbformat.write(build(), NOTEBOOK)
     print(f"wrote {NOTEBOOK}")
     return 0
 

@@ -1,9 +1,9 @@
-"""The kit's package, in floors: a module imports modules of its own floor or lower, never one above, and the
-imports form no circle (at module level or inside functions; tests/test_layers.py reads every import). FLOORS
+"""The kit's package, in layers: a module imports modules of its own layer or lower, never one above, and the
+imports form no circle (at module level or inside functions; tests/test_layers.py reads every import). LAYERS
 below is the order, written once; models.py is under everything, and eval.py, tools/ and benchmarks/ are entry
 points above it all.
 
-floor 1: what reads, writes and transforms, knowing nothing of training or grading
+layer 1: what reads, writes and transforms, knowing nothing of training or grading
     data.py        npz loading + validation, data-directory resolution, the OOD split, the one row sampler
                    (spread_rows) and the one uint8 -> float conversion (as_model_input)
     synthetic.py   the embedded default data set (course format, generated, deterministic);  shapes.py: its world
@@ -18,23 +18,25 @@ floor 1: what reads, writes and transforms, knowing nothing of training or gradi
     progress.py    progress bars;  provenance.py: device, commit and date recorded with every measured figure
     environment.py the kernel's Python, torch, GPU and packages (the notebook's first cell); optional imports
     headless.py    the notebook executed headless in a fresh kernel (make demo's tools/demo.py, tests)
-floor 2: the grader's protocol, get_features' statistics, and the parts of a run
+layer 2: the grader's protocol, get_features' statistics, and the parts of a run
     probes.py      k-NN / linear probes: course-exact (scikit-learn) and fast (torch); the grader's protocol and
                    its constants (batch 64, k, C, max_iter)
     features.py    fitting get_features' training statistics (and `python -m utils.features`, which adds them)
     embedding.py   t-SNE / UMAP coordinates
-    config.py      TrainConfig (every setting; the shipped recipe SHIPPED), key=value parsing, the run's folder
-    recipes.py     named recipes (the shipped one, the CPU profile, benchmark variants) and benchmark suites
-    steps.py       one training step, DINO's step, the validation loss, code_signature
-    run_setup.py   what a run is built of (model, student, optimizer, views): train() and the memory trial
-    run_state.py   what a checkpoint holds to resume exactly;  memory.py: batch fitting, out-of-memory advice
-floor 3: the engine and the pictures
-    train.py       the loop: train() over a TrainingRun, the same lines as the notebook's Section 5 (also
-                   `python -m utils.train key=value ...`, and under torchrun)
+    config.py      TrainConfig (every setting; the shipped recipe SHIPPED), the named recipes, key=value parsing,
+                   the run's folder
+    steps.py       the engine's own step, loss and networks (the notebook writes its own), DINO's step, the
+                   validation loss, code_signature
+    run_state.py   a run's state: how a step and an epoch change it, what a checkpoint holds to resume exactly
+    memory.py      batch fitting to the free GPU memory, out-of-memory advice
+    budget.py      the speed and budget plan printed early in a run
+layer 3: the engine and the pictures
+    train.py       the run (start_run) and the loop over it: the notebook's Section 5 writes it out, train()
+                   runs the same statements (`python -m utils.train key=value ...`, and under torchrun)
     finetune.py    the optional fine-tuning evaluation (not graded)
     plots.py       curves, prediction grids, ID-vs-OOD, embedding figures, confusion, neighbours
     explorer.py    the nearest-neighbour explorer (widget or static)
-floor 4: the hand-in
+layer 4: the hand-in
     submission/    assemble and check the submission folder (eval.py is its command line), one module per
                    concern; grader.py runs the course grader's own sequence (grader_replica/, not a module of
                    this package: the course's eval.py and utils.py as a replica, run in a folder of their own)
@@ -50,14 +52,13 @@ cell (utils.environment.check_environment) runs even in a kernel that lacks torc
 """
 import importlib
 
-# The floor of each module of the package (tests/test_layers.py checks every import against it). "models" is
-# models.py at the top of the checkout; the submission package is one floor, all its modules.
-FLOORS = {
+# The layer of each module of the package (tests/test_layers.py checks every import against it). "models" is
+# models.py at the top of the checkout; the submission package is one layer, all its modules.
+LAYERS = {
     "models": 0,
     **dict.fromkeys(("data", "synthetic", "shapes", "augment", "losses", "optim", "monitor", "ema", "dino",
                      "device", "distributed", "checkpoint", "progress", "provenance", "environment", "headless"), 1),
-    **dict.fromkeys(("probes", "features", "embedding", "config", "recipes", "steps", "run_setup", "run_state",
-                     "memory"), 2),
+    **dict.fromkeys(("probes", "features", "embedding", "config", "steps", "run_state", "memory", "budget"), 2),
     **dict.fromkeys(("train", "finetune", "plots", "explorer"), 3),
     "submission": 4,
 }

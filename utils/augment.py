@@ -126,6 +126,14 @@ class ViewConfig:
             raise ValueError(f"ViewConfig.blur_sigma max {hi} needs a kernel radius of {self.blur_radius} px, "
                              f"which does not fit in size={self.size} (reflect padding needs radius < size)")
 
+    def describe(self) -> str:
+        """One line: "64 px, crop 20-100% of the area; probability of flip 0.5, colour jitter 0.8 (...), ..."."""
+        lo, hi = self.crop_scale
+        return (f"{self.size} px, crop {lo * 100:.0f}-{hi * 100:.0f}% of the area; probability of flip "
+                f"{self.flip_p:g}, colour jitter {self.jitter_p:g} (strengths {self.brightness:g}, {self.contrast:g}, "
+                f"{self.saturation:g}, {self.hue:g}), grayscale {self.gray_p:g}, blur {self.blur_p:g}, solarize "
+                f"{self.solarize_p:g}")
+
     @property
     def blur_radius(self) -> int:
         """Half-width of the blur kernel: 3 sigma of the largest sigma (the kernel has 2 * radius + 1 taps)."""

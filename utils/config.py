@@ -1,4 +1,11 @@
-"""Every setting of a training run (`TrainConfig`), read from `key=value` strings, and where the run lives.
+"""Every setting of a training run (`TrainConfig`), the named recipes, `key=value` parsing, and where a run lives.
+
+A recipe is a plain dict of TrainConfig settings, named in RECIPES: the notebook's profiles, the command line and
+the benchmarks name a recipe instead of restating its settings.
+
+    cfg = recipe_config("shipped", time_budget_min=20)               # the submitted recipe, for 20 minutes
+    cfg = recipe_config("short")                                     # the notebook's CPU profile
+    cfg = recipe_config("shipped_ema", ["lr=3e-3"], data_dir=...)    # key=value overrides, as on a command line
 
 A run's folder is named by a fingerprint of the settings that change what is computed, the data's signature and
 the source of user-supplied code, so that running the same settings again resumes, and changing any of them
@@ -20,10 +27,9 @@ from utils import dino, losses
 LOSS_NAMES = (*losses.LOSSES, "dino")
 
 # The submitted recipe, written once: TrainConfig's defaults below read it (so `TrainConfig()` and
-# `python -m utils.train` train it), and utils/recipes.py names it "shipped". ResNet-18 with a stride-2 stem
-# (models.ARCH, what ImageEncoder() builds), multi-crop SimCLR (2 x 64 px + 4 x 32 px views), t=0.2, AdamW 2e-3,
-# batch 512. Measured on Tiny ImageNet at 64x64 (benchmarks/README.md): at 3.5 min on an H100 it beat the student
-# baseline by 11.0 / 4.7 OOD points (k-NN / linear); the shipped weights are 8.3 min of it.
+# `python -m utils.train` train it), and RECIPES names it "shipped". ResNet-18 with a stride-2 stem (models.ARCH,
+# what ImageEncoder() builds), multi-crop SimCLR (2 x 64 px + 4 x 32 px views), temperature 0.2, AdamW 2e-3,
+# batch 512. Its measurements against the student baseline are in benchmarks/README.md.
 SHIPPED = dict(arch=ARCH, loss="ntxent", temperature=0.2, global_views=2, local_views=4, local_size=32,
                aug_strength=1.0, crop_min_scale=0.2, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
                batch_size=512, warmup=0.05, final_lr_ratio=0.0)
@@ -49,8 +55,7 @@ class TrainConfig:
     arch: str = SHIPPED["arch"]
     # views: global 64-px views + optional small multi-crop views
     global_views: int = SHIPPED["global_views"]
-    # multi-crop; the whole shipped recipe (stem, views, batch, temperature, lr) scored +4.7 points OOD linear over
-    # the student baseline's at 3.5 min on an H100 (benchmarks/results/quality-*-3.5min-*.json)
+    # multi-crop: small views of parts of the image, which the loss must match to the global views
     local_views: int = SHIPPED["local_views"]
     local_size: int = SHIPPED["local_size"]
     aug_strength: float = SHIPPED["aug_strength"]   # colour-jitter strength (1: BYOL's, 2: about SimCLR's)
@@ -180,3 +185,59 @@ def run_dir_of(cfg: TrainConfig, data_signature: str, code_signature: str = "") 
     """The folder of cfg's run: out_dir/run_name, or out_dir/<loss>-<fingerprint of the settings, data and
     user-supplied code (code_signature)>."""
     return Path(cfg.out_dir) / (cfg.run_name or f"{cfg.loss}-{cfg.fingerprint(data_signature, code_signature)}")
+
+
+RECIPES: dict[str, dict] = {
+    "shipped": SHIPPED,
+    # The notebook's CPU profile: the tiny network for 16 short CPU epochs on the embedded default data, enough
+    # for the demo's figures to show learning (tools/demo.py LEARNING_BAR). crop_min_scale=0.8: the generated
+    # objects fill a modest part of the frame, and smaller crops often pair two views of background. The sweep
+    # that chose these settings is benchmarks/results/short-recipe-sweep-cpu-2026-12-02.json.
+    "short": dict(arch="tiny", loss="ntxent", temperature=0.1, local_views=0, crop_min_scale=0.8, epochs=16,
+                  batch_size=128, lr=5e-3, eval_every=4, checkpoint_every=4, eval_linear_iters=100, log_every=5),
+    # The best public student recipe (SimCLR, ResNet-18 with a 3x3 stride-1 stem, no max-pool, 512 -> 1000
+    # features, projector 1000 -> 2048 -> 128, AdamW 4e-3, wd 1e-4, batch 1024, warmup + cosine).
+    "student_baseline": dict(arch="resnet18", loss="ntxent", temperature=0.1, local_views=0, optimizer="adamw",
+                             lr=4e-3, weight_decay=1e-4, batch_size=1024, aug_strength=1.0),
+    # Benchmark variants (benchmarks/README.md lists what was measured).
+    "ntxent": dict(arch="resnet18", loss="ntxent", temperature=0.1, local_views=0, lr=2e-3, batch_size=512),
+    "ntxent_multicrop": dict(arch="resnet18", loss="ntxent", temperature=0.1, lr=2e-3, batch_size=512,
+                             local_views=4, local_size=32),
+    "vicreg": dict(arch="resnet18", loss="vicreg", local_views=0, lr=2e-3, batch_size=512),
+    # The same objective on a stride-2 stem (a quarter of the FLOPs, so about 3-4x the epochs in a budget),
+    # temperature 0.2 (solo-learn's tuned SimCLR value for small images), with and without multi-crop.
+    "ntxent_s2": {**SHIPPED, "local_views": 0},
+    "ntxent_s2_multicrop": SHIPPED,          # the name the shipped recipe was measured under
+    "lejepa": dict(arch="resnet18", loss="lejepa", lejepa_lambda=0.05, local_views=0, lr=2e-3, batch_size=512),
+    # Candidates for a better recipe per GPU-minute, each the shipped recipe plus one idea.
+    # DCL (Yeh et al. 2022): the positive pair leaves NT-Xent's denominator.
+    "shipped_dcl": {**SHIPPED, "decoupled": True},
+    # Polyak averaging: the EMA of the encoder (momentum 0.996 rising to 1) is exported instead of the last weights.
+    "shipped_ema": {**SHIPPED, "ema_momentum": 0.996, "ema_momentum_end": 1.0},
+    # DINO-style self-distillation with the same multi-crop views: 4096 prototypes on the 128-d projection, a
+    # teacher that is the EMA of the student, centred (0.9) and sharpened (0.04 vs 0.1) targets from the global
+    # views. Momentum 0.99 instead of DINO's 0.996: a run of a few minutes has a few thousand steps, and DINO's
+    # value is tuned for 100+ ImageNet epochs. lr 1e-3: DINO's 5e-4 x batch / 256.
+    "dino": {**SHIPPED, "loss": "dino", "ema_momentum": 0.99, "ema_momentum_end": 1.0, "lr": 1e-3,
+             "dino_prototypes": 4096, "dino_teacher_temperature": 0.04, "dino_student_temperature": 0.1,
+             "dino_center_momentum": 0.9},
+    # Fewer, larger local crops: 2 x 48 px cost about what 4 x 32 px do ((48/64)^2 * 2 = 1.1 vs 1.0 global views)
+    # but keep more of each object.
+    "shipped_local48": {**SHIPPED, "local_views": 2, "local_size": 48},
+    # DCL + EMA + 2 x 48 px local crops together.
+    "combo_guess": {**SHIPPED, "decoupled": True, "ema_momentum": 0.996, "ema_momentum_end": 1.0,
+                    "local_views": 2, "local_size": 48},
+}
+
+
+def recipe_settings(name: str) -> dict:
+    """A copy of the recipe's settings; ValueError naming the known recipes for an unknown name."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    return dict(RECIPES[name])
+
+
+def recipe_config(name: str, overrides: list[str] | tuple[str, ...] = (), **settings) -> TrainConfig:
+    """TrainConfig of the recipe `name`, then `settings` (keywords), then `overrides` ("key=value" strings, as on
+    the command line) on top. Unknown names and settings are ValueErrors that say what exists."""
+    return parse_overrides(list(overrides), TrainConfig(**{**recipe_settings(name), **settings}))

@@ -26,9 +26,14 @@ HUB_DATA_DIR = Path("/shared/CS461/cs461_assignment1_data")
 LOCAL_DATA_DIR = Path("cs461_assignment1_data")
 DATA_DIR_ENV = "CS461_DATA_DIR"
 
+# The course's data set, by content (not by path: a copy in the home folder is the course's data too): 200
+# classes of 500 training images, 50 validation images of each of the same classes.
+COURSE_TRAIN_CLASSES, COURSE_TRAIN_PER_CLASS, COURSE_VAL_PER_CLASS = 200, 500, 50
+
 # What a run was trained on, recorded in its weights ("trained_on") and training_metrics.json: eval.py fails a
-# submission trained on the kit's generated shapes (outside `make demo`), since the grader scores real photos.
-DATA_ORIGINS = {"course": f"the course's data ({HUB_DATA_DIR})", "npz": "an npz folder in the course format",
+# submission that was not trained on the course's data set (outside `make demo`).
+DATA_ORIGINS = {"course": "the course's data set (200 classes x 500 training images)",
+                "other": "images that are not the course's data set",
                 "generated": "the kit's generated data (utils/synthetic.py), not photos"}
 
 OOD_SPLIT_SEED = 42
@@ -121,10 +126,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, *, verbose: bool
         note = "" if path.is_dir() else " (does not exist yet)"
         print(f"Data directory: {path.resolve()} [{source}]{note}")
         if source == "local default":
-            print(f"  The course data was not found (not at {HUB_DATA_DIR}, and ${DATA_DIR_ENV} is not set), so this "
-                  f"run uses {DATA_ORIGINS['generated']}: right for a demo, but eval.py fails a submission trained "
-                  f"on it. For the course data, set {DATA_DIR_ENV} to its folder (in a notebook, then restart the "
-                  f"kernel).")
+            print(f"  The course data was not found (not at {HUB_DATA_DIR}), so this run uses "
+                  f"{DATA_ORIGINS['generated']}: right for a demo, but eval.py fails a submission trained on it. "
+                  f"For the course data, set DATA_DIR in the notebook's settings cell to its folder (data_dir=... "
+                  f"on the command line).")
     return path
 
 
@@ -401,19 +406,30 @@ class TrainData:
         return h.hexdigest()[:8]
 
 
-def data_origin(train_path: str | os.PathLike) -> str:
-    """"generated" for a file the kit's generator wrote, "course" for one in the hub's course folder, else "npz"."""
+def training_data_record(train: Split, val: Split) -> dict[str, str]:
+    """What a run trained on, as the weights' metadata records it (strings): "trained_on" ("course" when the
+    training and validation sets have the course's shape, COURSE_*; "generated" for the kit's generated data;
+    else "other"), "train_data" (the file), "train_images", "train_classes", "train_per_class" ("500", or
+    "min-max" when the classes differ), "val_images" and "val_classes_in_train"."""
     from utils.synthetic import is_generated
-    path = Path(train_path)
-    if is_generated(path):
-        return "generated"
-    return "course" if HUB_DATA_DIR.resolve() in path.resolve().parents else "npz"
+    _, counts = np.unique(train.labels, return_counts=True)
+    per_class = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
+    val_classes = np.unique(val.labels)
+    record = {"train_data": str(train.path), "train_images": str(len(train)), "train_classes": str(len(counts)),
+              "train_per_class": per_class, "val_images": str(len(val)),
+              "val_classes_in_train": str(int(np.isin(val_classes, train.classes).sum()))}
+    origin = "generated" if is_generated(train.path) else ("course" if is_course_shaped(record) else "other")
+    return {"trained_on": origin, **record}
 
 
-def training_data_metadata(data: "TrainData") -> dict[str, str]:
-    """{"trained_on": data_origin, "train_data": the training file, "train_images": how many were trained on}."""
-    return {"trained_on": data_origin(data.train.path), "train_data": str(data.train.path),
-            "train_images": str(len(data.train))}
+def is_course_shaped(record: dict[str, str]) -> bool:
+    """Whether a training_data_record describes the course's data set: 200 classes of 500 training images each,
+    and 50 validation images of each of those classes."""
+    return (record.get("train_classes") == str(COURSE_TRAIN_CLASSES)
+            and record.get("train_per_class") == str(COURSE_TRAIN_PER_CLASS)
+            and record.get("train_images") == str(COURSE_TRAIN_CLASSES * COURSE_TRAIN_PER_CLASS)
+            and record.get("val_images") == str(COURSE_TRAIN_CLASSES * COURSE_VAL_PER_CLASS)
+            and record.get("val_classes_in_train") == str(COURSE_TRAIN_CLASSES))
 
 
 def prepare_data(splits: dict[str, Split], device: torch.device, max_train_images: int = 0) -> TrainData:

@@ -669,18 +669,15 @@ def plot_views(images, views: Sequence, save_to=None, filename: str = "augmented
     return _finish(fig, save_to, filename)
 
 
-def plot_lr_schedule(lr: float, warmup: float, final_ratio: float = 0.0, save_to=None,
-                     filename: str = "lr_schedule.png") -> Figure:
-    """The learning rate over training progress (0 = start, 1 = end of the epochs or the time budget)."""
-    from utils.optim import lr_factor
+def plot_lr_schedule(learning_rate, title: str = "", save_to=None, filename: str = "lr_schedule.png") -> Figure:
+    """learning_rate(progress) over training progress (0 = start, 1 = end of the epochs or the time budget)."""
     progress = np.linspace(0, 1, 401)
     fig = _new_figure(6.0, 3.0)
     ax = fig.subplots()
-    ax.plot(progress * 100, [lr * lr_factor(p, warmup, final_ratio) for p in progress], color=OKABE_ITO["blue"])
+    ax.plot(progress * 100, [learning_rate(p) for p in progress], color=OKABE_ITO["blue"])
     ax.set_xlabel("training progress (%)", fontsize=FONT)
     ax.set_ylabel("learning rate", fontsize=FONT)
-    ax.set_title(f"Linear warmup over {warmup:.0%} of the run, then cosine to {final_ratio:g} x {lr:g}",
-                 fontsize=TITLE_FONT - 1)
+    ax.set_title(title or "Learning rate over the run", fontsize=TITLE_FONT - 1)
     ax.tick_params(labelsize=MIN_FONT)
     ax.grid(alpha=0.3)
     return _finish(fig, save_to, filename)

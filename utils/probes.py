@@ -4,17 +4,20 @@ Two layers live here.
 
 1. The course's functions, same names, signatures and results as the course's `utils.py`, so that students'
    notebooks run unchanged: `extract_features_and_labels`, `run_knn_probe`, `run_linear_probe`. The probes
-   return a FRACTION in [0, 1] (0.3612), exactly like the course's.
+   return a FRACTION in [0, 1] (0.3612), exactly like the course's; they run the exact path below. (The
+   independent reference they are tested against is the grader replica, utils/submission/grader_replica/.)
 
 2. The project's API, which says what it does in its name and returns PERCENT (36.12):
    - `encode_images(model, images)`: uint8 (N, 64, 64, 3) images -> (N, D) features, exactly the grader's
      input (ToTensor: x / 255, no mean/std), in eval mode, float32.
-   - `knn_predict` / `fit_linear_probe`: torch versions of scikit-learn's KNeighborsClassifier(n_neighbors=5)
-     and LogisticRegression(max_iter=1000) that run on the features' device (seconds on a GPU).
+   - `knn_predict` / `fit_linear_probe`: torch versions of scikit-learn's 5-NN classifier
+     and logistic regression (max_iter=1000) that run on the features' device (seconds on a GPU).
    - `knn_accuracy` / `linear_accuracy`: percent, with `fast=True` (torch) or `fast=False` (scikit-learn,
      exactly the course's probes).
-   - `evaluate_protocol` / `evaluate_encoder`: the grader's whole protocol (ID: fit on train, score on val;
-     OOD: the course's 80/20 split of the OOD set) as one call returning a `ProtocolResult`.
+   - `evaluate_protocol`: the grader's whole protocol (ID: fit on train, score on val; OOD: the course's 80/20
+     split of the OOD set) on features, as one call returning a `ProtocolResult`.
+   - `evaluate_encoder`: encode the three splits, then `evaluate_protocol`: the one "encode and probe" that the
+     periodic evaluation, the notebook's Section 6, eval.py and the command line call.
 
 3. A command line for a saved weights file (eval.py checks a whole submission folder; this scores one file):
 
@@ -98,32 +101,15 @@ def extract_features_and_labels(model, dataloader, normalize=False):
 
 
 def run_knn_probe(train_features, train_labels, test_features, test_labels):
-    """The course's k-NN probe: KNeighborsClassifier(n_neighbors=5) (Euclidean, uniform vote).
-
-    Returns the accuracy as a FRACTION in [0, 1]. Slow on a CPU for course-sized data (10k queries against
-    100k points of dimension 1000); `knn_accuracy(..., fast=True)` gives the same predictions on a GPU.
-    """
-    from sklearn.metrics import accuracy_score
-    from sklearn.neighbors import KNeighborsClassifier
-
-    knn = KNeighborsClassifier(n_neighbors=KNN_K, n_jobs=-1)
-    knn.fit(to_numpy(train_features), to_numpy(train_labels))
-    return float(accuracy_score(to_numpy(test_labels), knn.predict(to_numpy(test_features))))
+    """The course's k-NN probe: scikit-learn's KNeighborsClassifier, 5 neighbours (Euclidean, uniform vote), through
+    `knn_accuracy(fast=False)`. Returns the accuracy as a FRACTION in [0, 1], like the course's."""
+    return knn_accuracy(train_features, train_labels, test_features, test_labels, fast=False) / 100
 
 
 def run_linear_probe(train_features, train_labels, test_features, test_labels):
-    """The course's linear probe: LogisticRegression(max_iter=1000) (lbfgs, multinomial, L2 with C=1, no
-    feature scaling).
-
-    Returns the accuracy as a FRACTION in [0, 1]. On course-sized data (100k x 1000, 200 classes) it takes
-    many minutes on a CPU; `linear_accuracy(..., fast=True)` minimises the same objective on a GPU.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score
-
-    clf = LogisticRegression(C=LINEAR_C, max_iter=LINEAR_MAX_ITER)  # the course also passes n_jobs=-1: a no-op since sklearn 1.8
-    clf.fit(to_numpy(train_features), to_numpy(train_labels))
-    return float(accuracy_score(to_numpy(test_labels), clf.predict(to_numpy(test_features))))
+    """The course's linear probe: scikit-learn's LogisticRegression, max_iter=1000 (lbfgs, multinomial, L2, C=1, no feature
+    scaling), through `linear_accuracy(fast=False)`. Returns the accuracy as a FRACTION in [0, 1]."""
+    return linear_accuracy(train_features, train_labels, test_features, test_labels, fast=False) / 100
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -230,7 +216,7 @@ def _knn_dtype(device: torch.device, dtype) -> torch.dtype:
 
 @torch.no_grad()
 def knn_predict(train_f, train_y, test_f, *, k: int = KNN_K, chunk_size: int = 2048, dtype=None):
-    """k-nearest-neighbour classification, the same predictions as KNeighborsClassifier(n_neighbors=k).
+    """k-nearest-neighbour classification, the same predictions as scikit-learn's KNeighborsClassifier with n_neighbors=k.
 
     train_f (N, D), train_y (N,) integer labels (any values), test_f (M, D): tensors or numpy arrays.
     Computed on train_f's device (test_f is moved there chunk by chunk), in float64 on a CPU and float32 on
@@ -333,7 +319,7 @@ def _objective(logits: torch.Tensor, class_idx: torch.Tensor, W: torch.Tensor, C
 
 def fit_linear_probe(train_f, train_y, *, C: float = LINEAR_C, max_iter: int = LINEAR_MAX_ITER, tol: float = 1e-5,
                      history_size: int = 10, dtype=None, tolerance_change=None) -> LinearProbe:
-    """Fit scikit-learn's LogisticRegression(C=C, max_iter=max_iter, tol=tol) model with torch LBFGS.
+    """Fit scikit-learn's LogisticRegression model (C, max_iter, tol as given) with torch LBFGS.
 
     train_f (N, D) features, train_y (N,) integer labels (any values). Minimises exactly scikit-learn's
     objective (see `logistic_objective`): mean cross-entropy + ||W||^2 / (2 C N), intercept unpenalised, no
@@ -407,7 +393,7 @@ def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = KNN_K, fast: bool
     """k-NN accuracy in PERCENT (36.12, not 0.3612).
 
     fast=True: `knn_predict` on `device` (None: the GPU when there is one, else the CPU).
-    fast=False: scikit-learn's KNeighborsClassifier(n_neighbors=k), the course's probe (slow on a CPU for
+    fast=False: scikit-learn's KNeighborsClassifier with n_neighbors=k, the course's probe (slow on a CPU for
     course-sized data: minutes).
     """
     train_f, train_y, test_f, test_y = _checked_pairs(train_f, train_y, test_f, test_y)
@@ -425,7 +411,7 @@ def linear_accuracy(train_f, train_y, test_f, test_y, *, fast: bool = True, C: f
     """Linear-probe accuracy in PERCENT.
 
     fast=True: `fit_linear_probe` on `device` (None: the GPU when there is one, else the features' device).
-    fast=False: scikit-learn's LogisticRegression(C=C, max_iter=max_iter), the course's probe (many minutes
+    fast=False: scikit-learn's LogisticRegression with C and max_iter, the course's probe (many minutes
     on a CPU for course-sized data). `linear_probe_run` also says how many lbfgs iterations it took.
     """
     return linear_probe_run(train_f, train_y, test_f, test_y, fast=fast, C=C, max_iter=max_iter,
@@ -505,6 +491,10 @@ class ProtocolResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def accuracies(self) -> dict[str, float]:
+        """{"id_knn", "id_linear", "ood_knn", "ood_linear"}: the four numbers, in percent."""
+        return {key: getattr(self, key) for key in ("id_knn", "id_linear", "ood_knn", "ood_linear")}
 
     def __str__(self) -> str:
         how = "fast torch probes" if self.fast else "scikit-learn probes (as the course)"
@@ -614,23 +604,55 @@ def _as_pair(name: str, pair):
     return features, _as_labels(f"{name} labels", pair[1], len(features))
 
 
-def evaluate_encoder(model, train_images, train_labels, val_images, val_labels, ood_images, ood_labels, *,
-                     fast: bool = True, batch_size: int = 256, progress: bool = True) -> ProtocolResult:
-    """Encode the three image sets as the grader does (`encode_images`), then run `evaluate_protocol`.
+class EncodeError(ValueError):
+    """get_features failed on a split, or gave NaN or infinite values there. split: "train", "val" or "ood"."""
 
-    Images uint8 (N, 64, 64, 3); labels (N,) integers. The probes run on the model's device when fast=True.
-    The result's `seconds` holds encode_train/encode_val/encode_ood and the four probe steps.
+    def __init__(self, split: str, message: str):
+        super().__init__(message)
+        self.split = split
+
+
+def evaluate_encoder(model, train, val, ood, *, fit_rows=None, fast: bool = True, batch_size: int = 256,
+                     device=None, progress: bool = False, max_iter: int = LINEAR_MAX_ITER, on_step=None,
+                     on_encode=None) -> tuple[ProtocolResult, dict[str, torch.Tensor]]:
+    """Encode the three splits as the grader does (`encode_images`), then run `evaluate_protocol`: the kit's one
+    "encode and probe" (the periodic evaluation during training, the notebook's Section 6, eval.py, the command
+    line). Returns (the ProtocolResult, {"train", "val", "ood": (N, D) CPU features}).
+
+    train, val, ood: splits with `images` uint8 (N, 64, 64, 3) and `labels` (N,) (utils.data.Split); ood may be a
+    list of such splits (several OOD draws: features "ood0", "ood1", ..., the OOD numbers their mean). fit_rows:
+    the training rows the ID probes fit on (None: all; the periodic probes use at most eval_max_train of them).
+    The probes run on `device` (None: the model's) when fast=True. on_step: evaluate_protocol's; on_encode(split,
+    n_images) is called before each split is encoded. Raises EncodeError when get_features fails on a split or
+    gives NaN or infinite values. The result's `seconds` holds encode_<split> and the probes.
     """
-    encoded, seconds = {}, {}
-    for name, images in (("train", train_images), ("val", val_images), ("ood", ood_images)):
+    draws = list(ood) if isinstance(ood, (list, tuple)) else [ood]
+    splits = {"train": train, "val": val, **({"ood": draws[0]} if len(draws) == 1 else
+                                             {f"ood{i}": draw for i, draw in enumerate(draws)})}
+    features, seconds = {}, {}
+    for name, split in splits.items():
+        images = split.images if name != "train" or fit_rows is None else split.images[fit_rows]
+        if on_encode:
+            on_encode(name, len(images))
         start = time.perf_counter()
-        encoded[name] = encode_images(model, images, batch_size=batch_size, progress=progress)
+        try:
+            features[name] = encode_images(model, images, batch_size=batch_size, progress=progress)
+        except Exception as error:
+            raise EncodeError(name, f"get_features on the {name} images raised {type(error).__name__}: "
+                                    f"{str(error)[:300]}") from error
         seconds[f"encode_{name}"] = time.perf_counter() - start
-    result = evaluate_protocol((encoded["train"], train_labels), (encoded["val"], val_labels),
-                               (encoded["ood"], ood_labels), fast=fast, progress=progress,
-                               device=_model_device(model))
+        bad = int((~torch.isfinite(features[name])).sum())
+        if bad:
+            raise EncodeError(name, f"{bad} of the {name} feature values are NaN or infinite (expected finite "
+                                    f"values)")
+    train_labels = train.labels if fit_rows is None else train.labels[fit_rows]
+    ood_pairs = [(features[name], split.labels) for name, split in splits.items() if name.startswith("ood")]
+    result = evaluate_protocol((features["train"], train_labels), (features["val"], val.labels),
+                               ood_pairs[0] if len(ood_pairs) == 1 else ood_pairs, fast=fast, progress=progress,
+                               device=device if device is not None else _model_device(model), max_iter=max_iter,
+                               on_step=on_step)
     result.seconds = {**seconds, **result.seconds}
-    return result
+    return result, features
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -665,9 +687,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     device = pick_device(args.device)
-    result = evaluate_encoder(model.to(device), splits["train"].images, splits["train"].labels,
-                              splits["val"].images, splits["val"].labels, splits["ood"].images, splits["ood"].labels,
-                              fast=args.fast, batch_size=GRADER_BATCH_SIZE, progress=not args.no_progress)
+    result, _ = evaluate_encoder(model.to(device), splits["train"], splits["val"], splits["ood"], fast=args.fast,
+                                 batch_size=GRADER_BATCH_SIZE, progress=not args.no_progress)
     print(f"{args.weights} ({model.arch}) on {data_dir}:")
     print(result)
     if args.json:
