@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def print_results(report) -> None:
     """The four accuracies (percent) and the timings."""
-    lines = accuracy_lines(report)
+    lines = accuracy_lines(report.accuracies)
     if lines:
         how = "torch probes (--fast)" if report.mode == "fast" else "scikit-learn probes, as the grader"
         print(f"\nAccuracies ({how}, device {report.device}):")

@@ -44,7 +44,7 @@ def write_tiny_data(out: Path) -> Path:
     return out
 
 
-def notebook_text(sciper="123456", last_name='"Doe"', first_name='"Jane"', run_output="run fingerprint 0123abcd",
+def notebook_text(sciper="123456", last_name='"Doe"', first_name='"Jane"', run_output="run id 0123abcd",
                   executed=True) -> str:
     """A minimal notebook whose identity cell assigns the given Python expressions, with the course's Sections 5
     (training, printing `run_output`) and 6 (results), executed or not."""
@@ -451,33 +451,25 @@ def test_assemble_needs_exactly_one_arch_line_to_rewrite(sources, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_probe_lines_in_percent_and_the_cpu_warning(monkeypatch, capsys):
+def test_probe_lines_in_percent_and_the_cpu_warning(good, data_dir, monkeypatch, capsys, fit_statistics):
     """Each probe prints its accuracy in percent and its time; a large train set on the CPU in exact mode is
     announced before the slow linear probe (the threshold is lowered here to keep the data small)."""
-    from utils import probes, submission
-    from utils.submission import protocol
-    from utils.data import Split
+    from utils.data import load_splits
+    from utils.submission import Report, check
 
-    monkeypatch.setattr(protocol, "LARGE_TRAIN_FOR_CPU", 35)   # train 40 > 35, OOD fit 32
-    rng = np.random.default_rng(0)
-
-    def split(n, classes):
-        labels = np.repeat(np.asarray(classes), n // len(classes))
-        return Split(images=np.zeros((len(labels), 64, 64, 3), np.uint8), labels=labels, class_names=None,
-                     path=Path("memory"))
-
-    splits = {"train": split(40, [3, 7]), "val": split(20, [3, 7]), "ood": split(40, [11, 12])}
-    features = {name: torch.from_numpy(rng.normal(size=(len(s), 8)).astype(np.float32) + s.labels[:, None] % 2)
-                for name, s in splits.items()}
-    report = submission.Report(folder="memory")
-    submission.run_probes(report, probes, features, splits, fast=False, device=torch.device("cpu"))
+    monkeypatch.setattr(check, "LARGE_TRAIN_FOR_CPU", 100)   # train 160 > 100, OOD fit 128 > 100 too
+    report = Report(folder="memory")
+    check.run_protocol(report, fit_statistics(ImageEncoder("tiny")).eval(), load_splits(data_dir), fast=False,
+                       batch_size=64, progress=False)
     out = capsys.readouterr().out
     assert set(report.accuracies) == set(ACCURACY_KEYS) and report.ok
-    assert [c.name for c in report.warnings] == ["exact probes on the CPU"]
+    assert [c.name for c in report.warnings] == ["exact probes on the CPU"] * 2
     assert "use --fast" in report.warnings[0].fix
     assert out.index("WARN exact probes on the CPU") < out.index("ID linear")
     for key, label in zip(ACCURACY_KEYS, ("ID k-NN", "ID linear", "OOD k-NN", "OOD linear")):
         assert re.search(rf"{label} +{report.accuracies[key]:.2f}% +\(\d+\.\d s\)", out), out
+    assert "Extracting train features: 160 images, batch 64" in out
+    assert report.check("features on the data").status == "pass"
 
 
 def test_bare_json_flag_prints_the_result_on_standard_output(good, data_dir):
@@ -503,16 +495,15 @@ def test_statistics_fitted_for_another_feature_design(broken, data_dir):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# What the hand-in must be: the executed notebook of the run, weights trained on real images
+# What the hand-in must be: the executed notebook of the run, weights trained on the course's data, the
+# student's own report
 # ----------------------------------------------------------------------------------------------------------
 
 def test_the_committed_unexecuted_notebook_fails_even_with_an_identity(broken, data_dir):
-    """The committed notebook keeps outputs in two nbval check cells; Sections 5 and 6 are empty, so it is not
-    an executed notebook, whatever its identity says."""
+    """The committed notebook has no outputs: it is not an executed notebook, whatever its identity says."""
     import nbformat
     from utils.headless import NOTEBOOK, fill_identity
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert any(cell.get("outputs") for cell in nb.cells)        # what used to fool the check
     fill_identity(nb)
     nbformat.write(nb, broken / "CS461_Assignment1.ipynb")
     report = quick(broken, data_dir)
@@ -531,33 +522,79 @@ def test_sections_without_outputs_fail_and_renamed_headings_warn(broken, data_di
     assert report.ok and report.check("notebook executed").status == "warn"
 
 
-def reexport(folder: Path, **metadata) -> None:
-    """The submission's weights written again with extra metadata (the tensors unchanged)."""
+TRAINED = "weights trained on the course's data"
+
+
+def reexport(folder: Path, drop=(), **metadata) -> None:
+    """The submission's weights written again with other metadata (the tensors unchanged): the keys in `drop`
+    removed, `metadata` added."""
     from utils.checkpoint import read_weights
     path = folder / "final_model.safetensors"
     tensors, old = read_weights(path)
-    save_file(tensors, path, metadata={**old, **metadata})
+    save_file(tensors, path, metadata={**{k: v for k, v in old.items() if k not in drop}, **metadata})
 
 
-def test_weights_trained_on_generated_data_fail_unless_a_demo(broken, data_dir):
-    reexport(broken, trained_on="generated", train_data="/x/train.npz", train_images="160")
-    report = quick(broken, data_dir)
-    assert failed(report) == {"weights trained on real images"}
-    check = report.check("weights trained on real images")
-    assert "generated data" in check.message and "/x/train.npz, 160 images" in check.message
-    assert "CS461_DATA_DIR" in check.fix
-    demo = check_submission(broken, data_dir=data_dir, quick=True, progress=False, echo=False, demo=True)
-    assert demo.ok and demo.check("weights trained on real images").status == "warn"
+COURSE_RECORD = dict(trained_on="course", train_data="/home/me/cs461_assignment1_data/train.npz",
+                     train_images="100000", train_classes="200", train_per_class="500", val_images="10000",
+                     val_classes_in_train="200")
+
+
+def test_only_weights_trained_on_the_course_data_pass(broken, data_dir):
+    """What the weights record of their training set decides (utils.data.training_data_record at export): the
+    course's shape passes wherever the files were; the generated data, other data and a subset fail, unless a demo."""
+    reexport(broken, **COURSE_RECORD)
+    check = quick(broken, data_dir).check(TRAINED)
+    assert check.status == "pass" and "100000 training images of 200 classes" in check.message
+    for record, words in [(dict(trained_on="generated", train_data="/x/train.npz", train_images="160"),
+                           "generated data"),
+                          (dict(COURSE_RECORD, trained_on="other", train_images="50000", train_per_class="250"),
+                           "not the course's data set"),
+                          (dict(trained_on="npz", train_images="50000"), "npz")]:
+        reexport(broken, drop=COURSE_RECORD, **record)
+        report = quick(broken, data_dir)
+        assert failed(report) == {TRAINED}, report.summary()
+        check = report.check(TRAINED)
+        assert words in check.message and "DATA_DIR" in check.fix and "200 classes of 500" in check.message
+        demo = check_submission(broken, data_dir=data_dir, quick=True, progress=False, echo=False, demo=True)
+        assert demo.ok and demo.check(TRAINED).status == "warn"
     process = run_eval("-i", broken, "-d", data_dir, "--quick", "--demo")
     assert process.returncode == 0, process.stdout + process.stderr
-    reexport(broken, trained_on="npz")
-    assert quick(broken, data_dir).check("weights trained on real images").status == "pass"
+
+
+def test_the_kits_reference_weights_and_report_fail_even_in_a_demo(broken, data_dir):
+    """The top-level final_model.safetensors and report.md are the kit's reference: copied into a folder by
+    hand, each is one FAIL line saying so (the probes still run on the reference weights)."""
+    shutil.copyfile(ROOT / "final_model.safetensors", broken / "final_model.safetensors")
+    shutil.copyfile(ROOT / "report.md", broken / "report.md")
+    edit(broken / "models.py", 'ARCH = "tiny"', 'ARCH = "resnet18_s2"')
+    for demo in (False, True):
+        report = check_submission(broken, data_dir=data_dir, quick=True, progress=False, echo=False, demo=demo)
+        assert failed(report) == {TRAINED, "report.md is yours"}, report.summary()
+        assert "the kit's reference" in report.check(TRAINED).message
+        assert "Tiny ImageNet" in report.check(TRAINED).message
+        assert "reference report" in report.check("report.md is yours").message
+
+
+def test_the_untouched_report_draft_fails_and_a_started_one_warns(broken, data_dir, tmp_path):
+    from utils.submission.handin import draft_text
+    metrics = {"config": {"arch": "tiny", "loss": "ntxent", "global_views": 2, "local_views": 0, "batch_size": 64,
+                          "optimizer": "adamw", "lr": 0.002}, "fingerprint": "0123abcd", "epochs": 2, "steps": 10,
+               "train_minutes": 0.1, "device": "cpu", "data": {"n_train": 160, "trained_on": "generated"}}
+    draft = draft_text({"accuracies_percent": dict.fromkeys(ACCURACY_KEYS, 12.5)}, metrics)
+    (broken / "report.md").write_text(draft)
+    check = quick(broken, data_dir).check("report.md is yours")
+    assert check.status == "fail" and "every place marked" in check.message and "my_report.md" in check.fix
+    demo = check_submission(broken, data_dir=data_dir, quick=True, progress=False, echo=False, demo=True)
+    assert demo.ok and demo.check("report.md is yours").status == "warn"
+    (broken / "report.md").write_text(draft.replace("<<FILL IN: your title>>", "Contrastive features", 1))
+    report = quick(broken, data_dir)
+    assert report.ok and report.check("report.md written").status == "warn"
 
 
 def test_weights_that_record_no_data_and_the_cpu_network_warn(good, data_dir):
     report = quick(good, data_dir)
     assert report.ok
-    assert report.check("weights trained on real images").status == "warn"
+    assert report.check(TRAINED).status == "warn"
     network = report.check("network size")
     assert network.status == "warn" and "'tiny'" in network.message and "CS461_PROFILE=full" in network.fix
 

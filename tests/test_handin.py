@@ -1,6 +1,6 @@
 """The notebook's Section 7 (utils/submission/handin.py) on a real, tiny run: it hands in only the saved,
 executed notebook of the run, drafts the report from the run's own numbers, never overwrites the student's
-report, and prints a short verdict."""
+report, prints a short verdict, and the handed-in notebook ends on that verdict whenever the notebook was saved."""
 import json
 import re
 import shutil
@@ -10,14 +10,13 @@ import nbformat
 import pytest
 
 from utils.headless import NOTEBOOK, fill_identity
-from utils.submission.course import COURSE_BASELINES, FILL_IN_MARKER
-from utils.submission.handin import DRAFT, MY_REPORT, hand_in
-from utils.submission.report_draft import DRAFT_MAX_WORDS, drafted_for
+from utils.submission.course import COURSE_BASELINES, DRAFT_PLACES, FILL_IN_MARKER
+from utils.submission.handin import DRAFT, DRAFT_MAX_WORDS, MY_REPORT, drafted_for, hand_in
 from utils.train import TrainConfig, train
 
 from test_eval import SINGLE_THREAD_ENV, notebook_text, write_tiny_data
 
-IDENTITY = {"SCIPER": 123456, "LAST_NAME": "Doe", "FIRST_NAME": "Jane"}
+TRAINED = "weights trained on the course's data"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +33,7 @@ def run(tmp_path_factory):
     return {"root": root, "data_dir": data_dir, "weights": result.weights_path, "fingerprint": fingerprint}
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def single_threaded_eval(monkeypatch):
     for key, value in SINGLE_THREAD_ENV.items():
         monkeypatch.setenv(key, value)
@@ -43,7 +42,25 @@ def single_threaded_eval(monkeypatch):
 def call(run, out: Path, notebook: Path, **kwargs):
     out.mkdir(exist_ok=True)
     return hand_in(out / "submission", weights=run["weights"], metrics=run["root"] / "training_metrics.json",
-                   notebook=notebook, output_dir=out, data_dir=run["data_dir"], **{"identity": IDENTITY, **kwargs})
+                   notebook=notebook, output_dir=out, data_dir=run["data_dir"], **kwargs)
+
+
+def saved_notebook(path: Path, fingerprint: str, *, ran_until: int | None = None, section_7_output: str = "") -> Path:
+    """The kit's notebook with an identity, saved as Jupyter would: code cells up to index `ran_until` (all when
+    None) executed, Section 5 printing the run's id; Section 7's cell holding `section_7_output` when given."""
+    from nbformat.v4 import new_output
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    fill_identity(nb)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or (ran_until is not None and index > ran_until):
+            continue
+        cell.execution_count = index
+        text = f"Exported ... run id {fingerprint}.\n" if "while not run.finished" in cell.source else "ok\n"
+        if "hand_in(" in cell.source:
+            text = section_7_output
+        cell.outputs = [new_output("stream", name="stdout", text=text)] if text else []
+    nbformat.write(nb, path)
+    return path
 
 
 def test_the_unsaved_notebook_is_refused_and_nothing_is_copied(run, tmp_path, capsys):
@@ -55,12 +72,14 @@ def test_the_unsaved_notebook_is_refused_and_nothing_is_copied(run, tmp_path, ca
     printed = capsys.readouterr().out
     assert printed.startswith("NOT COPIED") and "Section 5 (training" in printed and "Ctrl+S" in printed
 
-    (tmp_path / "other.ipynb").write_text(notebook_text(run_output="run fingerprint 0000ffff"))
+    (tmp_path / "other.ipynb").write_text(notebook_text(run_output="run id 0000ffff"))
     handed = call(run, tmp_path / "out", tmp_path / "other.ipynb")
     assert not handed.copied and run["fingerprint"] in handed.lines[0]
 
-    handed = call(run, tmp_path / "out", tmp_path / "other.ipynb", identity={**IDENTITY, "SCIPER": None})
-    assert not handed.copied and "SCIPER" in "\n".join(handed.lines)
+    (tmp_path / "anonymous.ipynb").write_text(notebook_text(sciper="None", run_output=f"run id {run['fingerprint']}"))
+    handed = call(run, tmp_path / "out", tmp_path / "anonymous.ipynb")
+    assert not handed.copied and "SCIPER is None" in handed.lines[0] and "Nothing was copied" in handed.lines[0]
+    assert not (tmp_path / "out" / "submission").exists()
 
 
 def numbers(text: str) -> list[str]:
@@ -68,9 +87,9 @@ def numbers(text: str) -> list[str]:
     return re.findall(r"\d+(?:\.\d+)?", re.sub(r"`[^`]*`", " ", text))
 
 
-def test_hand_in_drafts_the_report_from_the_run_and_keeps_the_students(run, tmp_path, single_threaded_eval):
+def test_hand_in_drafts_the_report_from_the_run_and_keeps_the_students(run, tmp_path):
     notebook = tmp_path / "saved.ipynb"
-    notebook.write_text(notebook_text(run_output=f"Exported ... run fingerprint {run['fingerprint']}."))
+    notebook.write_text(notebook_text(run_output=f"Exported ... run id {run['fingerprint']}."))
     out = tmp_path / "out"
     handed = call(run, out, notebook, demo=True)      # trained on generated data: accepted as a demo only
     assert handed.copied and handed.ok, "\n".join(handed.lines)
@@ -78,7 +97,7 @@ def test_hand_in_drafts_the_report_from_the_run_and_keeps_the_students(run, tmp_
     # The draft: within its words, every number from the run (metrics, eval.py) or the course's baselines.
     mine = out / MY_REPORT
     text = mine.read_text()
-    assert len(text.split()) <= DRAFT_MAX_WORDS
+    assert len(text.split()) <= DRAFT_MAX_WORDS and text.count(FILL_IN_MARKER) == DRAFT_PLACES
     assert drafted_for(mine) == run["fingerprint"]
     metrics = json.loads((run["root"] / "training_metrics.json").read_text())
     accuracies = handed.result["accuracies_percent"]
@@ -91,28 +110,54 @@ def test_hand_in_drafts_the_report_from_the_run_and_keeps_the_students(run, tmp_
     assert set(numbers(text)) <= allowed, set(numbers(text)) - allowed
     for value in accuracies.values():
         assert f"{value:.2f}%" in text
-    assert text.count(FILL_IN_MARKER) >= 3
 
-    # Handed in as report.md; eval.py checked the folder again with it and warns about the marked places.
+    # Handed in as report.md and checked again here: the untouched draft is a warning in a demo (a failure
+    # otherwise), all in one run of eval.py.
     assert (out / "submission" / "report.md").read_text() == text
-    assert handed.final["checks"] != handed.result["checks"]
     warned = {c["name"] for c in handed.final["checks"] if c["status"] == "warn"}
-    assert {"report.md written", "weights trained on real images", "network size"} <= warned
+    assert {"report.md is yours", TRAINED, "network size"} <= warned
+    assert json.loads((out / "eval_final.json").read_text()) == handed.final
     verdict = "\n".join(handed.lines)
     assert re.search(r"eval\.py: All \d+ checks passed", verdict)
-    assert "WARN report.md written" in verdict and f"{accuracies['ood_linear']:.2f}%" in verdict
-    assert (out / "eval_log.txt").read_text().count("$ ") == 2
+    assert "WARN report.md is yours" in verdict and f"{accuracies['ood_linear']:.2f}%" in verdict
+    assert (out / "eval_log.txt").read_text().count("$ ") == 1
     assert len(handed.lines) < 15
 
-    # The student writes the discussion: the next hand-in keeps it and has nothing left to warn about it.
+    # The student writes the discussion: the next hand-in keeps it and has nothing left to say about it.
     mine.write_text(re.sub(r"<<FILL IN: [^>]*>>", "Our own words.", text))
     handed = call(run, out, notebook, demo=True)
     assert "Our own words." in mine.read_text() and FILL_IN_MARKER not in mine.read_text()
     assert (out / "submission" / "report.md").read_text() == mine.read_text()
-    assert "report.md written" not in {c["name"] for c in handed.final["checks"]}
-    assert (out / DRAFT).read_text().count(FILL_IN_MARKER) >= 3      # the kit's draft, refreshed
+    assert not {"report.md written", "report.md is yours"} & {c["name"] for c in handed.final["checks"]}
+    assert (out / DRAFT).read_text().count(FILL_IN_MARKER) == DRAFT_PLACES      # the kit's draft, refreshed
 
     # Outside a demo, weights trained on the kit's generated data are a failure.
     handed = call(run, out, notebook)
     assert handed.copied and not handed.ok
-    assert any(line.startswith("  FAIL weights trained on real images") for line in handed.lines)
+    assert any(line.startswith(f"  FAIL {TRAINED}") for line in handed.lines)
+
+
+def test_the_handed_in_notebook_ends_on_its_own_verdict_whenever_it_was_saved(run, tmp_path):
+    """Run All, save, Section 7 (the README's order), with Jupyter's autosave at different moments: before Run
+    All and in the middle of Section 6, Section 7 refuses during Run All and copies nothing; once the student
+    has saved, it hands in, and the copy's Section 7 output is the verdict that hand-in printed (not the refusal
+    the saved file held). Handing in again replaces the older verdict. The student's own file is left as saved."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    section_6 = next(i for i, c in enumerate(nb.cells) if c.source.startswith("# 6. "))
+    notebook, out = tmp_path / "CS461_Assignment1.ipynb", tmp_path / "out"
+    for ran_until in (-1, section_6 + 3):          # autosaved before Run All, then in the middle of Section 6
+        saved_notebook(notebook, run["fingerprint"], ran_until=ran_until)
+        handed = call(run, out, notebook, demo=True)
+        assert not handed.copied and "never ran" in handed.lines[0]
+        assert not (out / "submission").exists()
+
+    saved_notebook(notebook, run["fingerprint"], section_7_output="\n".join(handed.lines) + "\n")  # Ctrl+S
+    before = notebook.read_text()
+    for _ in range(2):
+        handed = call(run, out, notebook, demo=True)
+        assert handed.copied and handed.ok, "\n".join(handed.lines)
+        copy = nbformat.read(out / "submission" / notebook.name, as_version=4)
+        last = [c for c in copy.cells if c.cell_type == "code"][-1]
+        assert "hand_in(" in last.source
+        assert [o.text for o in last.outputs] == ["\n".join(handed.lines) + "\n"]
+        assert notebook.read_text() == before

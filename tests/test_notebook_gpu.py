@@ -70,7 +70,7 @@ def test_the_saved_notebook_holds_each_sections_output_for_section_7(built_noteb
     check (outputs in Sections 5 and 6, the run's fingerprint among them)."""
     from utils.submission.handin import saved_notebook_problem
     cells = notebook_gpu.notebook_cells(built_notebook)
-    records = [{"section": title, "output": f"ran {title}" + (", run fingerprint 0123abcd" if title.startswith("5.")
+    records = [{"section": title, "output": f"ran {title}" + (", run id 0123abcd" if title.startswith("5.")
                                                                  else "")}
                for title, _ in notebook_gpu.sections(cells) if not title.startswith("7.")]
     path = tmp_path / "saved.ipynb"

@@ -1,11 +1,13 @@
-"""models.py and the weights as the grader uses them: first the grader's own sequence in a fresh interpreter
-(utils.submission.grader: import as `custom_model`, not in sys.modules; `ImageEncoder()`; strict load; eval();
-the shape check), then the kit's closer looks in this process (allowed imports, no pre-trained downloads, the
-course's class variables, the feature statistics, finite (B, 1000) `get_features` on ToTensor-like batches).
+"""models.py and the weights as the grader uses them. The grader's own first steps run once, in a fresh
+interpreter (utils.submission.grader: import as `custom_model`, not in sys.modules; `ImageEncoder()`; strict load;
+eval(); the shape check): they decide those steps. Where one fails, its FAIL line quotes the grader's error, names
+the step and says how to fix it, with what this process can add (the differing keys, the architecture, the import
+that broke). Then the kit's closer looks, in this process, where the probes need the model anyway: allowed
+imports, no pre-trained downloads, the course's class variables, the feature statistics, finite (B, 1000)
+`get_features` on ToTensor-like batches.
 
-A problem gets one FAIL line, named for the step it breaks; when the grader's sequence fails there, the line
-quotes the grader's own error and names the grader's step. A step where the grader's sequence fails but the
-in-process look finds nothing wrong is still a FAIL: the grader's sequence is the one that counts."""
+Tests: tests/test_eval.py, tests/test_grader.py.
+"""
 from __future__ import annotations
 
 import ast
@@ -21,48 +23,41 @@ import torch
 from utils.checkpoint import ADD_STATISTICS_COMMAND, FITTED_FLAG, CheckpointError, read_weights, weight_mismatches
 from utils.submission.course import (ALLOWED_MODULES, COURSE_CLASS_VARIABLES, DOWNLOAD_FUNCTIONS, MODELS_FILE,
                                      NETWORK_MODULES, PRETRAINED_KEYWORDS, PROJECT_ROOT, TOLERATED_MODULES,
-                                     WEIGHTS_FILE)
+                                     WEIGHTS_FILE, Report)
 from utils.submission.grader import GraderRun, run_course_grader
-from utils.submission.report import Report
 
 GRADER_IMPORT_CHECK = "models.py imports the grader's way"
-GRADER_SEQUENCE_CHECK = "grader's sequence"
+LOAD_CHECK = "weights load strictly"
 STATISTICS_CHECK = "feature statistics fitted"
 GRADER_SHAPE_CHECK = "get_features (grader's randn check)"
+EXPORT_FIX = ("export the weights again with utils.checkpoint.export_encoder from an ImageEncoder() built by this "
+              "models.py")
 
 
 def check_model(report: Report, models_path: Path, weights_path: Path | None, device: torch.device):
     """All checks of models.py and the weights. Returns the model (eval mode, on `device`, weights loaded)
     when it is usable for the probes, else None."""
     tree = parse_models(report, models_path)
-    if tree is None:
-        if weights_path is not None:   # still tell now whether the weights file itself is damaged
-            check_weights_readable(report, weights_path)
-        return None
-    check_no_pretrained(report, tree)
-    grader = grader_first_steps(models_path, weights_path)
-    if grader.failed_step == "environment":
-        report.failed(GRADER_SEQUENCE_CHECK, f"the grader's sequence could not be run on this submission: "
+    grader = grader_first_steps(models_path, weights_path) if tree is not None else None
+    if grader is not None and grader.failed_step == "environment":
+        report.failed("grader's sequence", f"the grader's sequence could not be run on this submission: "
                       f"{grader.error}", "run `python -m utils.submission.grader -i <submission folder> "
                       "--first-steps` to see the whole output")
-    verdicts = import_verdicts(tree)
-    if not check_grader_import(report, grader, verdicts):
-        if weights_path is not None:
+    if tree is not None:
+        check_no_pretrained(report, tree)
+    if tree is None or not check_grader_import(report, grader, tree):
+        if weights_path is not None:   # whether the weights file itself is intact can still be told
             check_weights_readable(report, weights_path)
         return None
-    check_imports(report, verdicts)
+    check_imports(report, tree)
     module = import_in_process(report, models_path)
-    if module is None:
-        return None
-    model = build_encoder(report, module, grader)
+    model = build_encoder(report, module, grader) if module is not None else None
     if model is None:
-        if weights_path is not None:
+        if module is not None and weights_path is not None:
             check_weights_readable(report, weights_path)
         return None
     usable = check_class_variables(report, module.ImageEncoder, model)
-    loaded = weights_path is not None and check_weights(report, model, weights_path, built_arch(module, model),
-                                                        grader)
-    if not loaded:
+    if weights_path is None or not check_weights(report, model, module, weights_path, grader):
         # What get_features computes depends on the weights file (the design's training statistics live in it),
         # so a model without them would only add a second, misleading failure.
         report.note("get_features was not checked: " + ("there is no weights file" if weights_path is None
@@ -89,7 +84,7 @@ def parse_models(report: Report, models_path: Path) -> ast.AST | None:
 # ----------------------------------------------------------------------------------------------------------
 
 # Runs of the grader's first steps in this process, by the content of models.py and the weights: checking the
-# same files again (the notebook's last section, the tests) does not pay for a fresh interpreter each time.
+# same files again (the tests) does not pay for a fresh interpreter each time.
 _grader_runs: dict[str, GraderRun] = {}
 
 
@@ -113,10 +108,10 @@ def grader_note(grader: GraderRun, step: str) -> str:
     return f"; {grader.step_text()}" if grader.failed_step == step else ""
 
 
-def import_fix(grader: GraderRun, verdicts: list[tuple[str, int, str]]) -> str:
+def import_fix(grader: GraderRun, tree: ast.AST) -> str:
     """How to mend models.py when the grader cannot import it, from its error and the static imports."""
     text = f"{grader.error or ''}\n{grader.traceback or ''}"
-    project = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "project"]
+    project = [f"`{m}` (line {n})" for m, n in imported_modules(tree) if classify_import(m) == "project"]
     if "dataclasses" in text and "has no attribute '__dict__'" in text:
         return ("models.py looks its own module up in sys.modules while it is imported, and the grader never "
                 "puts it there: here a @dataclass under `from __future__ import annotations` (dataclasses "
@@ -139,17 +134,21 @@ def import_fix(grader: GraderRun, verdicts: list[tuple[str, int, str]]) -> str:
             "--first-steps`, and fix models.py so that it imports on its own")
 
 
-def check_grader_import(report: Report, grader: GraderRun, verdicts: list[tuple[str, int, str]]) -> bool:
+def check_grader_import(report: Report, grader: GraderRun, tree: ast.AST) -> bool:
     """Step 2 of the grader: models.py imported as `custom_model` by exec_module, never put in sys.modules."""
     if grader.failed_step == "import":
         report.failed(GRADER_IMPORT_CHECK, f"in a fresh `python -I`, beside a stand-in for the course's "
-                      f"utils.py, {grader.step_text()}", import_fix(grader, verdicts))
+                      f"utils.py, {grader.step_text()}", import_fix(grader, tree))
         return False
     if grader.failed_step != "environment":
         report.passed(GRADER_IMPORT_CHECK, "imported as `custom_model` (spec_from_file_location, exec_module, not "
                       "in sys.modules) in a fresh `python -I` beside a stand-in for the course's utils.py")
     return True
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Static looks at models.py: its imports, pre-trained weights and downloads
+# ----------------------------------------------------------------------------------------------------------
 
 def imported_modules(tree: ast.AST) -> list[tuple[str, int]]:
     """(module as written, line) for every import in the file, also inside functions. Relative imports
@@ -177,30 +176,25 @@ def classify_import(module: str) -> str:
     return "foreign"
 
 
-def import_verdicts(tree: ast.AST) -> list[tuple[str, int, str]]:
-    """(module, line, classify_import(module)) for every import of models.py, also inside functions."""
-    return [(module, line, classify_import(module)) for module, line in imported_modules(tree)]
-
-
-def check_imports(report: Report, verdicts: list[tuple[str, int, str]]) -> None:
-    """Static check: models.py imports only torch, torchvision and the standard library (also inside functions,
-    which the grader's import does not run)."""
-    project = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "project"]
-    foreign = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "foreign"]
-    tolerated = [f"`{m}` (line {n})" for m, n, v in verdicts if v == "tolerated"]
-    if project:
-        report.failed("models.py imports", f"imports project module(s) {', '.join(project)}; expected torch, "
-                      f"torchvision and the standard library only. The grader puts its OWN utils.py beside "
+def check_imports(report: Report, tree: ast.AST) -> None:
+    """models.py imports only torch, torchvision and the standard library (also inside functions, which the
+    grader's import does not run)."""
+    verdicts = [(module, line, classify_import(module)) for module, line in imported_modules(tree)]
+    named = {kind: [f"`{m}` (line {n})" for m, n, v in verdicts if v == kind]
+             for kind in ("project", "foreign", "tolerated")}
+    if named["project"]:
+        report.failed("models.py imports", f"imports project module(s) {', '.join(named['project'])}; expected "
+                      f"torch, torchvision and the standard library only. The grader puts its OWN utils.py beside "
                       f"models.py and nothing else from this project",
                       "copy what models.py needs into models.py itself and delete those imports")
-    if foreign:
-        report.failed("models.py imports", f"imports {', '.join(foreign)}, which the grader may not have; the "
-                      f"course allows torch and torchvision only",
+    if named["foreign"]:
+        report.failed("models.py imports", f"imports {', '.join(named['foreign'])}, which the grader may not have; "
+                      f"the course allows torch and torchvision only",
                       "rewrite that part with torch/torchvision and delete those imports")
-    if tolerated and not (project or foreign):
-        report.warned("models.py imports", f"imports {', '.join(tolerated)}; the course allows torch and "
+    if named["tolerated"] and not (named["project"] or named["foreign"]):
+        report.warned("models.py imports", f"imports {', '.join(named['tolerated'])}; the course allows torch and "
                       f"torchvision only (numpy is usually installed with torch)", "prefer torch equivalents")
-    if not (project or foreign or tolerated):
+    if not any(named.values()):
         modules = sorted({m.split(".")[0] for m, _, _ in verdicts if m != "__future__"})
         report.passed("models.py imports", f"{', '.join(modules) or 'nothing'} (torch, torchvision and the "
                       f"standard library only)")
@@ -264,6 +258,10 @@ def check_no_pretrained(report: Report, tree: ast.AST) -> None:
         report.passed("no pre-trained weights or downloads")
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The model in this process (the probes need it): build, class variables, strict load, statistics, features
+# ----------------------------------------------------------------------------------------------------------
+
 _import_counter = itertools.count()
 
 
@@ -293,49 +291,33 @@ def build_encoder(report: Report, module, grader: GraderRun):
     """`ImageEncoder()` with no arguments, as the grader builds it (or None, with a failed check)."""
     note = grader_note(grader, "build")
     cls = getattr(module, "ImageEncoder", None)
-    if cls is None:
-        report.failed("ImageEncoder exists", "models.py defines no `ImageEncoder`; the grader builds "
-                      f"`models.ImageEncoder()`{note}", "keep the template's class name ImageEncoder")
-        return None
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        report.failed("ImageEncoder exists", f"ImageEncoder is a {type(cls).__name__}, expected a subclass of "
-                      f"torch.nn.Module{note}", "keep `class ImageEncoder(nn.Module)` from the template")
+        found = "defines no `ImageEncoder`" if cls is None else f"defines ImageEncoder as a {type(cls).__name__}"
+        report.failed("ImageEncoder exists", f"models.py {found}; the grader builds `models.ImageEncoder()`, a "
+                      f"subclass of torch.nn.Module{note}", "keep `class ImageEncoder(nn.Module)` from the template")
         return None
     report.passed("ImageEncoder exists")
     fix = "give every constructor argument a default: the grader calls ImageEncoder()"
+    if note:
+        report.failed("ImageEncoder() builds", grader.step_text(), fix)
+        return None
     try:
         model = cls()
     except Exception as error:
         report.failed("ImageEncoder() builds", f"ImageEncoder() with no arguments raised {type(error).__name__}: "
-                      f"{error}{note}", fix)
+                      f"{error}", fix)
         return None
-    if note:
-        report.failed("ImageEncoder() builds", f"ImageEncoder() builds in this process, but {grader.step_text()}",
-                      "make ImageEncoder() independent of anything but models.py itself and torch: " + fix)
-        return None
-    n_params = sum(p.numel() for p in model.parameters())
-    report.passed("ImageEncoder() builds", f"{n_params:,} parameters" +
-                  (f", arch {model.arch!r}" if isinstance(getattr(model, "arch", None), str) else ""))
-    return model
-
-
-def built_arch(module, model) -> str | None:
-    """The architecture name ImageEncoder() builds: the instance's `arch`, else the module's ARCH."""
     arch = getattr(model, "arch", None)
-    if isinstance(arch, str):
-        return arch
-    arch = getattr(module, "ARCH", None)
-    return arch if isinstance(arch, str) else None
+    report.passed("ImageEncoder() builds", f"{sum(p.numel() for p in model.parameters()):,} parameters" +
+                  (f", arch {arch!r}" if isinstance(arch, str) else ""))
+    return model
 
 
 def check_class_variables(report: Report, cls, model) -> bool:
     """input_dim 64, input_channels 3, feature_dim 1000, proj_dim 128, on the class and on the instance."""
-    wrong = []
-    for name, expected in COURSE_CLASS_VARIABLES.items():
-        for owner, where in ((cls, "class"), (model, "instance")):
-            value = getattr(owner, name, "<missing>")
-            if value != expected:
-                wrong.append(f"{name} = {value!r} on the {where} (expected {expected})")
+    wrong = [f"{name} = {getattr(owner, name, '<missing>')!r} on the {where} (expected {expected})"
+             for name, expected in COURSE_CLASS_VARIABLES.items()
+             for owner, where in ((cls, "class"), (model, "instance")) if getattr(owner, name, None) != expected]
     if wrong:
         report.failed("class variables", "; ".join(dict.fromkeys(wrong)) + ". The grader relies on them",
                       "restore " + ", ".join(f"`{k} = {v}`" for k, v in COURSE_CLASS_VARIABLES.items()) +
@@ -345,73 +327,54 @@ def check_class_variables(report: Report, cls, model) -> bool:
     return True
 
 
-def _report_unreadable_weights(report: Report, path: Path, error: CheckpointError, note: str = "") -> None:
-    report.failed("weights load strictly", f"{error}{note}",
-                  "export the weights again (utils.checkpoint.export_encoder or safetensors.torch.save_model) "
-                  "and copy the file again")
-
-
-def check_weights_readable(report: Report, path: Path) -> bool:
+def check_weights_readable(report: Report, path: Path) -> None:
     """When models.py cannot be used, the weights cannot be matched against it; whether the file itself is
     intact can still be told."""
     try:
         weights, _ = read_weights(path)
     except CheckpointError as error:
-        _report_unreadable_weights(report, path, error)
-        return False
+        report.failed(LOAD_CHECK, str(error), "export the weights again (utils.checkpoint.export_encoder or "
+                      "safetensors.torch.save_model) and copy the file again")
+        return
     report.passed("weights file readable", f"{len(weights)} tensors (not matched against ImageEncoder(): "
                   f"models.py must work first)")
-    return True
 
 
-def check_weights(report: Report, model, path: Path, arch: str | None, grader: GraderRun) -> bool:
-    """Strict loading, as the grader does with safetensors.torch.load_model(model, path): the grader's own run
-    in a fresh interpreter, and here, where the differences can be listed."""
+def check_weights(report: Report, model, module, path: Path, grader: GraderRun) -> bool:
+    """Strict loading, as the grader does with safetensors.torch.load_model(model, path): the grader's run decides,
+    this process lists the differences; then the feature statistics must belong to models.py's design."""
     from safetensors.torch import load_model
-    name = "weights load strictly"
     note = grader_note(grader, "load")
     try:
         weights, metadata = read_weights(path)
     except CheckpointError as error:
-        _report_unreadable_weights(report, path, error, note)
+        report.failed(LOAD_CHECK, f"{error}{note}", "export the weights again (utils.checkpoint.export_encoder or "
+                      "safetensors.torch.save_model) and copy the file again")
         return False
-    weights_arch = metadata.get("arch")
-    arch_note = ""
-    if weights_arch and arch and weights_arch != arch:
-        arch_note = (f"weights were trained with arch {weights_arch!r} but models.py builds {arch!r} "
-                     f"(ARCH = \"{arch}\")")
+    built = getattr(model, "arch", None) if isinstance(getattr(model, "arch", None), str) else getattr(module, "ARCH", None)
+    trained = metadata.get("arch")
+    arch_note = (f"weights were trained with arch {trained!r} but models.py builds {built!r} (ARCH = \"{built}\")"
+                 if trained and isinstance(built, str) and trained != built else "")
     problems = weight_mismatches(model, weights)
-    if problems:
-        fix = (f"set ARCH = \"{weights_arch}\" in the submitted models.py (utils.submission.assemble_submission "
-               f"does it), or submit weights of a {arch!r} model" if arch_note else
-               "export the weights of an ImageEncoder() built by this very models.py (not a torch.compile or "
-               "DataParallel wrapper, whose keys carry a prefix) with utils.checkpoint.export_encoder")
-        report.failed(name, (arch_note + ". " if arch_note else "") + f"{path.name} does not match "
-                      f"ImageEncoder(): " + "; ".join(problems) + note, fix)
+    if problems or note:
+        fix = (f"set ARCH = \"{trained}\" in the submitted models.py (utils.submission.assemble_submission does it), "
+               f"or submit weights of a {built!r} model" if arch_note else EXPORT_FIX +
+               " (not a torch.compile or DataParallel wrapper, whose keys carry a prefix)")
+        found = f"{path.name} does not match ImageEncoder(): " + "; ".join(problems) if problems else grader.step_text()
+        report.failed(LOAD_CHECK, (arch_note + ". " if arch_note else "") + found + (note if problems else ""), fix)
         return False
-    try:
-        load_model(model, str(path), strict=True)   # exactly the grader's call
-    except Exception as error:
-        report.failed(name, f"safetensors.torch.load_model(ImageEncoder(), {path.name}) raised "
-                      f"{type(error).__name__}: {str(error)[:300]}{note}", "export the weights again with "
-                      "utils.checkpoint.export_encoder from an ImageEncoder() built by this models.py")
-        return False
-    if note:
-        report.failed(name, f"{path.name} loads in this process, but {grader.step_text()}",
-                      "export the weights again with utils.checkpoint.export_encoder from an ImageEncoder() built "
-                      "by this models.py, and run eval.py again")
-        return False
+    load_model(model, str(path), strict=True)   # exactly the grader's call, which passed
     if arch_note:
-        report.warned(name, f"the {len(weights)} tensors load, but the metadata says: {arch_note}",
+        report.warned(LOAD_CHECK, f"the {len(weights)} tensors load, but the metadata says: {arch_note}",
                       "check that the submitted weights are the ones you meant")
         return True
     stale = statistics_design_mismatch(model, metadata)
     if stale:
-        report.failed(name, f"{path.name} loads, but {stale}", "fit them again for this design, without changing "
-                      f"the network: {ADD_STATISTICS_COMMAND.format(weights=path)}")
+        report.failed(LOAD_CHECK, f"{path.name} loads, but {stale}", "fit them again for this design, without "
+                      f"changing the network: {ADD_STATISTICS_COMMAND.format(weights=path)}")
         return False
-    report.passed(name, f"{len(weights)} tensors match ImageEncoder() exactly" +
-                  (f" (arch {weights_arch!r})" if weights_arch else ""))
+    report.passed(LOAD_CHECK, f"{len(weights)} tensors match ImageEncoder() exactly" +
+                  (f" (arch {trained!r})" if trained else ""))
     return True
 
 
@@ -455,52 +418,52 @@ def statistics_design_mismatch(model, metadata: dict) -> str | None:
 
 def check_get_features(report: Report, model, device: torch.device, grader: GraderRun) -> bool:
     """get_features on ToTensor-like inputs (uniform in [0, 1]), one image and a batch of 64, and the grader's
-    own check on randn(1, 3, 64, 64): shape (B, 1000), finite values. The first failure is the one FAIL line."""
+    own check on randn(1, 3, 64, 64): shape (B, 1000), finite values. The first failure is the one FAIL line;
+    when the grader's shape check failed and none of these does, its error is the FAIL line."""
     generator = torch.Generator().manual_seed(0)
-    cases = [
-        ("get_features (1 image)", torch.rand(1, 3, 64, 64, generator=generator)),
-        ("get_features (batch of 64)", torch.rand(64, 3, 64, 64, generator=generator)),
-        (GRADER_SHAPE_CHECK, torch.randn(1, 3, 64, 64, generator=generator)),
-    ]
+    cases = [("get_features (1 image)", torch.rand(1, 3, 64, 64, generator=generator)),
+             ("get_features (batch of 64)", torch.rand(64, 3, 64, 64, generator=generator)),
+             (GRADER_SHAPE_CHECK, torch.randn(1, 3, 64, 64, generator=generator))]
     note = grader_note(grader, "shape check")
+    passed = []
     for name, x in cases:
-        if not _check_one_features_call(report, model, name, x.to(device), note):
+        out, problem = call_get_features(model, x.to(device))
+        if problem:
+            report.failed(name, problem[0] + note, problem[1])
             return False
+        passed.append((name, f"shape {tuple(out.shape)}, finite, values in [{float(out.min()):.3g}, "
+                             f"{float(out.max()):.3g}]"))
     if note:
-        report.failed(GRADER_SHAPE_CHECK, f"get_features works in this process, but {grader.step_text()}",
+        report.failed(GRADER_SHAPE_CHECK, grader.step_text(),
                       "make get_features depend on nothing but the model and its input")
         return False
+    for name, message in passed:
+        report.passed(name, message)
     return True
 
 
-def _check_one_features_call(report: Report, model, name: str, x: torch.Tensor, note: str) -> bool:
+def call_get_features(model, x: torch.Tensor):
+    """(model.get_features(x), None) when it gives finite (B, 1000) floats, else (None, (what is wrong, how to
+    fix it))."""
     expected = (x.shape[0], COURSE_CLASS_VARIABLES["feature_dim"])
     try:
         with torch.no_grad():
             out = model.get_features(x)
     except Exception as error:
-        report.failed(name, f"model.get_features on a {tuple(x.shape)} {x.dtype} input on {x.device} raised "
-                      f"{type(error).__name__}: {str(error)[:300]}{note}",
+        return None, (f"model.get_features on a {tuple(x.shape)} {x.dtype} input on {x.device} raised "
+                      f"{type(error).__name__}: {str(error)[:300]}",
                       "get_features must accept (B, 3, 64, 64) float images in [0, 1] on the model's device")
-        return False
     if not isinstance(out, torch.Tensor):
-        report.failed(name, f"get_features returned a {type(out).__name__}, expected a tensor of shape {expected}{note}",
+        return None, (f"get_features returned a {type(out).__name__}, expected a tensor of shape {expected}",
                       "return only the features tensor from get_features (forward may return more)")
-        return False
     if tuple(out.shape) != expected:
-        report.failed(name, f"get_features returned shape {tuple(out.shape)}, expected {expected}{note}",
+        return None, (f"get_features returned shape {tuple(out.shape)}, expected {expected}",
                       "return (B, 1000) features: keep feature_dim = 1000 and flatten the pooled features")
-        return False
     if not out.is_floating_point():
-        report.failed(name, f"get_features returned dtype {out.dtype}, expected floating point{note}",
-                      "return float features")
-        return False
+        return None, (f"get_features returned dtype {out.dtype}, expected floating point", "return float features")
     bad = int((~torch.isfinite(out)).sum())
     if bad:
-        report.failed(name, f"{bad} of {out.numel()} feature values are NaN or infinite (expected finite values){note}",
+        return None, (f"{bad} of {out.numel()} feature values are NaN or infinite (expected finite values)",
                       "look for a division by zero, log of 0 or sqrt of a negative number in get_features, or "
                       "NaN weights from a diverged training run")
-        return False
-    report.passed(name, f"shape {tuple(out.shape)}, finite, values in [{float(out.min()):.3g}, "
-                  f"{float(out.max()):.3g}]")
-    return True
+    return out, None

@@ -1,4 +1,8 @@
-"""The notebook: valid JSON, executed, its author's SCIPER and names filled in (read without running it)."""
+"""The notebook: valid JSON, executed, by the weights' run, its author's SCIPER and names filled in (read without
+running it).
+
+Tests: tests/test_eval.py, tests/test_handin.py.
+"""
 from __future__ import annotations
 
 import ast
@@ -7,8 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from utils.submission.course import IDENTITY_NAMES
-from utils.submission.report import Report
+from utils.submission.course import IDENTITY_NAMES, Report
 
 
 class NotALiteral(str):
@@ -27,7 +30,7 @@ def read_notebook(path: str | os.PathLike) -> dict:
     return notebook
 
 
-def _cell_source(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else str(source)
 
@@ -94,7 +97,7 @@ def notebook_identity(path: str | os.PathLike) -> dict:
     for cell in read_notebook(path)["cells"]:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        source = _cell_source(cell)
+        source = cell_source(cell)
         if not any(name in source for name in IDENTITY_NAMES):
             continue
         try:
@@ -163,7 +166,7 @@ def section_code_cells(notebook: dict) -> dict[int, list[dict]]:
         if not isinstance(cell, dict):
             continue
         if cell.get("cell_type") == "markdown":
-            match = _NUMBERED_HEADING.match(_cell_source(cell).lstrip())
+            match = _NUMBERED_HEADING.match(cell_source(cell).lstrip())
             if match:
                 current = int(match.group(1))
                 sections.setdefault(current, [])
@@ -194,7 +197,7 @@ def unexecuted_sections(notebook: dict) -> list[str] | None:
         return None
     missing = []
     for number, name in RUN_SECTIONS.items():
-        cells = [c for c in sections[number] if _cell_source(c).strip()]
+        cells = [c for c in sections[number] if cell_source(c).strip()]
         unrun = [c for c in cells if not (c.get("outputs") or c.get("execution_count"))]
         if unrun:
             missing.append(f"{name}: {len(unrun)} of {len(cells)} code cells)")
@@ -202,8 +205,8 @@ def unexecuted_sections(notebook: dict) -> list[str] | None:
 
 
 def shows_run(notebook: dict, fingerprint: str) -> bool:
-    """True when the notebook's outputs name the run's fingerprint (train() prints it when it starts, resumes
-    and exports)."""
+    """True when the notebook's outputs name the run's id, its fingerprint (the run prints it when it starts,
+    resumes and exports)."""
     cells = [c for c in notebook["cells"] if isinstance(c, dict) and c.get("cell_type") == "code"]
     return fingerprint in outputs_text(cells)
 
@@ -226,17 +229,17 @@ def check_notebook(report: Report, path: Path, fingerprint: str | None = None) -
     check_executed(report, notebook, path, code_cells)
     if fingerprint:
         if shows_run(notebook, fingerprint):
-            report.passed("notebook shows the weights' run", f"run fingerprint {fingerprint} in its outputs")
+            report.passed("notebook shows the weights' run", f"run id {fingerprint} in its outputs")
         else:
             report.warned("notebook shows the weights' run", f"the weights were made by run {fingerprint}, which "
                           f"{path.name}'s outputs never name: the notebook handed in is not the one that trained "
                           f"them", "hand in the notebook of the run that exported the weights: " + EXECUTED_FIX)
-    problems = identity_problems(notebook_identity(path))
+    identity = notebook_identity(path)
+    problems = identity_problems(identity)
     if problems:
         report.failed("notebook identity", "; ".join(problems) + ". A missing identity means a grade of 0",
                       IDENTITY_FIX)
     else:
-        identity = notebook_identity(path)
         report.passed("notebook identity", f"SCIPER {identity['SCIPER']}, {identity['FIRST_NAME']} "
                       f"{identity['LAST_NAME']}")
 
