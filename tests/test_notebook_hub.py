@@ -14,9 +14,11 @@ from datetime import datetime
 
 import nbformat
 
-from utils.headless import NOTEBOOK, execute_notebook, fill_identity
+from utils.headless import NOTEBOOK, fill_identity
 from utils.environment import PACKAGES
 from utils.submission.grader import run_course_grader
+
+from test_notebook import assert_sections_write_out_the_algorithm
 
 BLOCKED = {p.module: p.dist for p in PACKAGES if not p.required}   # umap, seaborn, ipywidgets, tqdm
 # None in sys.modules is how Python marks a module as absent: `import tqdm` raises ModuleNotFoundError and
@@ -49,6 +51,12 @@ def cell_seconds(cell) -> float:
 
 
 def test_notebook_runs_to_section_7_without_optional_packages(tmp_path):
+    """Run All in a kernel without the optional packages, as the README's quick start says: Section 0 filled in
+    and saved, Run All (Jupyter never saved meanwhile, so Section 7 refuses during it and copies nothing), save,
+    then Section 7 again: it hands in, and the handed-in notebook ends on that hand-in's own verdict."""
+    from nbclient import NotebookClient
+    from utils.headless import ROOT
+
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(blocked=sorted(BLOCKED)))
@@ -57,15 +65,21 @@ def test_notebook_runs_to_section_7_without_optional_packages(tmp_path):
     executed = out / NOTEBOOK.name
     nb = nbformat.read(NOTEBOOK, as_version=4)
     fill_identity(nb)                    # Section 7 hands in only a notebook with an identity
-    nbformat.write(nb, executed)         # the copy Section 7 hands in
+    nbformat.write(nb, executed)         # Section 0 filled in and saved, before Run All
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
            "CS461_PROFILE": "short", "CS461_TIME_BUDGET_MIN": "0.1", "CS461_OUTPUT_DIR": str(out),
            "CS461_SUBMISSION_DIR": str(out / "submission"), "CS461_NOTEBOOK_PATH": str(executed),
            "CS461_DEMO": "1"}        # trained on the generated data: Section 7 passes eval.py --demo
     env.pop("CS461_STATIC_WIDGETS", None)   # the explorer must find out by itself that ipywidgets is missing
+    client = NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    section_7 = max(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     try:
-        # saved after every cell, as a student saves before Section 7; raises at the first cell that fails
-        execute_notebook(nb, env=env, timeout=1800, save_to=executed)
+        with client.setup_kernel(env=env):
+            for index, cell in enumerate(nb.cells):        # Run All
+                client.execute_cell(cell, index)
+            refusal = cell_text(nb.cells[section_7])
+            nbformat.write(nb, executed)                   # Ctrl+S
+            client.execute_cell(nb.cells[section_7], section_7)
     finally:
         slowest = sorted(((cell_seconds(c), c.source.splitlines()[0]) for c in nb.cells if c.cell_type == "code"),
                          reverse=True)[:5]
@@ -85,16 +99,22 @@ def test_notebook_runs_to_section_7_without_optional_packages(tmp_path):
     embeddings = next(c for c in code if "plot_embeddings_side_by_side" in c.source)
     assert "the embeddings figure shows t-SNE only" in cell_text(embeddings)
 
-    # Section 7 ran: every cell after its heading executed, the submission (the saved notebook, the report
-    # drafted from this run) was assembled and eval.py passed.
-    heading = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
-                   and c.source.startswith("# 7. Submission Instructions"))
-    section_7 = [c for c in nb.cells[heading:] if c.cell_type == "code"]
-    assert section_7 and all(c.execution_count for c in section_7)
-    assert not any(o.output_type == "error" for c in section_7 for o in c.outputs)
-    verdict = cell_text(section_7[-1])
+    # What the run printed: the data, the network, the run and its id, a probe line, the speed and budget plan.
+    for line in ("train   3,000 images,  20 classes", "ImageEncoder('tiny'): 1.02 M parameters, get_features -> (2, 1000)",
+                 "Training set: the kit's generated data", "New run ", "Speed after ", "Exported "):
+        assert line in everything, line
+    run_id = json.loads((out / "training_metrics.json").read_text())["fingerprint"]
+    assert f"run id {run_id}" in everything and re.search(r"epoch +\d+ \| val loss [\d.]+ \| ID k-NN", everything)
+
+    # Section 7 refused during Run All (the file on disk was saved before it), copying nothing; after the save it
+    # handed in, and the handed-in notebook ends on that verdict.
+    assert refusal.startswith("NOT COPIED") and "never ran" in refusal, refusal
+    verdict = cell_text(nb.cells[section_7])
     assert "NOT COPIED" not in verdict and re.search(r"eval\.py: All \d+ checks passed", verdict), verdict
     assert len(verdict.splitlines()) < 15, verdict       # the verdict, not eval.py's whole log
+    handed_in = nbformat.read(out / "submission" / NOTEBOOK.name, as_version=4)
+    assert cell_text([c for c in handed_in.cells if c.cell_type == "code"][-1]) == verdict
+    assert_sections_write_out_the_algorithm(handed_in)
     assert "PASS notebook executed" in (out / "eval_log.txt").read_text()
     assert (out / "submission" / "report.md").read_text() == (out / "my_report.md").read_text()
     assert {"CS461_Assignment1.ipynb", "final_model.safetensors", "models.py", "report.md"} <= {

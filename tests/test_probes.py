@@ -275,6 +275,25 @@ def test_linear_accuracy_is_percent_fast_close_to_exact():
     assert 1.0 < exact < 100.0
 
 
+def test_the_exact_probes_hand_scikit_learn_torch_tensors_as_the_course_does(monkeypatch):
+    """The course's extract_features_and_labels gives scikit-learn float32 torch tensors, which its input check
+    turns into float64 (float32 numpy would stay float32, and the logistic regression would end elsewhere): the
+    kit's exact path must hand it the same, whatever it was given."""
+    x, y, _ = gaussian_clusters(300, 20, 4, seed=8, spread=0.4)
+    xtr, ytr, xte, yte = split(x, y, 200)
+    seen = []
+    for estimator in (LogisticRegression, KNeighborsClassifier):
+        real = estimator.fit
+        monkeypatch.setattr(estimator, "fit", lambda self, X, Y, real=real: seen.append((type(X), type(Y))) or
+                            real(self, X, Y))
+    exact = probes.linear_accuracy(xtr, ytr, xte, yte, fast=False)
+    probes.knn_accuracy(xtr, ytr, xte, yte, fast=False)
+    assert seen == [(torch.Tensor, torch.Tensor)] * 2
+    course = LogisticRegression(max_iter=1000).fit(torch.from_numpy(xtr), torch.from_numpy(ytr))
+    assert course.coef_.dtype == np.float64
+    assert exact == pytest.approx(100 * accuracy_score(yte, course.predict(torch.from_numpy(xte))))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The grader's protocol
 # ----------------------------------------------------------------------------------------------------------

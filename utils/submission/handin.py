@@ -21,6 +21,8 @@ tests/test_notebook_hub.py.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -68,8 +70,11 @@ def hand_in(submission_dir, *, weights, metrics, notebook, output_dir, data_dir,
     mine, draft, log = out / MY_REPORT, out / DRAFT, out / "eval_log.txt"
     if not mine.is_file() and not draft.is_file():
         draft.write_text(PLACEHOLDER_REPORT, encoding="utf-8")
+    assembled = io.StringIO()          # what assembling says belongs to the verdict written into the notebook
     try:
-        assemble_submission(submission, weights=weights, notebook=notebook, report=mine if mine.is_file() else draft)
+        with contextlib.redirect_stdout(assembled):
+            assemble_submission(submission, weights=weights, notebook=notebook,
+                                report=mine if mine.is_file() else draft)
     except SubmissionError as error:
         return _say(HandIn(False, lines=[f"NOT COPIED: {error}"]))
     log.write_text("")
@@ -90,7 +95,7 @@ def hand_in(submission_dir, *, weights, metrics, notebook, output_dir, data_dir,
             with open(log, "a", encoding="utf-8") as f:
                 f.write(f"{mine} handed in as report.md, checked again: {final['summary']}\n")
     (out / "eval_final.json").write_text(json.dumps(final, indent=2) + "\n")
-    lines = verdict_lines(submission, mine, final, log) + notes
+    lines = assembled.getvalue().splitlines() + verdict_lines(submission, mine, final, log) + notes
     write_verdict(submission / NOTEBOOK_FILE, lines)
     return _say(HandIn(True, ok=final["ok"], lines=lines, result=result, final=final))
 
