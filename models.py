@@ -1,32 +1,30 @@
 """The encoder the grader loads: `ImageEncoder()` with no arguments, weights from final_model.safetensors.
 
-Self-contained on purpose: the grader imports this file alone, next to its own utils.py, so it uses only
-torch and the standard library. No pre-trained weights, no downloads, no files read at import time.
+Self-contained on purpose: the grader imports this file alone, next to its own utils.py, so it uses only torch
+and the standard library. No pre-trained weights, no downloads, no files read at import time.
 
-How the course's grader imports it: `importlib.util.spec_from_file_location(
-"custom_model", path)`, `module_from_spec`, `spec.loader.exec_module`, and the module is never put in
-`sys.modules`. So nothing here may look its own module up there while it is imported: no `@dataclass` under
-`from __future__ import annotations` (dataclasses resolves string annotations through
-`sys.modules[cls.__module__]` and raises AttributeError), no `typing.get_type_hints`, no pickling of its own
-classes, no `inspect` of its own source. That is why this file has no `from __future__` import and
-FeatureDesign is a plain class. eval.py runs the grader's exact sequence on the submitted copy in a fresh
-`python -I` (utils/submission/course_grader/), so a file that breaks this rule fails there, before the deadline.
-The versions this sequence has passed on are listed at the end of this docstring.
+How the course's grader imports it: `importlib.util.spec_from_file_location("custom_model", path)`,
+`module_from_spec`, `spec.loader.exec_module`, and the module is never put in `sys.modules`. So nothing here may
+look its own module up there while it is imported: no `@dataclass` under `from __future__ import annotations`
+(dataclasses resolves string annotations through `sys.modules[cls.__module__]` and raises AttributeError), no
+`typing.get_type_hints`, no pickling of its own classes, no `inspect` of its own source. That is why this file
+has no `from __future__` import and FeatureDesign is a plain class. The kit's eval.py runs the grader's sequence
+on the handed-in copy in a fresh `python -I`, so a file that breaks this rule fails there, before the deadline.
+Nothing here needs more than Python 3.10 and torch 2.0.
 
 Architecture (the default, `ImageEncoder()`, ARCH = "resnet18_s2"): a ResNet-18 for 64x64 inputs with a 3x3
 stride-2 stem and no max-pool, four stages of two basic blocks (64, 128, 256, 512 channels at 32, 16, 8, 4 px),
-global average pooling, then a Linear 512 -> 1000 feature layer. The projector (1000 -> 2048 -> 128) is used
-by the self-supervised loss only. Why stride 2: under a fixed GPU budget the extra epochs a quarter of the FLOPs
-buys are worth more than the resolution (benchmarks/README.md). ARCHITECTURES also holds smaller ResNets for
-CPU runs and two Vision Transformers ("vit_tiny", "vit_small"), selectable the same way
-(`ImageEncoder("vit_tiny")`, `arch=vit_tiny`).
+global average pooling, then a Linear 512 -> 1000 feature layer. The projector (1000 -> 2048 -> 128) is used by
+the self-supervised loss only. Why stride 2: under a fixed GPU budget, the extra epochs that a quarter of the
+FLOPs buys are worth more than the resolution. ARCHITECTURES also holds smaller ResNets for CPU runs and two
+Vision Transformers ("vit_tiny", "vit_small"), selectable the same way (`ImageEncoder("vit_tiny")`).
 
 `get_features` and the grader's protocol. The grader feeds ToTensor images (floats in [0, 1], no mean/std
-normalisation), takes the raw `get_features` output, and runs a Euclidean 5-NN and a LogisticRegression with
+normalisation), takes the raw `get_features` output, and runs a Euclidean 5-NN and a logistic regression with
 C=1 on unscaled features, on classes the encoder never saw. So what get_features returns is designed for those
-two probes, not left to the training loss (input normalisation, `(x - 0.5) / 0.25`, is inside the model too).
-FEATURE_DESIGN below was chosen by benchmarks/features.py under the grader's exact protocol, by a rule written
-before the sweep (mean of OOD k-NN and linear over the public OOD draws 0-4 and a 100-way few-shot setting):
+two probes rather than left to the training loss (input normalisation, `(x - 0.5) / 0.25`, is inside the model
+too). FEATURE_DESIGN below was chosen by a sweep under the grader's protocol, with the selection rule fixed
+before it (the mean of OOD k-NN and linear over several unseen-class draws and a 100-way few-shot setting):
 - the average-pooled outputs of the last two stages, not the feature layer: the earlier stage carries the
   mid-level patterns that transfer to unseen classes, and the feature layer, a linear map of the last stage to
   1000 dimensions, is badly conditioned for the logistic regression;
@@ -38,21 +36,14 @@ before the sweep (mean of OOD k-NN and linear over the public OOD draws 0-4 and 
   them, and the shrinkage keeps the directions the training images barely vary along from being blown up;
 - each part L2-normalised, stage 3 weighted 0.7 against stage 4, concatenated and zero-padded to 1000 (a zero
   column changes no distance and gets no weight under the L2 penalty);
-- every row of norm sqrt(1000) / 4: the scale is the logistic regression's C in disguise (k-NN ignores it).
-The measured effect of each choice is in benchmarks/results/features-shipped-resnet18_s2.json and the feature-study
-table of benchmarks/README.md.
+- every row of norm sqrt(1000) / 4: for an unscaled logistic regression the scale of the features plays the
+  part of its regularisation strength (k-NN ignores it).
 The mean and whitening matrix of each part are buffers (feature_mean_*, feature_whitener_*), so they travel
 inside final_model.safetensors and load strictly. A model that was never fitted or loaded (the template's
 `ImageEncoder()`, before training) has the identity statistics (zero mean, identity whitener): get_features
 then computes the same design without centring or whitening, still (B, 1000). Training fits them on its
-training images when it exports (utils/features.py); eval.py fails a weights file whose statistics were never
-fitted (`feature_statistics_fitted` is 0).
-
-Versions the grader's sequence (import, strict load, eval(), shape check, the course's probes) has passed on with
-this file, in a clean `python -I` (`make compat`, benchmarks/results/compat-*.json): Python 3.10.13 with torch
-2.0.0, numpy 1.24.4, safetensors 0.4.0, scikit-learn 1.3.2 (the oldest the kit claims); Python 3.11.7 with
-torch 2.14.1, numpy 2.4.6, safetensors 0.8.0, scikit-learn 1.9.1 (the kit's own). Nothing here needs more than
-torch 2.0 (F.scaled_dot_product_attention is the newest call) and Python 3.10 (`X | None` in annotations).
+training images when it exports; eval.py fails a weights file whose statistics were never fitted
+(`feature_statistics_fitted` is 0).
 """
 import math
 
@@ -85,18 +76,17 @@ def vit_spec(embed_dim: int, depth: int, heads: int, patch: int = 8, mlp_ratio: 
 # 8x8 patches: a 64-px image is 64 tokens (8 x 8), a 32-px multi-crop view 16 (4 x 4). Forward FLOPs per 64-px
 # image (torch.utils.flop_counter, 2 per multiply-add, feature layer and projector included, attention counted
 # on its math path): vit_tiny 0.73 G (7.9 M parameters, projector included), vit_small 2.8 G (24.1 M),
-# against 1.1 G for resnet18_s2 and 4.4 G for resnet18 (14.0 M). Their training speed and their accuracy at an
-# equal GPU budget are not measured.
+# against 1.1 G for resnet18_s2 and 4.4 G for resnet18 (14.0 M).
 ARCHITECTURES["vit_tiny"] = vit_spec(embed_dim=192, depth=12, heads=3)
 ARCHITECTURES["vit_small"] = vit_spec(embed_dim=384, depth=12, heads=6)
 
 # The architecture `ImageEncoder()` builds, i.e. what the grader instantiates. The weights file must come
-# from a model of this architecture (eval.py checks it; utils.submission sets this line in the submitted copy).
+# from a model of this architecture (the kit's hand-in sets this line in the handed-in copy to the weights').
 ARCH = "resnet18_s2"
 
 
 class FeatureDesign:
-    """What get_features computes from the pooled parts of the network (benchmarks/features.py compares them).
+    """What get_features computes from the pooled parts of the network.
 
     parts: names from ImageEncoder.feature_parts ("stage1".."stage4", "feature_layer"), concatenated in order.
     power: None, or p for a signed power sign(x) * |x|^p of each pooled part before anything else (0.5: the
@@ -180,7 +170,7 @@ def design_features(parts: list[torch.Tensor], design: FeatureDesign, *, means=N
     return F.pad(h, (0, out_dim - h.shape[1]))
 
 
-# What get_features computes: chosen by benchmarks/features.py (see the module docstring above).
+# What get_features computes: chosen by a sweep under the grader's protocol (see the module docstring above).
 FEATURE_DESIGN = FeatureDesign(parts=("stage4", "stage3"), centre=True, whiten=0.25, mirror=True,
                                scale=math.sqrt(1000) / 4, power=0.5, part_weights=(1.0, 0.7))
 

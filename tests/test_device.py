@@ -1,4 +1,5 @@
 """The one device chooser, and the batch size fitted to a shared GPU's free memory (simulated on the CPU)."""
+import dataclasses
 import re
 from pathlib import Path
 
@@ -131,3 +132,34 @@ def test_out_of_memory_advice_finds_the_largest_batch_that_fits():
 
     assert largest_fitting_batch(fits_up_to_100, 512) == 64
     assert largest_fitting_batch(fits_up_to_100, 8) == 0
+
+
+def test_the_full_profile_on_a_9_75_gib_share_fits_its_batch_and_trains(learn_data_dir, tiny_data_dir, tmp_path,
+                                                                        monkeypatch):
+    """The hub's GPU share reports 9.75 GiB in all. With the step memory of the engine measured on an H100
+    (benchmarks/results/speed-resnet18_s2-nvidia-h100-80gb-hbm3-2026-11-24.json: batch 512, two 64-px views,
+    3.86 GiB at peak with 100,000 training images on the GPU) stubbed as the trial would find it, split into a
+    fixed part (weights, gradients, AdamW: 12 M parameters x 16 bytes, about 0.2 GiB) and the rest per image, the
+    full profile keeps batch 512 on an empty share and with 4 GiB held by other processes, and halves it, with the
+    learning rate, when they hold 6 GiB; the fitted recipe then trains (here on the CPU, with the tiny network)."""
+    import utils.memory as memory
+    from utils.config import recipe_config
+    from utils.data import load_splits, prepare_data
+    from utils.memory import fit_batch_to_gpu
+    from utils.train import train
+
+    data_bytes, peak, fixed = 100_000 * 64 * 64 * 3, 3.86 * GIB, 0.2 * GIB
+    step = StepMemory(fixed, (peak - data_bytes - fixed) / 512, "stubbed from the H100 measurement")
+    monkeypatch.setattr(memory, "measure_step_memory", lambda run_step, device: step)
+    data = prepare_data(load_splits(learn_data_dir), torch.device("cpu"))          # 1,000 training images
+    cfg = recipe_config("shipped", time_budget_min=20, out_dir=str(tmp_path))
+    cuda = torch.device("cuda")                 # only its type is read: nothing runs on it here
+    for held_by_others, expected in ((0.0, 512), (4.0, 512), (6.0, 256)):
+        # the share's free memory once the course's 1.2 GB of training images are on it
+        monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 9.75 * GIB - held_by_others * GIB - data_bytes)
+        fitted = fit_batch_to_gpu(cfg, data, cuda)
+        assert (fitted.batch_size, fitted.lr) == (expected, pytest.approx(cfg.lr * expected / 512)), held_by_others
+    result = train(dataclasses.replace(fitted, arch="tiny", time_budget_min=0, epochs=1, local_views=1,
+                                       eval_every=0, checkpoint_every=0, progress=False, device="cpu",
+                                       eval_linear_iters=20), prepare_data(load_splits(tiny_data_dir), torch.device("cpu")))
+    assert result.history["train"][-1]["step"] == 320 // 256
