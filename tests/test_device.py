@@ -159,7 +159,7 @@ def test_the_full_profile_on_a_9_75_gib_share_fits_its_batch_and_trains(learn_da
         monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 9.75 * GIB - held_by_others * GIB - data_bytes)
         fitted = fit_batch_to_gpu(cfg, data, cuda)
         assert (fitted.batch_size, fitted.lr) == (expected, pytest.approx(cfg.lr * expected / 512)), held_by_others
-    result = train(dataclasses.replace(fitted, arch="tiny", time_budget_min=0, epochs=1, local_views=1,
-                                       eval_every=0, checkpoint_every=0, progress=False, device="cpu",
-                                       eval_linear_iters=20), prepare_data(load_splits(tiny_data_dir), torch.device("cpu")))
+    tiny = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
+    result = train(dataclasses.replace(fitted, arch="tiny", time_budget_min=0, epochs=1, local_views=1, eval_every=0,
+                                       checkpoint_every=0, progress=False, device="cpu", eval_linear_iters=20), tiny)
     assert result.history["train"][-1]["step"] == 320 // 256

@@ -1,10 +1,9 @@
-"""models.py and the weights as the grader uses them. The grader's own first steps run once, in a fresh
-interpreter (utils.submission.grader: import as `custom_model`, not in sys.modules; `ImageEncoder()`; strict load;
-eval(); the shape check): they decide those steps. Where one fails, its FAIL line quotes the grader's error, names
-the step and says how to fix it, with what this process can add (the differing keys, the architecture, the import
-that broke). Then the kit's closer looks, in this process, where the probes need the model anyway: allowed
-imports, no pre-trained downloads, the course's class variables, the feature statistics, finite (B, 1000)
-`get_features` on ToTensor-like batches.
+"""models.py and the weights as the grader uses them. The grader's first steps run once, in a fresh interpreter
+(grader.py: import as `custom_model`, never in sys.modules; `ImageEncoder()`; strict load; eval(); the shape
+check) and decide those steps: a failure is one FAIL line quoting the grader's error and naming its step, with the
+fix and what this process can add (the import that broke, the differing keys, the architecture). Then the kit's
+closer looks, here, where the probes need the model anyway: imports, no pre-trained weights, the course's class
+variables, the feature statistics, finite (B, 1000) `get_features`.
 
 Tests: tests/test_eval.py, tests/test_grader.py.
 """
@@ -26,29 +25,39 @@ from utils.submission.course import (ALLOWED_MODULES, COURSE_CLASS_VARIABLES, DO
                                      WEIGHTS_FILE, Report)
 from utils.submission.grader import GraderRun, run_course_grader
 
-GRADER_IMPORT_CHECK = "models.py imports the grader's way"
 LOAD_CHECK = "weights load strictly"
-STATISTICS_CHECK = "feature statistics fitted"
-GRADER_SHAPE_CHECK = "get_features (grader's randn check)"
-EXPORT_FIX = ("export the weights again with utils.checkpoint.export_encoder from an ImageEncoder() built by this "
-              "models.py")
+SHAPE_CHECK = "get_features (grader's randn check)"
+REEXPORT_FIX = ("export the weights again (utils.checkpoint.export_encoder or safetensors.torch.save_model) and copy "
+                "the file again")
+GRADER_OUTPUT = "run `python -m utils.submission.grader -i <submission folder> --first-steps` to see the whole output"
 
 
 def check_model(report: Report, models_path: Path, weights_path: Path | None, device: torch.device):
-    """All checks of models.py and the weights. Returns the model (eval mode, on `device`, weights loaded)
-    when it is usable for the probes, else None."""
-    tree = parse_models(report, models_path)
+    """All checks of models.py and the weights. Returns the model (eval mode, on `device`, weights loaded) when
+    it is usable for the probes, else None."""
+    try:
+        tree = ast.parse(models_path.read_text(encoding="utf-8"), filename=str(models_path))
+    except (SyntaxError, UnicodeDecodeError) as error:
+        report.failed("models.py syntax", f"{models_path} cannot be parsed: {type(error).__name__}: {error}",
+                      "fix the syntax error (run `python -c \"import models\"` in the folder to see it)")
+        tree = None
     grader = grader_first_steps(models_path, weights_path) if tree is not None else None
     if grader is not None and grader.failed_step == "environment":
         report.failed("grader's sequence", f"the grader's sequence could not be run on this submission: "
-                      f"{grader.error}", "run `python -m utils.submission.grader -i <submission folder> "
-                      "--first-steps` to see the whole output")
+                      f"{grader.error}", GRADER_OUTPUT)
     if tree is not None:
         check_no_pretrained(report, tree)
-    if tree is None or not check_grader_import(report, grader, tree):
+    if tree is None or grader.failed_step == "import":
+        if tree is not None:
+            report.failed("models.py imports the grader's way", f"in a fresh `python -I`, beside a stand-in for "
+                          f"the course's utils.py, {grader.step_text()}", import_fix(grader, tree))
         if weights_path is not None:   # whether the weights file itself is intact can still be told
             check_weights_readable(report, weights_path)
         return None
+    if grader.failed_step != "environment":
+        report.passed("models.py imports the grader's way", "imported as `custom_model` (spec_from_file_location, "
+                      "exec_module, not in sys.modules) in a fresh `python -I` beside a stand-in for the course's "
+                      "utils.py")
     check_imports(report, tree)
     module = import_in_process(report, models_path)
     model = build_encoder(report, module, grader) if module is not None else None
@@ -58,8 +67,8 @@ def check_model(report: Report, models_path: Path, weights_path: Path | None, de
         return None
     usable = check_class_variables(report, module.ImageEncoder, model)
     if weights_path is None or not check_weights(report, model, module, weights_path, grader):
-        # What get_features computes depends on the weights file (the design's training statistics live in it),
-        # so a model without them would only add a second, misleading failure.
+        # get_features depends on the weights file (the design's training statistics live in it): without them a
+        # second failure would only mislead
         report.note("get_features was not checked: " + ("there is no weights file" if weights_path is None
                                                         else "the weights did not load"))
         return None
@@ -69,28 +78,13 @@ def check_model(report: Report, models_path: Path, weights_path: Path | None, de
     return model if usable else None
 
 
-def parse_models(report: Report, models_path: Path) -> ast.AST | None:
-    """The syntax tree of models.py, or None with a failed check."""
-    try:
-        return ast.parse(models_path.read_text(encoding="utf-8"), filename=str(models_path))
-    except (SyntaxError, UnicodeDecodeError) as error:
-        report.failed("models.py syntax", f"{models_path} cannot be parsed: {type(error).__name__}: {error}",
-                      "fix the syntax error (run `python -c \"import models\"` in the folder to see it)")
-        return None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The grader's own sequence (utils.submission.grader), and what its failures mean
-# ----------------------------------------------------------------------------------------------------------
-
-# Runs of the grader's first steps in this process, by the content of models.py and the weights: checking the
-# same files again (the tests) does not pay for a fresh interpreter each time.
+# Runs of the grader's first steps in this process, by the content of the two files: the same files checked
+# again (the tests) do not pay for a fresh interpreter each time.
 _grader_runs: dict[str, GraderRun] = {}
 
 
 def grader_first_steps(models_path: Path, weights_path: Path | None) -> GraderRun:
-    """The grader's import, build, strict load, eval() and shape check on these two files, in a fresh `python -I`
-    (cached by their content)."""
+    """The grader's import, build, strict load, eval() and shape check on these files, in a fresh `python -I`."""
     digest = hashlib.sha256(models_path.read_bytes())
     if weights_path is not None:
         with open(weights_path, "rb") as f:
@@ -130,29 +124,16 @@ def import_fix(grader: GraderRun, tree: ast.AST) -> str:
                 "tensors as buffers in the weights")
     if "No module named" in text:
         return "the grader may not have that package: use torch, torchvision and the standard library only"
-    return ("see the whole traceback with `python -m utils.submission.grader -i <submission folder> "
-            "--first-steps`, and fix models.py so that it imports on its own")
-
-
-def check_grader_import(report: Report, grader: GraderRun, tree: ast.AST) -> bool:
-    """Step 2 of the grader: models.py imported as `custom_model` by exec_module, never put in sys.modules."""
-    if grader.failed_step == "import":
-        report.failed(GRADER_IMPORT_CHECK, f"in a fresh `python -I`, beside a stand-in for the course's "
-                      f"utils.py, {grader.step_text()}", import_fix(grader, tree))
-        return False
-    if grader.failed_step != "environment":
-        report.passed(GRADER_IMPORT_CHECK, "imported as `custom_model` (spec_from_file_location, exec_module, not "
-                      "in sys.modules) in a fresh `python -I` beside a stand-in for the course's utils.py")
-    return True
+    return f"{GRADER_OUTPUT}, and fix models.py so that it imports on its own"
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Static looks at models.py: its imports, pre-trained weights and downloads
+# Static looks at models.py: its imports, pre-trained weights and downloads (also inside functions, which the
+# grader's import does not run)
 # ----------------------------------------------------------------------------------------------------------
 
 def imported_modules(tree: ast.AST) -> list[tuple[str, int]]:
-    """(module as written, line) for every import in the file, also inside functions. Relative imports
-    keep their leading dots."""
+    """(module as written, line) for every import in the file; relative imports keep their leading dots."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -171,14 +152,11 @@ def classify_import(module: str) -> str:
         return "ok"
     if root in TOLERATED_MODULES:
         return "tolerated"
-    if (PROJECT_ROOT / f"{root}.py").is_file() or (PROJECT_ROOT / root).is_dir():
-        return "project"
-    return "foreign"
+    return "project" if (PROJECT_ROOT / f"{root}.py").is_file() or (PROJECT_ROOT / root).is_dir() else "foreign"
 
 
 def check_imports(report: Report, tree: ast.AST) -> None:
-    """models.py imports only torch, torchvision and the standard library (also inside functions, which the
-    grader's import does not run)."""
+    """models.py imports only torch, torchvision and the standard library."""
     verdicts = [(module, line, classify_import(module)) for module, line in imported_modules(tree)]
     named = {kind: [f"`{m}` (line {n})" for m, n, v in verdicts if v == kind]
              for kind in ("project", "foreign", "tolerated")}
@@ -206,18 +184,14 @@ def _dotted_name(node: ast.AST) -> str:
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return ""
+    return ".".join(reversed([*parts, node.id])) if isinstance(node, ast.Name) else ""
 
 
 def _network_import(node: ast.Import | ast.ImportFrom) -> str:
     """"import requests" / "from torch.hub import load_state_dict_from_url" when the import reaches for the
     network or pre-trained weights, else ""."""
     if isinstance(node, ast.Import):
-        risky = [a.name for a in node.names
-                 if a.name.split(".")[0] in NETWORK_MODULES or a.name.startswith("torch.hub")]
+        risky = [a.name for a in node.names if a.name.split(".")[0] in NETWORK_MODULES or a.name.startswith("torch.hub")]
         return f"import {', '.join(risky)}" if risky else ""
     module, names = node.module or "", [a.name for a in node.names]
     risky = (module.split(".")[0] in NETWORK_MODULES or module.startswith("torch.hub")
@@ -230,15 +204,12 @@ def pretrained_or_network_uses(tree: ast.AST) -> list[str]:
     found = []
     reported = set()   # nodes inside a name chain already reported (torch.hub inside torch.hub.load)
     for node in ast.walk(tree):   # breadth first: an outer chain comes before the chains inside it
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            text = _network_import(node)
-            if text:
-                found.append((node.lineno, text))
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and _network_import(node):
+            found.append((node.lineno, _network_import(node)))
         elif isinstance(node, ast.Call):
-            for keyword in node.keywords:
-                harmless = isinstance(keyword.value, ast.Constant) and keyword.value.value in (None, False)
-                if keyword.arg in PRETRAINED_KEYWORDS and not harmless:
-                    found.append((node.lineno, f"{keyword.arg}={ast.unparse(keyword.value)}"))
+            found += [(node.lineno, f"{k.arg}={ast.unparse(k.value)}") for k in node.keywords
+                      if k.arg in PRETRAINED_KEYWORDS
+                      and not (isinstance(k.value, ast.Constant) and k.value.value in (None, False))]
         elif isinstance(node, (ast.Attribute, ast.Name)) and id(node) not in reported:
             name = _dotted_name(node)
             if name == "torch.hub" or name.startswith("torch.hub.") or name.split(".")[-1] in DOWNLOAD_FUNCTIONS:
@@ -259,32 +230,31 @@ def check_no_pretrained(report: Report, tree: ast.AST) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The model in this process (the probes need it): build, class variables, strict load, statistics, features
+# The model in this process: build, class variables, strict load, statistics, features
 # ----------------------------------------------------------------------------------------------------------
 
 _import_counter = itertools.count()
 
 
 def import_in_process(report: Report, models_path: Path):
-    """models.py as a module under a unique name (never `models`, so the project's own models.py, if
-    imported, is left alone). No __pycache__ is written into the submission folder."""
+    """models.py as a module under a unique name (never `models`, so that the project's own models.py is left
+    alone), writing no __pycache__ into the submission folder."""
     name = f"_submitted_models_{next(_import_counter)}"
     spec = importlib.util.spec_from_file_location(name, models_path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    was = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
+    was, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         spec.loader.exec_module(module)
+        return module
     except Exception as error:
         del sys.modules[name]
-        report.failed("models.py imports in this process",
-                      f"importing {models_path} raised {type(error).__name__}: {error}",
-                      "run `python -c \"import models\"` in the submission folder and fix the error")
+        report.failed("models.py imports in this process", f"importing {models_path} raised "
+                      f"{type(error).__name__}: {error}", "run `python -c \"import models\"` in the submission "
+                      "folder and fix the error")
         return None
     finally:
         sys.dont_write_bytecode = was
-    return module
 
 
 def build_encoder(report: Report, module, grader: GraderRun):
@@ -298,14 +268,13 @@ def build_encoder(report: Report, module, grader: GraderRun):
         return None
     report.passed("ImageEncoder exists")
     fix = "give every constructor argument a default: the grader calls ImageEncoder()"
-    if note:
-        report.failed("ImageEncoder() builds", grader.step_text(), fix)
-        return None
     try:
+        if note:
+            raise RuntimeError(grader.step_text())
         model = cls()
     except Exception as error:
-        report.failed("ImageEncoder() builds", f"ImageEncoder() with no arguments raised {type(error).__name__}: "
-                      f"{error}", fix)
+        message = f"ImageEncoder() with no arguments raised {type(error).__name__}: {error}" if not note else str(error)
+        report.failed("ImageEncoder() builds", message, fix)
         return None
     arch = getattr(model, "arch", None)
     report.passed("ImageEncoder() builds", f"{sum(p.numel() for p in model.parameters()):,} parameters" +
@@ -328,53 +297,53 @@ def check_class_variables(report: Report, cls, model) -> bool:
 
 
 def check_weights_readable(report: Report, path: Path) -> None:
-    """When models.py cannot be used, the weights cannot be matched against it; whether the file itself is
-    intact can still be told."""
+    """When models.py cannot be used the weights cannot be matched against it; whether the file itself is intact
+    can still be told."""
     try:
         weights, _ = read_weights(path)
     except CheckpointError as error:
-        report.failed(LOAD_CHECK, str(error), "export the weights again (utils.checkpoint.export_encoder or "
-                      "safetensors.torch.save_model) and copy the file again")
+        report.failed(LOAD_CHECK, str(error), REEXPORT_FIX)
         return
     report.passed("weights file readable", f"{len(weights)} tensors (not matched against ImageEncoder(): "
                   f"models.py must work first)")
 
 
 def check_weights(report: Report, model, module, path: Path, grader: GraderRun) -> bool:
-    """Strict loading, as the grader does with safetensors.torch.load_model(model, path): the grader's run decides,
-    this process lists the differences; then the feature statistics must belong to models.py's design."""
+    """Strict loading, as the grader's safetensors.torch.load_model(model, path): the grader's run decides, this
+    process lists the differences; then the feature statistics must belong to models.py's design."""
     from safetensors.torch import load_model
     note = grader_note(grader, "load")
     try:
         weights, metadata = read_weights(path)
     except CheckpointError as error:
-        report.failed(LOAD_CHECK, f"{error}{note}", "export the weights again (utils.checkpoint.export_encoder or "
-                      "safetensors.torch.save_model) and copy the file again")
+        report.failed(LOAD_CHECK, f"{error}{note}", REEXPORT_FIX)
         return False
-    built = getattr(model, "arch", None) if isinstance(getattr(model, "arch", None), str) else getattr(module, "ARCH", None)
+    built = model.arch if isinstance(getattr(model, "arch", None), str) else getattr(module, "ARCH", None)
     trained = metadata.get("arch")
     arch_note = (f"weights were trained with arch {trained!r} but models.py builds {built!r} (ARCH = \"{built}\")"
                  if trained and isinstance(built, str) and trained != built else "")
     problems = weight_mismatches(model, weights)
     if problems or note:
-        fix = (f"set ARCH = \"{trained}\" in the submitted models.py (utils.submission.assemble_submission does it), "
-               f"or submit weights of a {built!r} model" if arch_note else EXPORT_FIX +
-               " (not a torch.compile or DataParallel wrapper, whose keys carry a prefix)")
-        found = f"{path.name} does not match ImageEncoder(): " + "; ".join(problems) if problems else grader.step_text()
-        report.failed(LOAD_CHECK, (arch_note + ". " if arch_note else "") + found + (note if problems else ""), fix)
+        fix = (f"set ARCH = \"{trained}\" in the submitted models.py (utils.submission.assemble_submission does "
+               f"it), or submit weights of a {built!r} model" if arch_note else "export the weights again with "
+               "utils.checkpoint.export_encoder from an ImageEncoder() built by this models.py (not a torch.compile "
+               "or DataParallel wrapper, whose keys carry a prefix)")
+        found = (f"{path.name} does not match ImageEncoder(): " + "; ".join(problems) + note if problems
+                 else grader.step_text())
+        report.failed(LOAD_CHECK, (arch_note + ". " if arch_note else "") + found, fix)
         return False
     load_model(model, str(path), strict=True)   # exactly the grader's call, which passed
+    stale = statistics_design_mismatch(model, metadata)
     if arch_note:
         report.warned(LOAD_CHECK, f"the {len(weights)} tensors load, but the metadata says: {arch_note}",
                       "check that the submitted weights are the ones you meant")
-        return True
-    stale = statistics_design_mismatch(model, metadata)
-    if stale:
+    elif stale:
         report.failed(LOAD_CHECK, f"{path.name} loads, but {stale}", "fit them again for this design, without "
                       f"changing the network: {ADD_STATISTICS_COMMAND.format(weights=path)}")
         return False
-    report.passed(LOAD_CHECK, f"{len(weights)} tensors match ImageEncoder() exactly" +
-                  (f" (arch {trained!r})" if trained else ""))
+    else:
+        report.passed(LOAD_CHECK, f"{len(weights)} tensors match ImageEncoder() exactly" +
+                      (f" (arch {trained!r})" if trained else ""))
     return True
 
 
@@ -385,45 +354,41 @@ def check_statistics_fitted(report: Report, model, path: Path) -> bool:
     if flag is None:        # a models.py whose design needs no statistics (or the course's template)
         return True
     if float(flag) != 1.0:
-        report.failed(STATISTICS_CHECK, f"{path.name} holds feature_statistics_fitted = {float(flag):g}, expected "
-                      f"1: get_features' training statistics (means, whitening) were never fitted, so it would "
-                      f"compute the design without them, not what training measured",
+        report.failed("feature statistics fitted", f"{path.name} holds feature_statistics_fitted = {float(flag):g}, "
+                      f"expected 1: get_features' training statistics (means, whitening) were never fitted, so it "
+                      f"would compute the design without them, not what training measured",
                       f"fit them, without changing the network: {ADD_STATISTICS_COMMAND.format(weights=path)}")
         return False
-    report.passed(STATISTICS_CHECK, "feature_statistics_fitted = 1")
+    report.passed("feature statistics fitted", "feature_statistics_fitted = 1")
     return True
 
 
 def statistics_design_mismatch(model, metadata: dict) -> str | None:
-    """When the weights' feature statistics were fitted for another feature design than the one models.py's
-    ImageEncoder computes (the file's "feature_design" metadata): what differs. None when they agree, or when
-    the file or the model says nothing about it (a models.py without feature designs)."""
+    """What differs when the weights' statistics were fitted for another feature design (their "feature_design"
+    metadata) than models.py's; None when they agree or either says nothing about it."""
     recorded, design = metadata.get("feature_design"), getattr(model, "feature_design", None)
-    if not recorded or design is None or not hasattr(design, "as_dict") or \
-            not getattr(model, "needs_feature_statistics", True):
+    if not recorded or not hasattr(design, "as_dict") or not getattr(model, "needs_feature_statistics", True):
         return None
     try:
         recorded = json.loads(recorded)
     except ValueError:
         return f"its feature_design metadata is not JSON: {recorded[:100]!r}"
     current = design.as_dict()
-    if recorded == current:
-        return None
     changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
-    return (f"its feature statistics were fitted for another get_features design than models.py's "
-            f"FEATURE_DESIGN (differs in {', '.join(changed)}: file {[recorded.get(k) for k in changed]}, "
-            f"models.py {[current.get(k) for k in changed]}), so get_features would apply statistics that do "
-            f"not belong to it")
+    return (f"its feature statistics were fitted for another get_features design than models.py's FEATURE_DESIGN "
+            f"(differs in {', '.join(changed)}: file {[recorded.get(k) for k in changed]}, models.py "
+            f"{[current.get(k) for k in changed]}), so get_features would apply statistics that do not belong to "
+            f"it") if changed else None
 
 
 def check_get_features(report: Report, model, device: torch.device, grader: GraderRun) -> bool:
     """get_features on ToTensor-like inputs (uniform in [0, 1]), one image and a batch of 64, and the grader's
-    own check on randn(1, 3, 64, 64): shape (B, 1000), finite values. The first failure is the one FAIL line;
-    when the grader's shape check failed and none of these does, its error is the FAIL line."""
+    check on randn(1, 3, 64, 64): finite (B, 1000) floats. The first failure is the one FAIL line; when the
+    grader's shape check failed and none of these does, its error is."""
     generator = torch.Generator().manual_seed(0)
     cases = [("get_features (1 image)", torch.rand(1, 3, 64, 64, generator=generator)),
              ("get_features (batch of 64)", torch.rand(64, 3, 64, 64, generator=generator)),
-             (GRADER_SHAPE_CHECK, torch.randn(1, 3, 64, 64, generator=generator))]
+             (SHAPE_CHECK, torch.randn(1, 3, 64, 64, generator=generator))]
     note = grader_note(grader, "shape check")
     passed = []
     for name, x in cases:
@@ -434,8 +399,8 @@ def check_get_features(report: Report, model, device: torch.device, grader: Grad
         passed.append((name, f"shape {tuple(out.shape)}, finite, values in [{float(out.min()):.3g}, "
                              f"{float(out.max()):.3g}]"))
     if note:
-        report.failed(GRADER_SHAPE_CHECK, grader.step_text(),
-                      "make get_features depend on nothing but the model and its input")
+        report.failed(SHAPE_CHECK, grader.step_text(), "make get_features depend on nothing but the model and its "
+                      "input")
         return False
     for name, message in passed:
         report.passed(name, message)
@@ -443,8 +408,7 @@ def check_get_features(report: Report, model, device: torch.device, grader: Grad
 
 
 def call_get_features(model, x: torch.Tensor):
-    """(model.get_features(x), None) when it gives finite (B, 1000) floats, else (None, (what is wrong, how to
-    fix it))."""
+    """(model.get_features(x), None) when it gives finite (B, 1000) floats, else (None, (what is wrong, the fix))."""
     expected = (x.shape[0], COURSE_CLASS_VARIABLES["feature_dim"])
     try:
         with torch.no_grad():
