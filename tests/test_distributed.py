@@ -137,71 +137,45 @@ GRADIENT = textwrap.dedent("""
     images = torch.randint(0, 256, (16, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     views = augment.make_views(images, augment.default_views(2, 2, 32), generator=torch.Generator().manual_seed(2))
     wrapped = wrap_for_ranks(model, world, torch.device("cpu"), 16, False)   # held: DDP syncs while it lives
-    loss = losses.get_loss(sys.argv[1])(project_views(wrapped, views))
-    loss.backward()
+    results = {}
+    for name in sys.argv[1].split(","):
+        model.zero_grad(set_to_none=True)
+        loss = losses.get_loss(name)(project_views(wrapped, views))
+        loss.backward()
+        results[name] = {"loss": loss.detach(), **{n: p.grad.clone() for n, p in model.named_parameters()}}
     if world.is_main:
-        torch.save({"loss": loss.detach(), **{n: p.grad for n, p in model.named_parameters()}}, sys.argv[2])
+        torch.save(results, sys.argv[2])
 """)
+LOSSES = ("ntxent", "vicreg")
 
 
-@pytest.mark.parametrize("loss", ["ntxent", "vicreg"])
-def test_the_global_batch_gradient_is_the_single_process_one(tmp_path, loss):
+def test_the_global_batch_gradient_is_the_single_process_one(tmp_path):
     """One step's loss and gradient on 2 ranks (after DDP's average) against one process computing the same
-    per-rank batch norm: equal to float precision. A missing gradient scale (x2) or a wrong slice would fail."""
+    per-rank batch norm, for NT-Xent and VICReg (one launch): equal to float precision. A missing gradient scale
+    (x2) or a wrong slice would fail."""
     script = tmp_path / "gradient.py"
     script.write_text(GRADIENT)
-    done = torchrun([loss, str(tmp_path / "ddp.pt")], script=script)
+    done = torchrun([",".join(LOSSES), str(tmp_path / "ddp.pt")], script=script)
     assert done.returncode == 0, done.stdout + done.stderr
-    ddp = torch.load(tmp_path / "ddp.pt")
+    results = torch.load(tmp_path / "ddp.pt")
 
     from models import ImageEncoder
     from utils import augment, losses
     from utils.steps import project_views
-    torch.manual_seed(0)
-    model = ImageEncoder("tiny").train()
-    images = torch.randint(0, 256, (16, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    views = augment.make_views(images, augment.default_views(2, 2, 32), generator=torch.Generator().manual_seed(2))
-    value = losses.get_loss(loss)(project_views(TwoRankBatchNorm(model, 16), views))
-    value.backward()
-    assert torch.allclose(ddp["loss"], value.detach(), rtol=1e-6, atol=0)
-    # float summation order only: within 1e-5 of the largest gradient entry (noise-only gradients, like the
-    # biases before a batch norm, are ~1e-8 either way)
-    scale = max(float(p.grad.abs().max()) for p in model.parameters())
-    for name, parameter in model.named_parameters():
-        assert torch.allclose(ddp[name], parameter.grad, rtol=0, atol=1e-5 * scale), name
-
-
-def test_a_killed_two_rank_run_resumes_to_the_same_history(tiny_data_dir, tmp_path):
-    args = dict(epochs=4, checkpoint_every=1, eval_every=2, log_every=3)
-    straight = torchrun(run_args(tiny_data_dir, tmp_path / "a", **args))
-    assert straight.returncode == 0, straight.stdout + straight.stderr
-
-    # rank 0 dies right after its second checkpoint (epoch 2); torchrun then stops rank 1
-    crash = tmp_path / "crash.py"
-    crash.write_text(textwrap.dedent("""
-        import os, sys
-        from utils import train
-        save = train.TrainingRun.save
-        def save_then_die(self):
-            path = save(self)
-            if self.world.is_main and self.state.epoch == 2:
-                os._exit(3)
-            return path
-        train.TrainingRun.save = save_then_die
-        sys.exit(train.main(sys.argv[1:]))
-    """))
-    killed = torchrun(run_args(tiny_data_dir, tmp_path / "b", **args), script=crash)
-    assert killed.returncode != 0
-    checkpoints = list_checkpoints(next((tmp_path / "b").glob("*/checkpoints")))
-    assert checkpoints[-1].name == "ckpt_step00000020.pt" and load_checkpoint(checkpoints[-1])["epoch"] == 2
-
-    resumed = torchrun(run_args(tiny_data_dir, tmp_path / "b", **args))
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert resumed.stdout.count("Resuming") == 1          # printed by rank 0 only
-    a, b = finished_run(tmp_path / "a")[0], finished_run(tmp_path / "b")[0]
-    assert a["steps"] == b["steps"] == 40
-    for part in ("train", "eval", "log"):
-        assert without_timing({part: b[part]}) == without_timing({part: a[part]}), part
+    for loss in LOSSES:
+        ddp = results[loss]
+        torch.manual_seed(0)
+        model = ImageEncoder("tiny").train()
+        images = torch.randint(0, 256, (16, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        views = augment.make_views(images, augment.default_views(2, 2, 32), generator=torch.Generator().manual_seed(2))
+        value = losses.get_loss(loss)(project_views(TwoRankBatchNorm(model, 16), views))
+        value.backward()
+        assert torch.allclose(ddp["loss"], value.detach(), rtol=1e-6, atol=0), loss
+        # float summation order only: within 1e-5 of the largest gradient entry (noise-only gradients, like the
+        # biases before a batch norm, are ~1e-8 either way)
+        scale = max(float(p.grad.abs().max()) for p in model.parameters())
+        for name, parameter in model.named_parameters():
+            assert torch.allclose(ddp[name], parameter.grad, rtol=0, atol=1e-5 * scale), (loss, name)
 
 
 INSTRUMENTED = textwrap.dedent("""
@@ -216,36 +190,73 @@ INSTRUMENTED = textwrap.dedent("""
         return write(path, writer)
     checkpoint.atomic_write = logged_write
     step, calls = train.training_step, []
-    def failing_step(*args):
+    def failing_step(*args, **kwargs):
         calls.append(1)
         if rank == os.environ.get("FAIL_RANK") and len(calls) == 13:
             raise RuntimeError(f"rank {rank} fails on purpose")
-        return step(*args)
+        return step(*args, **kwargs)
     train.training_step = failing_step
     sys.exit(train.main(sys.argv[1:]))
 """)
+RESUMABLE = dict(epochs=4, checkpoint_every=1, eval_every=2, log_every=3)
 
 
-def test_only_rank_0_writes_and_a_failing_rank_stops_every_rank(tiny_data_dir, tmp_path):
-    script = tmp_path / "instrumented.py"
+@pytest.fixture(scope="module")
+def straight_run(tiny_data_dir, tmp_path_factory):
+    """Four epochs on two ranks, every file write logged per rank: the reference of the killed run below, and the
+    run that shows that only rank 0 writes."""
+    root = tmp_path_factory.mktemp("straight")
+    script, writes = root / "instrumented.py", root / "writes"
     script.write_text(INSTRUMENTED)
-    writes = tmp_path / "writes"
     writes.mkdir()
-    done = torchrun(run_args(tiny_data_dir, tmp_path / "runs", checkpoint_every=1, eval_every=1), script=script,
-                    env={"WRITES_DIR": str(writes)})
+    done = torchrun(run_args(tiny_data_dir, root / "runs", **RESUMABLE), script=script, env={"WRITES_DIR": str(writes)})
     assert done.returncode == 0, done.stdout + done.stderr
+    return {"done": done, "runs": root / "runs", "writes": writes, "script": script}
+
+
+def test_a_killed_two_rank_run_resumes_to_the_same_history(straight_run, tiny_data_dir, tmp_path):
+    # rank 0 dies right after its second checkpoint (epoch 2); torchrun then stops rank 1
+    crash = tmp_path / "crash.py"
+    crash.write_text(textwrap.dedent("""
+        import os, sys
+        from utils import train
+        save = train.TrainingRun.save
+        def save_then_die(self):
+            path = save(self)
+            if self.world.is_main and self.state.epoch == 2:
+                os._exit(3)
+            return path
+        train.TrainingRun.save = save_then_die
+        sys.exit(train.main(sys.argv[1:]))
+    """))
+    killed = torchrun(run_args(tiny_data_dir, tmp_path / "b", **RESUMABLE), script=crash)
+    assert killed.returncode != 0
+    checkpoints = list_checkpoints(next((tmp_path / "b").glob("*/checkpoints")))
+    assert checkpoints[-1].name == "ckpt_step00000020.pt" and load_checkpoint(checkpoints[-1])["epoch"] == 2
+
+    resumed = torchrun(run_args(tiny_data_dir, tmp_path / "b", **RESUMABLE))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.count("Resuming") == 1          # printed by rank 0 only
+    a, b = finished_run(straight_run["runs"])[0], finished_run(tmp_path / "b")[0]
+    assert a["steps"] == b["steps"] == 40
+    for part in ("train", "eval", "log"):
+        assert without_timing({part: b[part]}) == without_timing({part: a[part]}), part
+
+
+def test_only_rank_0_writes_and_a_failing_rank_stops_every_rank(straight_run, tiny_data_dir, tmp_path):
+    done, writes = straight_run["done"], straight_run["writes"]
     written = (writes / "rank0.txt").read_text().splitlines()
     assert not (writes / "rank1.txt").exists(), (writes / "rank1.txt").read_text()
     assert any(p.endswith("final_model.safetensors") for p in written)
     assert any(p.endswith("training_metrics.json") for p in written)
-    assert sum("ckpt_step" in p for p in written) == 2
+    assert sum("ckpt_step" in p for p in written) == 4
     assert done.stdout.count("Exported") == 1 and done.stdout.count("| val loss") == 2
 
     # rank 1 raises at its 13th step (epoch 2): torchrun stops rank 0 too and reports the error; the checkpoint of
     # epoch 1 is intact
     start = time.time()
-    failed = torchrun(run_args(tiny_data_dir, tmp_path / "fail", checkpoint_every=1), script=script,
-                      env={"WRITES_DIR": str(writes), "FAIL_RANK": "1"}, timeout=120)
+    failed = torchrun(run_args(tiny_data_dir, tmp_path / "fail", checkpoint_every=1), script=straight_run["script"],
+                      env={"WRITES_DIR": str(tmp_path), "FAIL_RANK": "1"}, timeout=120)
     assert failed.returncode != 0 and time.time() - start < 100
     assert "rank 1 fails on purpose" in failed.stdout + failed.stderr
     checkpoints = list_checkpoints(next((tmp_path / "fail").glob("*/checkpoints")))
