@@ -292,15 +292,30 @@ def test_the_notebook_loop_refuses_dino(tiny_data_dir, tmp_path):
     dict(ema_momentum=0.9),                                                    # ntxent + EMA export
     dict(loss="dino", ema_momentum=0.9, dino_prototypes=64, local_views=2, local_size=40),
 ])
-def test_interrupted_run_with_averaged_weights_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch, recipe,
-                                                                one_torch_thread):
-    """Train 2 epochs straight; train the same, interrupted after step 7 (a KeyboardInterrupt, which saves a
-    checkpoint, with one step's loss not yet logged) and resumed: the EMA, DINO's head and centre, the exported weights and the history all match."""
+def test_averaged_weights_are_exported_and_an_interrupted_run_resumes_exactly(tiny_data_dir, tmp_path, monkeypatch,
+                                                                              recipe, one_torch_thread):
+    """Train 2 epochs straight: the export is the averaged encoder only (no head, no teacher keys) and loads
+    strictly. Train the same, interrupted after step 7 (a KeyboardInterrupt, which saves a checkpoint, with one
+    step's loss not yet logged) and resumed: the EMA, DINO's head and centre, the exported weights and the history
+    all match."""
     import utils.train as engine
-    from utils.checkpoint import latest_checkpoint, load_checkpoint
+    from safetensors import safe_open
     from safetensors.torch import load_file
+    from utils.checkpoint import latest_checkpoint, load_checkpoint, load_weights_strict
     data = prepare_data(load_splits(tiny_data_dir), torch.device("cpu"))
     straight = train(tiny_config(tiny_data_dir, tmp_path / "a", epochs=2, eval_every=0, **recipe), data)
+    model = load_weights_strict(ImageEncoder("tiny"), straight.weights_path)      # no head, no teacher keys
+    saved = load_checkpoint(latest_checkpoint(straight.run_dir / "checkpoints"))
+    averaged = {k[len("encoder."):]: v for k, v in saved["ema"].items() if k.startswith("encoder.")}
+    exported = model.state_dict()
+    assert exported.keys() == averaged.keys() == saved["model"].keys()
+    assert all(torch.equal(exported[k], averaged[k]) for k in exported)          # the EMA, not the last weights
+    assert not all(torch.equal(exported[k], saved["model"][k]) for k in exported)
+    with safe_open(str(straight.weights_path), "pt") as f:
+        assert f.metadata()["weights"] == "ema"
+    if recipe.get("loss") == "dino":
+        assert saved["head"]["prototypes"].shape == (64, 128) and saved["dino"]["center"].shape == (64,)
+        assert any(k.startswith("head.") for k in saved["ema"])                  # the teacher's head stays here
 
     step_name = "self_distillation_step" if recipe.get("loss") == "dino" else "training_step"
     real_step, calls = getattr(engine, step_name), []
@@ -330,22 +345,3 @@ def test_interrupted_run_with_averaged_weights_resumes_exactly(tiny_data_dir, tm
             assert final_b[part] is None and part != "ema"
             continue
         assert all(torch.equal(final_a[part][k], final_b[part][k]) for k in final_a[part]), part
-
-
-@pytest.mark.parametrize("recipe", [dict(ema_momentum=0.9), dict(loss="dino", ema_momentum=0.9, dino_prototypes=64)])
-def test_export_is_the_averaged_encoder_only_and_loads_strictly(tiny_data_dir, tmp_path, recipe, one_torch_thread):
-    from safetensors import safe_open
-    from utils.checkpoint import latest_checkpoint, load_checkpoint, load_weights_strict
-    result = train(tiny_config(tiny_data_dir, tmp_path, epochs=1, eval_every=0, **recipe))
-    model = load_weights_strict(ImageEncoder("tiny"), result.weights_path)      # no head, no teacher keys
-    saved = load_checkpoint(latest_checkpoint(result.run_dir / "checkpoints"))
-    averaged = {k[len("encoder."):]: v for k, v in saved["ema"].items() if k.startswith("encoder.")}
-    exported = model.state_dict()
-    assert exported.keys() == averaged.keys() == saved["model"].keys()
-    assert all(torch.equal(exported[k], averaged[k]) for k in exported)          # the EMA, not the last weights
-    assert not all(torch.equal(exported[k], saved["model"][k]) for k in exported)
-    with safe_open(str(result.weights_path), "pt") as f:
-        assert f.metadata()["weights"] == "ema"
-    if recipe.get("loss") == "dino":
-        assert saved["head"]["prototypes"].shape == (64, 128) and saved["dino"]["center"].shape == (64,)
-        assert any(k.startswith("head.") for k in saved["ema"])                  # the teacher's head stays here
