@@ -1,33 +1,29 @@
-"""The student's real path on a GPU: CS461_Assignment1.ipynb run headless in the full profile on real photos,
-from the first cell through Section 7 (eval.py --fast), with a record of what each section took.
+"""The student's path on a GPU: CS461_Assignment1.ipynb run headless in the full profile on real photos, from the
+first cell through Section 7 (its hand-in, eval.py --fast), with a record of what each section took.
 
-What a student does on the hub, minus the browser: the committed notebook's cells, in order, in one IPython
-shell (the interpreter a Jupyter kernel wraps, so `%matplotlib inline` and `display` behave as there), with the
-full profile's settings, a short training budget ($CS461_TIME_BUDGET_MIN) and a demo identity in Section 0.
-The record (JSON, rewritten after every section so that a cut call keeps what it measured) holds the time and
-the peak GPU memory of each section, the batch-size line of the memory fit, the training summary, and Section 7's
-hand-in (utils/submission/handin.py): its verdict and eval.py's four accuracies. After every section the notebook
-file at $CS461_NOTEBOOK_PATH is saved with each section's printed output, as a student saves before Section 7
-(which hands in the file as saved).
+The committed notebook's cells run in order in one IPython shell (what a Jupyter kernel wraps: `%matplotlib
+inline` and `display` behave as there), with the full profile's settings, a short training budget
+($CS461_TIME_BUDGET_MIN) and a benchmark identity in Section 0. The data is Tiny ImageNet, not the course's, so
+Section 7 runs as a demo ($CS461_DEMO=1: eval.py --demo accepts weights trained on other data and the untouched
+report draft). After every section the notebook at $CS461_NOTEBOOK_PATH is saved with the printed output, as a
+student saves before Section 7 (which hands in the file as saved).
 
-    # here (needs the Tiny ImageNet pool, see tiny64_packs.py, and pip): the data pack and the IPython wheels the GPU machine lacks
+    # here (needs the Tiny ImageNet pool): the data pack; the IPython wheels the GPU machine lacks are
+    # notebook_gpu_wheels.txt (the download command is in benchmarks/README.md)
     python benchmarks/tiny64_packs.py pack --out .data/nbgpu.npz --train 0:150 --val 50 --ood-draws 1
-    (the wheel download command is in benchmarks/README.md)
-    # on the GPU machine, one call:
-    python3 benchmarks/notebook_gpu.py --pack .data/nbgpu.npz --budget-min 2
-    # anywhere: the plan (folders, environment, commands), without running anything
-    python benchmarks/notebook_gpu.py --pack .data/nbgpu.npz --dry-run
+    python3 benchmarks/notebook_gpu.py --pack .data/nbgpu.npz --budget-min 2      # on the GPU machine
+    python benchmarks/notebook_gpu.py --pack .data/nbgpu.npz --dry-run            # anywhere: the plan only
 
-Files: <out>/notebook_gpu-<tag>-<device>-<date>.json (the record) and <out>/notebook_gpu.log (every cell's
-output), <out> being $OUT when set. Weights, checkpoints and figures stay under --work (/tmp), not in the
-checkout: the full profile would otherwise replace the shipped final_model.safetensors.
+Writes under --out notebook_gpu-<tag>-<device>-<date>.json, rewritten after every section (each section's time
+and peak GPU memory, the memory fit's batch-size line, the training summary, Section 7's verdict and eval.py's
+four accuracies), and notebook_gpu.log (every cell's output). Weights, checkpoints and figures stay under --work:
+the full profile would otherwise replace the checkout's final_model.safetensors.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-import functools
 import io
 import json
 import os
@@ -37,13 +33,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:          # run as `python benchmarks/notebook_gpu.py` from the checkout
-    sys.path.insert(0, str(ROOT))
+import common
+from utils.device import pick_device
+from utils.provenance import provenance
+from utils.submission.course import DEMO_ENV
 
-NOTEBOOK = ROOT / "CS461_Assignment1.ipynb"
-# Section 0 must be filled in for Section 7 to hand in the notebook; an obvious benchmark identity.
-IDENTITY = 'SCIPER = 100000  # benchmark identity (benchmarks/notebook_gpu.py)\nLAST_NAME = "Benchmark"\nFIRST_NAME = "GPU"\n'
+NOTEBOOK = common.ROOT / "CS461_Assignment1.ipynb"
+IDENTITY = ('SCIPER = 100000  # benchmark identity (benchmarks/notebook_gpu.py)\n'
+            'LAST_NAME = "Benchmark"\nFIRST_NAME = "GPU"\n')
 
 
 @dataclasses.dataclass
@@ -57,35 +54,18 @@ class Plan:
     unpack: list[str] | None        # the command that decodes the packs, or None (data_dir given)
     env: dict[str, str]             # set before the first cell, read by the notebook's settings cell
 
-    @property
-    def executed_notebook(self) -> Path:
-        return self.work / NOTEBOOK.name
-
 
 def make_plan(args: argparse.Namespace) -> Plan:
     work = Path(args.work)
-    if args.pack:
-        data_dir = work / "data"
-        unpack = [sys.executable, str(ROOT / "benchmarks" / "tiny64_packs.py"), "unpack", "--out", str(data_dir),
-                  *[str(p) for p in args.pack]]
-    else:
-        data_dir, unpack = Path(args.data_dir), None
-    env = {
-        "CS461_PROFILE": args.profile,
-        "CS461_DATA_DIR": str(data_dir),
-        "CS461_TIME_BUDGET_MIN": f"{args.budget_min:g}",
-        "CS461_OUTPUT_DIR": str(work / "output"),
-        "CS461_SUBMISSION_DIR": str(work / "submission"),
-        "CS461_NOTEBOOK_PATH": str(work / NOTEBOOK.name),
-        "CS461_STATIC_WIDGETS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
+    data_dir = work / "data" if args.pack else Path(args.data_dir)
+    unpack = [sys.executable, str(common.ROOT / "benchmarks" / "tiny64_packs.py"), "unpack", "--out", str(data_dir),
+              *map(str, args.pack)] if args.pack else None
+    env = {"CS461_PROFILE": args.profile, "CS461_DATA_DIR": str(data_dir),
+           "CS461_TIME_BUDGET_MIN": f"{args.budget_min:g}", "CS461_OUTPUT_DIR": str(work / "output"),
+           "CS461_SUBMISSION_DIR": str(work / "submission"), "CS461_NOTEBOOK_PATH": str(work / NOTEBOOK.name),
+           "CS461_STATIC_WIDGETS": "1", DEMO_ENV: "1", "PYTHONUNBUFFERED": "1"}
     return Plan(args.profile, args.budget_min, work, data_dir, Path(args.out), unpack, env)
 
-
-# ----------------------------------------------------------------------------------------------------------
-# The notebook, cell by cell
-# ----------------------------------------------------------------------------------------------------------
 
 def notebook_cells(path: Path = NOTEBOOK) -> list[dict]:
     """The notebook's cells (its JSON; no nbformat needed), with Section 0's identity cell filled in."""
@@ -102,32 +82,29 @@ def source_of(cell: dict) -> str:
 
 
 def titled_cells(cells: list[dict]) -> list[tuple[str, dict]]:
-    """(section title, cell) for every cell: a markdown cell starting with "# " opens a section ("# 0. SCIPER
-    Number and Name" -> "0. SCIPER Number and Name"); "##" headers stay in the section they are in. Cells before
-    the first numbered section (imports, the environment check) are in "setup"."""
+    """(section title, cell) for every cell: a markdown cell starting with "# <n>." opens a section ("# 0. SCIPER
+    Number and Name" -> "0. SCIPER Number and Name"); cells before the first one are in "setup"."""
     title, out = "setup", []
     for cell in cells:
-        text = source_of(cell)
-        if cell["cell_type"] == "markdown":
-            first = text.splitlines()[0] if text else ""
-            if re.match(r"# \d+\.", first):
-                title = first[2:].strip()
+        first = (source_of(cell).splitlines() or [""])[0]
+        if cell["cell_type"] == "markdown" and re.match(r"# \d+\.", first):
+            title = first[2:].strip()
         out.append((title, cell))
     return out
 
 
 def sections(cells: list[dict]) -> list[tuple[str, list[str]]]:
-    """[(section title, [code cell sources])] in the notebook's order (titled_cells), sections without code left out."""
+    """[(section title, [code cell sources])] in the notebook's order, sections without code left out."""
     out: dict[str, list[str]] = {}
     for title, cell in titled_cells(cells):
-        out.setdefault(title, [])
+        code = out.setdefault(title, [])
         if cell["cell_type"] == "code":
-            out[title].append(source_of(cell))
+            code.append(source_of(cell))
     return [(title, code) for title, code in out.items() if code]
 
 
 class Tee:
-    """A text stream that writes to several (the terminal and the log)."""
+    """A text stream that writes to several (the terminal, the log, the section's captured output)."""
 
     def __init__(self, *streams):
         self.streams = streams
@@ -142,21 +119,17 @@ class Tee:
             stream.flush()
 
 
-@functools.cache
-def _shell_class():
+def headless_shell():
+    """The IPython shell of this process (one, as a Jupyter kernel holds one), its namespace emptied: magics
+    (`%matplotlib inline`), display and the display hook work; tracebacks are plain text (they go into the log)."""
     from IPython.core.interactiveshell import InteractiveShell
 
     class HeadlessShell(InteractiveShell):
         def enable_gui(self, gui=None):
             """The inline backend needs no GUI event loop (ipykernel's shell does the same for it)."""
 
-    return HeadlessShell
-
-
-def headless_shell():
-    """The IPython shell of this process (one, as a Jupyter kernel holds one), its namespace emptied: magics
-    (`%matplotlib inline`), display and the display hook work; tracebacks are plain text (they go into the log)."""
-    shell = _shell_class().instance()
+    # One shell per process: the first call makes it, later calls reuse it.
+    shell = InteractiveShell.instance() if InteractiveShell.initialized() else HeadlessShell.instance()
     shell.reset(new_session=False)
     shell.run_line_magic("colors", "nocolor")
     return shell
@@ -164,32 +137,29 @@ def headless_shell():
 
 def run_sections(parts: list[tuple[str, list[str]]], log, on_section=None, cuda: bool = False):
     """Run every code cell in one IPython shell, section by section. Returns (shell, [per-section records]).
-    Each record: title, seconds, cells, output (text), peak_gpu_mib (CUDA), error (or None). Stops at the first
+    Each record: section, seconds, cells, error (or None), output (text), peak_gpu_mib (CUDA). Stops at the first
     failing cell, as Run All does. on_section(records) is called after each section (to save the record)."""
+    import torch
     shell = headless_shell()
-    terminal_out, terminal_err = sys.stdout, sys.stderr      # what the cells print also shows as it comes
     records = []
     for title, sources in parts:
         if cuda:
-            import torch
             torch.cuda.reset_peak_memory_stats()
         captured = io.StringIO()
         error, start = None, time.perf_counter()
         log.write(f"\n===== {title} =====\n")
-        with contextlib.redirect_stdout(Tee(terminal_out, log, captured)), \
-                contextlib.redirect_stderr(Tee(terminal_err, log, captured)):
+        with contextlib.redirect_stdout(Tee(sys.stdout, log, captured)), \
+                contextlib.redirect_stderr(Tee(sys.stderr, log, captured)):
             for n, source in enumerate(sources):
                 result = shell.run_cell(source, store_history=False)
                 if not result.success:
                     failure = result.error_in_exec or result.error_before_exec
                     error = f"cell {n + 1} of the section: {type(failure).__name__}: {failure}"
                     break
-        record = {"section": title, "seconds": round(time.perf_counter() - start, 2), "cells": len(sources),
-                  "error": error, "output": captured.getvalue()}
+        records.append({"section": title, "seconds": round(time.perf_counter() - start, 2), "cells": len(sources),
+                        "error": error, "output": captured.getvalue()})
         if cuda:
-            import torch
-            record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        records.append(record)
+            records[-1]["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         log.flush()
         if on_section:
             on_section(records)
@@ -198,43 +168,31 @@ def run_sections(parts: list[tuple[str, list[str]]], log, on_section=None, cuda:
     return shell, records
 
 
-# ----------------------------------------------------------------------------------------------------------
-# What the run showed
-# ----------------------------------------------------------------------------------------------------------
-
 def save_with_outputs(cells: list[dict], records: list[dict], path: Path) -> None:
     """The notebook at `path` as a student saves it: the code cells of every section that ran carry an execution
     count, the first of each its section's printed output (records); the others are as handed out. Section 7
     hands in this file."""
     printed = {r["section"]: r["output"] for r in records}
-    saved = []
+    saved, shown = [], set()
     for title, cell in titled_cells(cells):
         cell = dict(cell)
         if cell["cell_type"] == "code":
-            ran = title in printed
-            first = ran and not any(t == title and c["cell_type"] == "code" and c.get("outputs") for t, c in saved)
+            first = title in printed and title not in shown
+            shown.add(title)
             cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": printed[title] or "\n"}] \
                 if first else []
-            cell["execution_count"] = 1 if ran else None
-        saved.append((title, cell))
+            cell["execution_count"] = 1 if title in printed else None
+        saved.append(cell)
     notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
-    notebook["cells"] = [cell for _, cell in saved]
+    notebook["cells"] = saved
     path.write_text(json.dumps(notebook, indent=1))
 
 
-def memory_fit_line(records: list[dict]) -> str | None:
-    """The one line utils.device.fit_batch_to_memory printed ("GPU memory: ..."), if any."""
-    for record in records:
-        for line in record["output"].splitlines():
-            if line.startswith("GPU memory:"):
-                return line
-    return None
-
-
 def summary(shell, records: list[dict]) -> dict:
-    """What the notebook's variables and printed output say: settings, training, accuracies."""
+    """What the notebook's variables and printed output say: the memory fit, settings, training, accuracies."""
     ns = shell.user_ns if shell is not None else {}
-    out: dict = {"memory_fit": memory_fit_line(records)}
+    lines = (line for r in records for line in r["output"].splitlines())
+    out: dict = {"memory_fit": next((line for line in lines if line.startswith("GPU memory:")), None)}
     if "cfg" in ns:
         out["config"] = dataclasses.asdict(ns["cfg"])
     if "result" in ns:
@@ -250,25 +208,16 @@ def summary(shell, records: list[dict]) -> dict:
     return out
 
 
-def write_record(path: Path, plan: Plan, device_info: dict, records: list[dict], extra: dict) -> None:
-    from utils.device import pick_device
-    from utils.provenance import provenance
-    device = pick_device("auto")
+def write_record(path: Path, plan: Plan, device, records: list[dict], extra: dict) -> None:
     peaks = [r["peak_gpu_mib"] for r in records if "peak_gpu_mib" in r]
-    record = {
+    common.write_results(path, {
         "benchmark": "notebook_gpu",
         "what": "CS461_Assignment1.ipynb run headless in one IPython shell, first cell through Section 7 "
                 "(its hand-in: eval.py --fast on CUDA), saved after every section, with the settings below",
-        **provenance(device), **device_info,
-        "profile": plan.profile, "budget_min": plan.budget_min, "data_dir": str(plan.data_dir),
-        "environment": plan.env,
-        "sections": [{k: v for k, v in r.items() if k != "output"} for r in records],
+        **provenance(device), "profile": plan.profile, "budget_min": plan.budget_min, "data_dir": str(plan.data_dir),
+        "environment": plan.env, "sections": [{k: v for k, v in r.items() if k != "output"} for r in records],
         "notebook_seconds": round(sum(r["seconds"] for r in records), 1),
-        "peak_gpu_mib": max(peaks) if peaks else None,
-        **extra,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+        "peak_gpu_mib": max(peaks) if peaks else None, **extra})
 
 
 def describe_gpu(device) -> dict:
@@ -281,10 +230,6 @@ def describe_gpu(device) -> dict:
             "gpu_free_mib_at_start": round(free / 2**20)}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------------------
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_mutually_exclusive_group(required=True)
@@ -294,8 +239,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("full", "short"), default="full",
                         help="the notebook's profile (default full; short only to try the runner on a CPU)")
     parser.add_argument("--work", default="/tmp/notebook_gpu", help="scratch folder (default %(default)s)")
-    parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results"),
-                        help="where the record and the log go (default: $OUT, else benchmarks/results)")
+    common.add_out_argument(parser)
     parser.add_argument("--tag", default="", help="added to the record's file name")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit: runs nothing")
     args = parser.parse_args(argv)
@@ -304,62 +248,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def print_plan(plan: Plan, parts: list[tuple[str, list[str]]]) -> None:
-    print(f"profile {plan.profile}, training budget {plan.budget_min:g} min")
-    print(f"data: {plan.data_dir}" + (f" (decoded by: {' '.join(plan.unpack)})" if plan.unpack else " (as it is)"))
-    print("environment:\n" + "\n".join(f"  {k}={v}" for k, v in plan.env.items()))
-    print(f"record and log: {plan.out}/")
-    print("sections: " + ", ".join(f"{title} ({len(code)} cells)" for title, code in parts))
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     plan = make_plan(args)
     cells = notebook_cells()
     parts = sections(cells)
-    print_plan(plan, parts)
+    print(f"profile {plan.profile}, training budget {plan.budget_min:g} min")
+    print(f"data: {plan.data_dir}" + (f" (decoded by: {' '.join(plan.unpack)})" if plan.unpack else " (as it is)"))
+    print("environment:\n" + "\n".join(f"  {k}={v}" for k, v in plan.env.items()))
+    print(f"record and log: {plan.out}/")
+    print("sections: " + ", ".join(f"{title} ({len(code)} cells)" for title, code in parts))
     if args.dry_run:
         return 0
-    from utils.device import pick_device
     device = pick_device("auto")
-    cuda = device.type == "cuda"
-    if plan.profile == "full" and not cuda:
+    if plan.profile == "full" and device.type != "cuda":
         raise SystemExit("the full profile needs a CUDA GPU and none is visible here; run with --dry-run to see "
                          "the plan, or --profile short to try the runner on the CPU")
     plan.work.mkdir(parents=True, exist_ok=True)
     tag = "-".join(p for p in (plan.profile, f"{plan.budget_min:g}min", args.tag) if p)
-    import common                                       # benchmarks/common.py: the results file's name
     record_path = common.results_path(plan.out, "notebook_gpu", device, tag)
-    device_info = describe_gpu(device)
-    extra: dict = {}
+    extra = describe_gpu(device)
     if plan.unpack:
         start = time.perf_counter()
         subprocess.run(plan.unpack, check=True)
         extra["unpack_seconds"] = round(time.perf_counter() - start, 1)
-    # The notebook hands in the file at CS461_NOTEBOOK_PATH: the identity-filled copy, saved after every section.
-    save_with_outputs(cells, [], plan.executed_notebook)
+    notebook_path = Path(plan.env["CS461_NOTEBOOK_PATH"])     # what Section 7 hands in: saved after every section
+    save_with_outputs(cells, [], notebook_path)
     os.environ.update(plan.env)
-    os.chdir(ROOT)                                      # the notebook imports models and utils from here
+    os.chdir(common.ROOT)                               # the notebook imports models and utils from here
 
     def save(records):
-        write_record(record_path, plan, device_info, records, extra)
-        save_with_outputs(cells, records, plan.executed_notebook)
+        write_record(record_path, plan, device, records, extra)
+        save_with_outputs(cells, records, notebook_path)
 
     plan.out.mkdir(parents=True, exist_ok=True)
     with open(plan.out / "notebook_gpu.log", "w") as log:
-        shell, records = run_sections(parts, log, on_section=save, cuda=cuda)
+        shell, records = run_sections(parts, log, on_section=save, cuda=device.type == "cuda")
     extra.update(summary(shell, records))
     save(records)
     print(f"\nwrote {record_path}")
     for r in records:
         peak = f"{r['peak_gpu_mib']:9,.0f} MiB peak" if "peak_gpu_mib" in r else ""
-        print(f"  {r['section'][:45]:45s} {r['seconds']:7.1f} s {peak}" + (f"  FAILED: {r['error']}" if r["error"] else ""))
+        failed = f"  FAILED: {r['error']}" if r["error"] else ""
+        print(f"  {r['section'][:45]:45s} {r['seconds']:7.1f} s {peak}{failed}")
     if extra.get("memory_fit"):
         print(f"  {extra['memory_fit']}")
     handed = extra.get("eval") or {}
     print(f"  Section 7: {handed.get('summary')} eval.py's accuracies {handed.get('accuracies_percent')}")
-    failed = any(r["error"] for r in records) or not handed.get("ok")
-    return 1 if failed else 0
+    return 1 if any(r["error"] for r in records) or not handed.get("ok") else 0
 
 
 if __name__ == "__main__":

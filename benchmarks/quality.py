@@ -10,19 +10,17 @@ split of each OOD file. OOD figures from one draw are noisy: pass several OOD fi
     python benchmarks/quality.py --tiny                                        # CPU smoke run, used by the tests
     python benchmarks/quality.py --suite recipes-1min --fast-eval --data-dir /tmp/t64 --winner-until-min 9
 
-Recipes live in utils/config.py (RECIPES), suites below. A suite trains its recipes back to back for the same budget each,
-evaluates each under the same protocol, records each one's peak GPU memory, and rewrites its results file after
-every recipe (a call cut short keeps what it measured); with --winner-until-min it then trains the best recipe
-(mean of OOD k-NN and OOD linear) for as long as fits before that many minutes since the start.
+Recipes live in utils/config.py (RECIPES), suites below. A suite trains its recipes back to back for the same
+budget each, evaluates each under the same protocol, records each one's peak GPU memory, and rewrites its results
+file after every recipe (a run cut short keeps what it measured); with --winner-until-min it then trains the best
+recipe (mean of OOD k-NN and OOD linear) for as long as fits before that many minutes since the start.
 
-Writes quality-<recipe>-<device>-<date>.json (quality-suite-<suite>-<device>-<date>.json for a suite) under --out
-($OUT when set, else benchmarks/results).
+Writes quality-<recipe>-<device>-<date>.json (quality-suite-<suite>-<device>-<date>.json for a suite) under --out.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shutil
 import statistics
 import time
@@ -30,17 +28,16 @@ from pathlib import Path
 
 import torch
 
-import common  # noqa: F401  (puts the checkout on sys.path)
+import common
 from models import ImageEncoder
 from utils import probes
 from utils.checkpoint import load_weights_strict, weights_arch
-from utils.data import data_dir_help, load_npz, load_splits, resolve_data_dir
+from utils.config import RECIPES, recipe_config
+from utils.data import data_dir_help, load_npz, load_splits, prepare_data, resolve_data_dir
 from utils.device import pick_device
 from utils.provenance import provenance
-from utils.config import RECIPES, recipe_config
-from utils.synthetic import DataSpec, write_dataset
-from utils.train import prepare_data, seed_all, train
-
+from utils.synthetic import DataSpec
+from utils.train import seed_all, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +66,7 @@ def suite(name: str) -> Suite:
 
 
 TINY_SPEC = DataSpec(id_classes=5, train_per_class=40, val_per_class=10, ood_classes=5, ood_per_class=20)
-
-
-def load_trained(path: Path, device) -> ImageEncoder:
-    """An ImageEncoder of the architecture recorded in the file's metadata, weights loaded strictly."""
-    return load_weights_strict(ImageEncoder(weights_arch(path)), path).to(device)
+PROTOCOLS = {True: "torch fast probes", False: "scikit-learn, exactly as the grader"}     # by --fast-eval
 
 
 def mean_and_spread(values: list[float]) -> dict:
@@ -101,26 +94,24 @@ def parse_args(argv=None):
     parser.add_argument("--suite", default=None, choices=sorted(SUITES),
                         help="train every recipe of this suite (SUITES) instead of --recipe")
     parser.add_argument("--only", nargs="+", default=None, metavar="RECIPE",
-                        help="suite: only these of its recipes (e.g. the ones a cut call did not reach)")
+                        help="suite: only these of its recipes (e.g. those a run cut short did not reach)")
     parser.add_argument("--data-dir", default=None, help=f"course-format folder (train/val/ood.npz; default: "
                         f"{data_dir_help()})")
     parser.add_argument("--ood-files", nargs="*", type=Path, default=None,
                         help="OOD draws to average over (default: the data folder's ood.npz only)")
     parser.add_argument("--budget-min", type=float, default=None,
                         help="training wall-clock budget in minutes, per recipe (default: 20, or the suite's)")
-    parser.add_argument("--winner-until-min", type=float, default=0.0,
-                        help="suite: then train the best recipe for as long as ends (evaluation included) this "
-                             "many minutes after the start; 0 = no winner run")
+    parser.add_argument("--winner-until-min", type=float, default=0.0, help="suite: then train the best recipe for "
+                        "as long as ends (evaluation included) this many minutes after the start; 0 = no winner run")
     parser.add_argument("--fast-eval", action="store_true", help="torch probes instead of scikit-learn")
     parser.add_argument("--export", type=Path, default=None,
                         help="copy the trained final_model.safetensors here (a suite: the winner run's)")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="evaluate these weights (arch from their metadata) instead of training: e.g. the "
-                             "exact scikit-learn protocol on the CPU for a model trained on a GPU")
+    parser.add_argument("--weights", type=Path, default=None, help="evaluate these weights (arch from their "
+                        "metadata) instead of training, e.g. the exact protocol on a CPU for a model trained on a GPU")
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/quality_runs"), help="checkpoints (resume)")
     parser.add_argument("--tiny", action="store_true",
                         help="CPU smoke run: tiny arch, 1 epoch, generated data unless --data-dir is given")
-    parser.add_argument("--out", default=os.environ.get("OUT") or str(common.ROOT / "benchmarks" / "results"))
+    common.add_out_argument(parser)
     parser.add_argument("overrides", nargs="*", help="TrainConfig settings as key=value (every recipe of a suite)")
     args = parser.parse_args(argv)
     if args.suite and args.weights:
@@ -135,14 +126,13 @@ def parse_args(argv=None):
 @dataclasses.dataclass
 class Setup:
     """What every recipe of one invocation shares: data, device, OOD draws, protocol and run settings."""
-    data_dir: Path
     splits: dict
     device: torch.device
     ood_files: list
     fast_eval: bool
     tiny: bool
     settings: dict              # TrainConfig settings on top of each recipe (budget, output folder, ...)
-    overrides: list[str]        # key=value from the command line, last
+    overrides: list[str]        # key=value from the command line, applied last
 
 
 def run_recipe(name: str, setup: Setup, *, budget_min: float | None = None, weights: Path | None = None,
@@ -155,12 +145,11 @@ def run_recipe(name: str, setup: Setup, *, budget_min: float | None = None, weig
     cfg = recipe_config(name, setup.overrides, **settings)
     device = setup.device
     seed_all(cfg.seed)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    common.reset_peak_memory(device)
     start = time.perf_counter()
-    if weights:
-        model, history, trained_from = load_trained(weights, device), {"train": []}, str(weights)
+    if weights:         # an ImageEncoder of the architecture the file records, loaded strictly
+        model = load_weights_strict(ImageEncoder(weights_arch(weights)), weights).to(device)
+        history, trained_from = {"train": []}, str(weights)
         cfg = dataclasses.replace(cfg, arch=model.arch)
     else:
         result = train(cfg, prepare_data(setup.splits, device))
@@ -168,11 +157,9 @@ def run_recipe(name: str, setup: Setup, *, budget_min: float | None = None, weig
         if export:
             shutil.copy(result.weights_path, export)
     wall_s = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" and not weights else None
-
-    model = model.eval()
+    peak = None if weights else common.peak_memory_gib(device)
     eval_start = time.perf_counter()
-    accuracies = evaluate(model, setup.splits, setup.ood_files, setup.fast_eval, device)
+    accuracies = evaluate(model.eval(), setup.splits, setup.ood_files, setup.fast_eval, device)
     eval_s = time.perf_counter() - eval_start
     final = history["train"][-1] if history["train"] else {}
     return {
@@ -187,8 +174,8 @@ def run_recipe(name: str, setup: Setup, *, budget_min: float | None = None, weig
 
 def summary_row(record: dict) -> dict:
     if "failed" in record:
-        return {"recipe": record["recipe"], "epochs": None, "ID k-NN": None, "ID linear": None,
-                "OOD k-NN (mean)": None, "OOD linear (mean)": None, "peak GiB": None}
+        return {"recipe": record["recipe"], **dict.fromkeys(["epochs", "ID k-NN", "ID linear", "OOD k-NN (mean)",
+                                                             "OOD linear (mean)", "peak GiB"])}
     acc = record["accuracies_percent"]
     return {"recipe": record["recipe"], "epochs": record["epochs_reached"], "ID k-NN": acc["id_knn"],
             "ID linear": acc["id_linear"], "OOD k-NN (mean)": acc["ood_knn"]["mean"],
@@ -212,14 +199,14 @@ def run_suite(args, setup: Setup, data_record: dict, started: float) -> int:
     record = {
         "benchmark": "quality-suite", "suite": args.suite, "note": chosen.note, **provenance(setup.device),
         "data": data_record, "budget_min_per_recipe": None if setup.tiny else budget_min,
-        "protocol": "torch fast probes" if setup.fast_eval else "scikit-learn, exactly as the grader",
-        "ranking": "mean of OOD k-NN and OOD linear (means over the OOD draws)",
+        "protocol": PROTOCOLS[setup.fast_eval], "ranking": "mean of OOD k-NN and OOD linear (means over the OOD draws)",
         "recipes": [], "winner": None, "winner_run": None,
     }
     tag = f"{args.suite}-tiny" if setup.tiny else args.suite
-    path = common.results_path(Path(args.out), "quality-suite", setup.device, tag)
+    path = common.results_path(args.out, "quality-suite", setup.device, tag)
     for name in [r for r in chosen.recipes if not args.only or r in args.only]:
-        print(f"\n=== {args.suite}: {name} ({'1 epoch, tiny' if setup.tiny else f'{budget_min} min'}) ===", flush=True)
+        print(f"\n=== {args.suite}: {name} ({'1 epoch, tiny' if setup.tiny else f'{budget_min} min'}) ===",
+              flush=True)
         recipe_start = time.perf_counter()
         try:
             result = run_recipe(name, setup, budget_min=budget_min)
@@ -238,7 +225,7 @@ def run_suite(args, setup: Setup, data_record: dict, started: float) -> int:
     rows = [summary_row(r) for r in record["recipes"]]
     if isinstance(record["winner_run"], dict) and "accuracies_percent" in record["winner_run"]:
         rows.append({**summary_row(record["winner_run"]), "recipe": f"{record['winner']} (winner run)"})
-    common.print_table(rows, list(rows[0]))
+    common.print_table(rows)
     print(f"winner: {record['winner']}; wrote {path}")
     return 0
 
@@ -269,17 +256,15 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     if args.tiny:
-        data_dir = Path(args.data_dir) if args.data_dir else Path(args.out) / "tiny_data"
-        if not (data_dir / "ood.npz").is_file():
-            write_dataset(data_dir, TINY_SPEC, seed=0, progress=False)
-        args.runs_dir = Path(args.out) / "tiny_runs"
+        data_dir = common.tiny_dataset(Path(args.data_dir or args.out / "tiny_data"), TINY_SPEC)
+        args.runs_dir = args.out / "tiny_runs"
         settings = dict(arch="tiny", batch_size=32, epochs=1, time_budget_min=0.0, eval_every=0,
                         eval_linear_iters=50, progress=False)
     else:
         data_dir = resolve_data_dir(args.data_dir)
         settings = dict(time_budget_min=args.budget_min or 20.0, eval_every=0, progress=True)
     splits = load_splits(data_dir)
-    setup = Setup(data_dir=data_dir, splits=splits, device=pick_device("auto"), ood_files=args.ood_files or [None],
+    setup = Setup(splits=splits, device=pick_device("auto"), ood_files=args.ood_files or [None],
                   fast_eval=args.fast_eval, tiny=args.tiny,
                   settings={**settings, "data_dir": str(data_dir), "out_dir": str(args.runs_dir)},
                   overrides=list(args.overrides))
@@ -292,13 +277,12 @@ def main(argv=None) -> int:
 
     result = run_recipe(args.recipe, setup, weights=args.weights, export=args.export)
     record = {"benchmark": "quality", **provenance(setup.device), "data": data_record,
-              "protocol": "torch fast probes" if args.fast_eval else "scikit-learn, exactly as the grader", **result}
+              "protocol": PROTOCOLS[args.fast_eval], **result}
     tag = f"{args.recipe}-tiny" if args.tiny else args.recipe
     if args.weights:
         tag = f"{tag}-{'fast' if args.fast_eval else 'exact'}-eval"
-    path = common.write_results(common.results_path(Path(args.out), "quality", setup.device, tag), record)
-    rows = [{**summary_row(record), "OOD draws": len(setup.ood_files)}]
-    common.print_table(rows, list(rows[0]))
+    path = common.write_results(common.results_path(args.out, "quality", setup.device, tag), record)
+    common.print_table([{**summary_row(record), "OOD draws": len(setup.ood_files)}])
     print(f"wrote {path}")
     return 0
 

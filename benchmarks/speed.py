@@ -18,14 +18,15 @@ their accuracy difference.
     python benchmarks/speed.py --skip-exact-eval    # skip the many-minute scikit-learn protocol
     python benchmarks/speed.py --tiny               # CPU smoke configuration (seconds), used by the tests
 
-Writes speed-<device>-<date>.json under --out ($OUT when set, else benchmarks/results) and prints a table.
+Writes speed-<device>-<date>.json under --out (rewritten after each variant) and prints a table.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
+import functools
+import itertools
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,34 +35,31 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms as T
 
-import common  # noqa: F401  (puts the checkout on sys.path)
+import common
 from models import ARCH, ImageEncoder
 from utils import augment, losses, probes
 from utils.optim import build_optimizer
 from utils.provenance import provenance
-from utils.device import configure_backends, pick_device
 from utils.steps import autocast_context, project_views, training_step
 
 VARIANTS = ("course_pipeline", "engine", "engine_compiled", "ceiling")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Variant 1: the course-style CPU pipeline
-# ----------------------------------------------------------------------------------------------------------
-
-def course_transform() -> T.Compose:
-    """The per-sample CPU recipe students use: PIL crop, flip, jitter, grayscale, blur, then ToTensor."""
-    return T.Compose([
-        T.RandomResizedCrop(64, scale=(0.2, 1.0)), T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
-        T.RandomApply([T.GaussianBlur(7, sigma=(0.1, 2.0))], p=0.5), T.ToTensor()])
+PRECISION = "auto"                         # bf16 on CUDA, fp32 on the CPU, as the engine ships
+TINY = dict(arch="tiny", batch_size=16, images=256, steps=2, course_steps=2, warmup=1, repeats=2, workers=0)
+FULL = dict(arch=ARCH, batch_size=512, images=100_000, steps=200, course_steps=30, warmup=30, repeats=3, workers=4)
+EVAL_SIZES = {True: dict(classes=10, train_per_class=100, val_per_class=10, ood_per_class=20, dim=1000),     # tiny
+              False: dict(classes=200, train_per_class=500, val_per_class=50, ood_per_class=50, dim=1000)}
 
 
 class TwoViewDataset(Dataset):
-    """uint8 (N, 64, 64, 3) images -> (view 1, view 2), each (3, 64, 64) float in [0, 1]."""
+    """uint8 (N, 64, 64, 3) images -> (view 1, view 2), each (3, 64, 64) float in [0, 1], by the per-sample CPU
+    recipe students use: PIL crop, flip, jitter, grayscale, blur, then ToTensor."""
 
     def __init__(self, images: np.ndarray):
-        self.images, self.transform = images, course_transform()
+        self.images = images
+        self.transform = T.Compose([
+            T.RandomResizedCrop(64, scale=(0.2, 1.0)), T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
+            T.RandomApply([T.GaussianBlur(7, sigma=(0.1, 2.0))], p=0.5), T.ToTensor()])
 
     def __len__(self):
         return len(self.images)
@@ -71,51 +69,42 @@ class TwoViewDataset(Dataset):
         return self.transform(image), self.transform(image)
 
 
+def two_view_step(model, optimizer, views, autocast=contextlib.nullcontext()) -> None:
+    """Forward, NT-Xent (temperature 0.1) and update on two batches of views already made."""
+    with autocast:
+        loss = losses.nt_xent(project_views(model, views).float(), temperature=0.1)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def course_pipeline_runner(images, model, optimizer, batch_size, workers, device):
     """Returns run(steps): `steps` float32 training steps fed by the DataLoader (loading included)."""
     loader = DataLoader(TwoViewDataset(images), batch_size=batch_size, shuffle=True, drop_last=True,
                         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    batches = iter(loader)
-
-    def next_batch():
-        nonlocal batches
-        try:
-            return next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            return next(batches)
+    batches = (batch for _ in itertools.count() for batch in loader)         # epoch after epoch
 
     def run(steps):
         for _ in range(steps):
-            v1, v2 = (v.to(device, non_blocking=True) for v in next_batch())
-            _, z = model(torch.cat([v1, v2]))
-            loss = losses.nt_xent(z.view(2, batch_size, -1).float(), temperature=0.1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            two_view_step(model, optimizer, [v.to(device, non_blocking=True) for v in next(batches)])
     return run
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Variants 2 and 3: the engine, and the no-augmentation ceiling
-# ----------------------------------------------------------------------------------------------------------
-
-def engine_runner(images_on_device, model, optimizer, batch_size, device, precision):
+def engine_runner(images_on_device, model, optimizer, batch_size, device, precision=PRECISION):
     """Returns run(steps): the shipped training_step on random batches of device-resident uint8 images."""
-    view_cfgs = augment.default_views(2)
     generator = torch.Generator(device=device).manual_seed(0)
-    autocast = autocast_context(device, precision)
-    objective = lambda z, g: losses.nt_xent(z, temperature=0.1)  # noqa: E731
-    n = images_on_device.shape[0]
+    step = functools.partial(training_step, view_cfgs=augment.default_views(2),
+                             objective=lambda z, g: losses.nt_xent(z, temperature=0.1),
+                             autocast=autocast_context(device, precision))
 
     def run(steps):
         for _ in range(steps):
-            index = torch.randint(0, n, (batch_size,), device=device, generator=generator)
-            training_step(model, images_on_device[index], view_cfgs, objective, optimizer, generator, autocast)
+            index = torch.randint(0, len(images_on_device), (batch_size,), device=device, generator=generator)
+            step(model, images_on_device[index], optimizer, generator)
     return run
 
 
-def ceiling_runner(model, optimizer, batch_size, device, precision):
+def ceiling_runner(model, optimizer, batch_size, device, precision=PRECISION):
     """Returns run(steps): forward, backward and update on two fixed random views already on the device."""
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     views = [torch.rand(batch_size, 3, 64, 64, device=device).to(memory_format=memory_format) for _ in range(2)]
@@ -123,46 +112,9 @@ def ceiling_runner(model, optimizer, batch_size, device, precision):
 
     def run(steps):
         for _ in range(steps):
-            with autocast:
-                loss = losses.nt_xent(project_views(model, views).float(), temperature=0.1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            two_view_step(model, optimizer, views, autocast)
     return run
 
-
-def measure_variant(name, args, device, images, images_on_device, flops, peak, precision, channels_last,
-                    arch=None, label=None) -> dict:
-    """One row of the table: a fresh model (args.arch, or `arch`) and optimizer, fed the way variant `name`
-    says; the row is called `label` (default `name`)."""
-    model, optimizer = fresh_model(arch or args.arch, device, channels_last and name != "course_pipeline")
-    label = label or name
-    if name == "course_pipeline":
-        make = lambda: course_pipeline_runner(images, model, optimizer, args.batch_size, args.workers, device)  # noqa: E731
-        return measure(label, make, args, device, args.images, None, peak, steps=args.course_steps)
-    if name in ("engine", "engine_compiled"):
-        run_model = torch.compile(model) if name == "engine_compiled" else model
-        make = lambda: engine_runner(images_on_device, run_model, optimizer, args.batch_size, device, precision)  # noqa: E731
-        return measure(label, make, args, device, args.images, flops, peak)
-    make = lambda: ceiling_runner(model, optimizer, args.batch_size, device, precision)  # noqa: E731
-    return measure(label, make, args, device, args.images, flops, peak)
-
-
-def model_flops_per_step(arch: str, batch_size: int, device: torch.device, precision: str) -> float:
-    """FLOPs of one forward + backward of the model on 2 x batch_size 64-px images (torch's flop counter:
-    convolutions and matmuls, 2 FLOPs per multiply-add). Counted on a fresh model so no state changes."""
-    model = ImageEncoder(arch).to(device)
-    x = torch.rand(2 * batch_size, 3, 64, 64, device=device)
-    counter = FlopCounterMode(display=False)
-    with counter, autocast_context(device, precision):
-        _, z = model(x)
-        z.float().sum().backward()
-    return float(counter.get_total_flops())
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Measuring one variant
-# ----------------------------------------------------------------------------------------------------------
 
 def fresh_model(arch: str, device: torch.device, channels_last: bool):
     model = ImageEncoder(arch).to(device)
@@ -171,14 +123,32 @@ def fresh_model(arch: str, device: torch.device, channels_last: bool):
     return model, build_optimizer("adamw", model, 1e-3, 1e-4, device)
 
 
-def measure(name, make_runner, args, device, n_images, flops_per_step, peak, steps=None):
-    """Warm up, then time `steps` (default args.steps) steps `args.repeats` times; the figures use the median
-    repeat."""
-    steps = steps or args.steps
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    run = make_runner()
+def model_flops_per_step(arch: str, batch_size: int, device: torch.device) -> float:
+    """FLOPs of one forward + backward of the model on 2 x batch_size 64-px images (torch's flop counter:
+    convolutions and matmuls, 2 FLOPs per multiply-add). Counted on a fresh model so no state changes."""
+    model = ImageEncoder(arch).to(device)
+    x = torch.rand(2 * batch_size, 3, 64, 64, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, autocast_context(device, PRECISION):
+        _, z = model(x)
+        z.float().sum().backward()
+    return float(counter.get_total_flops())
+
+
+def measure_variant(name, args, device, images, images_on_device, flops, peak, arch=None, label=None) -> dict:
+    """One row of the table, called `label` (default `name`): a fresh model (`arch`, default args.arch) and
+    optimizer fed the way variant `name` says; after args.warmup steps, args.repeats timed repeats of args.steps
+    steps (course_pipeline: args.course_steps); the figures use the median repeat."""
+    model, optimizer = fresh_model(arch or args.arch, device, device.type == "cuda" and name != "course_pipeline")
+    common.reset_peak_memory(device)
+    steps = args.course_steps if name == "course_pipeline" else args.steps
+    if name == "course_pipeline":
+        run, flops = course_pipeline_runner(images, model, optimizer, args.batch_size, args.workers, device), None
+    elif name == "ceiling":
+        run = ceiling_runner(model, optimizer, args.batch_size, device)
+    else:
+        run = engine_runner(images_on_device, torch.compile(model) if name == "engine_compiled" else model,
+                            optimizer, args.batch_size, device)
     warmup_start = time.perf_counter()
     run(args.warmup)
     common.synchronize(device)
@@ -186,33 +156,21 @@ def measure(name, make_runner, args, device, n_images, flops_per_step, peak, ste
     times = common.time_repeats(lambda: run(steps), args.repeats, device)
     step_s = common.median(times) / steps
     views_per_s = 2 * args.batch_size / step_s
-    row = {"variant": name, "views_per_s": views_per_s, "images_per_s": views_per_s / 2,
-           "epoch_s": 2 * n_images / views_per_s, "step_ms": 1000 * step_s, "steps_per_repeat": steps,
-           "repeat_s": times, "warmup_s": warmup_s,
-           "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-           "model_gflops_per_step": flops_per_step / 1e9 if flops_per_step else None,
-           "model_tflops_per_s": None, "mfu": None}
-    if flops_per_step is not None:
-        row["model_tflops_per_s"] = flops_per_step / step_s / 1e12
-        row["mfu"] = common.mfu(flops_per_step, 1 / step_s, peak)
-    return row
+    return {"variant": label or name, "views_per_s": views_per_s, "images_per_s": views_per_s / 2,
+            "epoch_s": 2 * args.images / views_per_s, "step_ms": 1000 * step_s, "steps_per_repeat": steps,
+            "repeat_s": times, "warmup_s": warmup_s, "peak_memory_gib": common.peak_memory_gib(device),
+            "model_gflops_per_step": flops / 1e9 if flops else None,
+            "model_tflops_per_s": None if flops is None else flops / step_s / 1e12,
+            "mfu": None if flops is None else common.mfu(flops, 1 / step_s, peak)}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The grader's protocol at course size
-# ----------------------------------------------------------------------------------------------------------
-
-def class_centres(classes: int, dim: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((classes, dim)).astype(np.float32)
-
-
-def clustered_features(centres: np.ndarray, n_per_class: int, seed: int, spread: float = 5.0):
-    """Class-structured features like an encoder's: class centre plus Gaussian noise, L2-normalised and scaled
-    by sqrt(dim) as get_features does. Returns (features float32 (C * n_per_class, dim), labels int64 (N,))."""
-    rng = np.random.default_rng(seed)
-    classes, dim = centres.shape
+def clustered_features(classes: int, dim: int, n_per_class: int, centres_seed: int, seed: int, spread: float = 5.0):
+    """Class-structured features like an encoder's: class centre (random, from centres_seed) plus Gaussian noise,
+    L2-normalised and scaled by sqrt(dim) as get_features does. Returns (features float32 (N, dim), labels (N,))."""
+    centres = np.random.default_rng(centres_seed).standard_normal((classes, dim)).astype(np.float32)
     labels = np.repeat(np.arange(classes), n_per_class)
-    features = centres[labels] + spread * rng.standard_normal((len(labels), dim)).astype(np.float32)
+    noise = np.random.default_rng(seed).standard_normal((len(labels), dim)).astype(np.float32)
+    features = centres[labels] + spread * noise
     features /= np.linalg.norm(features, axis=1, keepdims=True) / np.sqrt(dim)
     return features, labels
 
@@ -220,11 +178,10 @@ def clustered_features(centres: np.ndarray, n_per_class: int, seed: int, spread:
 def time_evaluation(sizes: dict, exact: bool, device: torch.device) -> dict:
     """The four probes of the grader's protocol, fast (torch) and optionally exact (scikit-learn).
     train and val share class centres (ID); OOD has its own classes."""
-    id_centres = class_centres(sizes["classes"], sizes["dim"], seed=1)
-    ood_centres = class_centres(sizes["classes"], sizes["dim"], seed=2)
-    train = clustered_features(id_centres, sizes["train_per_class"], seed=3)
-    val = clustered_features(id_centres, sizes["val_per_class"], seed=4)
-    ood = clustered_features(ood_centres, sizes["ood_per_class"], seed=5)
+    classes, dim = sizes["classes"], sizes["dim"]
+    train = clustered_features(classes, dim, sizes["train_per_class"], centres_seed=1, seed=3)
+    val = clustered_features(classes, dim, sizes["val_per_class"], centres_seed=1, seed=4)
+    ood = clustered_features(classes, dim, sizes["ood_per_class"], centres_seed=2, seed=5)
     result = {"features": {**sizes, "kind": "class-centre + Gaussian noise (spread 5), L2-normalised x sqrt(dim)"},
               "fast": None, "exact": None}
     for mode in (["fast", "exact"] if exact else ["fast"]):
@@ -232,30 +189,22 @@ def time_evaluation(sizes: dict, exact: bool, device: torch.device) -> dict:
         accuracies = probes.evaluate_protocol(train, val, ood, fast=mode == "fast", progress=False, device=device)
         common.synchronize(device)
         result[mode] = {"seconds": time.perf_counter() - start,
-                        "accuracies_percent": {k: float(getattr(accuracies, k))
-                                               for k in ("id_knn", "id_linear", "ood_knn", "ood_linear")}}
+                        "accuracies_percent": {k: float(v) for k, v in accuracies.accuracies().items()}}
     if exact:
         fast, slow = result["fast"]["accuracies_percent"], result["exact"]["accuracies_percent"]
         result["max_abs_difference_points"] = max(abs(fast[k] - slow[k]) for k in fast)
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Main
-# ----------------------------------------------------------------------------------------------------------
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke configuration (tiny arch, few steps)")
     parser.add_argument("--arch", default=None, help=f"model architecture (default: {ARCH!r}, the submitted one)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 512 (tiny: 16)")
-    parser.add_argument("--images", type=int, default=None, help="data set size (default 100,000; tiny: 256)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 200; tiny: 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 30; tiny: 1)")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats, median reported (default 3; tiny: 2)")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 4; tiny: 0)")
-    parser.add_argument("--course-steps", type=int, default=None,
-                        help="timed steps per repeat of course_pipeline, which is much slower (default 30; tiny: 2)")
+    for flag, what in (("batch-size", "batch size"), ("images", "data set size"), ("steps", "timed steps per repeat"),
+                       ("warmup", "untimed steps first"), ("repeats", "repeats, median reported"),
+                       ("workers", "DataLoader workers"), ("course-steps", "timed steps per course_pipeline repeat")):
+        key = flag.replace("-", "_")
+        parser.add_argument(f"--{flag}", type=int, default=None, help=f"{what} (default {FULL[key]}, tiny {TINY[key]})")
     parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=list(VARIANTS),
                         help="training variants to time (none: only the evaluation)")
     parser.add_argument("--ceiling-archs", nargs="*", default=[],
@@ -263,89 +212,72 @@ def parse_args(argv=None):
     parser.add_argument("--tag", default="", help="added to the results file name")
     parser.add_argument("--skip-eval", action="store_true", help="no evaluation timing")
     parser.add_argument("--skip-exact-eval", action="store_true", help="time only the fast evaluation")
-    parser.add_argument("--out", default=os.environ.get("OUT") or str(common.ROOT / "benchmarks" / "results"))
-    args = parser.parse_args(argv)
-    defaults = (dict(arch="tiny", batch_size=16, images=256, steps=2, course_steps=2, warmup=1, repeats=2, workers=0)
-                if args.tiny else
-                dict(arch=ARCH, batch_size=512, images=100_000, steps=200, course_steps=30, warmup=30, repeats=3,
-                     workers=4))
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    common.add_out_argument(parser)
+    return common.fill_defaults(parser.parse_args(argv), TINY, FULL)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = pick_device("auto")
-    configure_backends(device)
-    precision = "auto"                         # bf16 on CUDA, fp32 on the CPU, as the engine ships
-    channels_last = device.type == "cuda"
+    device = common.benchmark_device()
     images = np.random.default_rng(0).integers(0, 256, (args.images, 64, 64, 3), dtype=np.uint8)
     images_on_device = torch.from_numpy(images).to(device)
-    flops = model_flops_per_step(args.arch, args.batch_size, device, precision)
+    flops = model_flops_per_step(args.arch, args.batch_size, device)
     peak = common.peak_flops(device)
-
     rows, skipped = [], {}
 
-    def add_row(name, measure_row) -> None:
-        """Append measure_row()'s row and rewrite the results file (kept if the call is cut short); a failure
-        is recorded under `skipped` and costs no other row's figures (one device call)."""
+    def attempt(name, measure):
+        """measure()'s result, or None with the failure recorded under `skipped` (no other figure is lost)."""
         print(f"measuring {name} ...", flush=True)
         try:
-            rows.append(measure_row())
-            write_record(args, device, flops, peak, channels_last, rows, skipped, None)
+            return measure()
         except Exception as error:
             skipped[name] = f"failed: {type(error).__name__}: {error}"
             print(f"  {skipped[name]}", flush=True)
 
-    common_args = (args, device, images, images_on_device)
+    def add_row(name, measure_row) -> None:
+        """Append measure_row()'s row and rewrite the results file (kept if the run is cut short)."""
+        row = attempt(name, measure_row)
+        if row is not None:
+            rows.append(row)
+            write_record(args, device, flops, peak, rows, skipped, None)
+
+    data = (args, device, images, images_on_device)
     for name in args.variants:
         if name == "engine_compiled" and device.type != "cuda":
             skipped[name] = "skipped: torch.compile is measured on CUDA only"
-            continue
-        add_row(name, lambda: measure_variant(name, *common_args, flops, peak, precision, channels_last))
+        else:
+            add_row(name, lambda: measure_variant(name, *data, flops, peak))
     for arch in args.ceiling_archs:
         label = f"ceiling[{arch}]"
-        add_row(label, lambda: {**measure_variant(
-            "ceiling", *common_args, model_flops_per_step(arch, args.batch_size, device, precision), peak,
-            precision, channels_last, arch=arch, label=label), "arch": arch})
-
+        add_row(label, lambda: {**measure_variant("ceiling", *data, model_flops_per_step(arch, args.batch_size, device),
+                                                  peak, arch=arch, label=label), "arch": arch})
     evaluation = None
     if not args.skip_eval:
-        sizes = (dict(classes=10, train_per_class=100, val_per_class=10, ood_per_class=20, dim=1000) if args.tiny
-                 else dict(classes=200, train_per_class=500, val_per_class=50, ood_per_class=50, dim=1000))
-        print("timing the grader's protocol ...", flush=True)
-        try:
-            evaluation = time_evaluation(sizes, exact=not args.skip_exact_eval, device=device)
-        except Exception as error:
-            skipped["evaluation"] = f"failed: {type(error).__name__}: {error}"
-            print(f"  {skipped['evaluation']}", flush=True)
-    record, path = write_record(args, device, flops, peak, channels_last, rows, skipped, evaluation)
+        evaluation = attempt("evaluation", lambda: time_evaluation(EVAL_SIZES[args.tiny], not args.skip_exact_eval,
+                                                                   device))
+    record, path = write_record(args, device, flops, peak, rows, skipped, evaluation)
     if rows:
         common.print_table(rows, ["variant", "views_per_s", "epoch_s", "step_ms", "peak_memory_gib", "mfu"])
-    if evaluation:
-        for mode in ("fast", "exact"):
-            if evaluation[mode]:
-                print(f"evaluation {mode}: {evaluation[mode]['seconds']:.1f} s, {evaluation[mode]['accuracies_percent']}")
+    for mode in ("fast", "exact"):
+        if evaluation and evaluation[mode]:
+            print(f"evaluation {mode}: {evaluation[mode]['seconds']:.1f} s, {evaluation[mode]['accuracies_percent']}")
     print(f"targets: {record['targets']}")
     print(f"wrote {path}")
     return 0
 
 
-def write_record(args, device, flops, peak, channels_last, rows, skipped, evaluation):
+def write_record(args, device, flops, peak, rows, skipped, evaluation):
     """The results file as measured so far (rewritten after each variant). Returns (record, path)."""
-    by_name = {r["variant"]: r for r in rows}
     record = {
         "benchmark": "speed", **provenance(device),
         "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "precision": "bf16" if device.type == "cuda"
-                   else "fp32", "channels_last": channels_last, "data": "random uint8 64x64 images",
+                   else "fp32", "channels_last": device.type == "cuda", "data": "random uint8 64x64 images",
                    "flops_per_step": flops, "flops_note": "one forward+backward on 2 x batch_size images, "
                    "torch.utils.flop_counter (2 FLOPs per multiply-add)", "peak_bf16_flops": peak},
         "variants": rows, "skipped": skipped, "evaluation": evaluation,
-        "targets": targets(by_name, evaluation, device),
+        "targets": targets({r["variant"]: r for r in rows}, evaluation, device),
     }
-    path = common.results_path(Path(args.out), "speed", device, "tiny" if args.tiny else args.tag)
+    path = common.results_path(args.out, "speed", device, "tiny" if args.tiny else args.tag)
     return record, common.write_results(path, record)
 
 

@@ -1,15 +1,12 @@
 """Carry the real-photo benchmark data (Tiny ImageNet at 64x64, a pool kept outside the repository, --tiny64) to
-a GPU machine in packs small enough for one device call each, and decode them there into course-format files.
-
-Why not `build.py pack`: one call carries at most 64 MiB, so the 100 x 500 training images (about 98 MiB of
-JPEG) plus validation and five OOD draws need two or three packs, and a pack must be able to hold a slice of
-each class's training images (images 150 to 399, say) and several OOD draws at once. The selection itself is
-`build.py`'s (`select`), so a draw K here is exactly `build.py course --ood-draw K`.
+a GPU machine in packs of JPEG bytes small enough to travel with one run (at most 64 MiB), and decode them there
+into course-format files. A pack holds any slice of each class's training images, validation images and several
+OOD draws; the selection is tiny64's `build.py select`, so draw K here is exactly `build.py course --ood-draw K`.
 
 Here (needs the pool):
     python benchmarks/tiny64_packs.py pack --out .data/pack1.npz --train 0:150 --val 50 --ood-draws 5
     python benchmarks/tiny64_packs.py pack --out .data/pack2.npz --train 150:400
-On the device machine (numpy and Pillow), after the calls that carried them:
+On the GPU machine (numpy and Pillow), with the packs carried there:
     python3 benchmarks/tiny64_packs.py unpack --out /tmp/t64 .data/pack1.npz .data/pack2.npz
     -> /tmp/t64/train.npz (all train slices, class by class), val.npz, ood.npz (draw 0), ood_draw{K}.npz
 

@@ -20,7 +20,7 @@ def test_a_demo_that_did_not_learn_is_announced():
     warnings = learning_warnings(learning_check({"id_knn": 9.8, "ood_knn": 10.5}, 20, 20))
     assert len(warnings) == 2
     assert warnings[0].startswith("WARNING: ID k-NN 9.80% (2.0x chance) is below the demo's bar of 4x chance (20.0%")
-    assert "OOD k-NN 10.50% (2.1x chance)" in warnings[1] and "utils/recipes.py" in warnings[1]
+    assert "OOD k-NN 10.50% (2.1x chance)" in warnings[1] and "utils/config.py" in warnings[1]
     assert learning_warnings(learning_check({"id_knn": 25.0, "ood_knn": 16.0}, 20, 20)) == []
 
 

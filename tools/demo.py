@@ -2,16 +2,15 @@
 
 Leaves in demo_output/: the executed notebook (and an HTML copy), figures/, final_model.safetensors,
 training_metrics.json, submission/ (the four files), and what the notebook's Section 7 wrote (utils/submission/
-handin.py): eval_log.txt, eval_result.json (eval.py: the grader's checks and exact protocol), my_report.md and
-report_draft.md (the report draft from the run's numbers), eval_final.json (the checks of the folder as handed
-in, the draft as report.md); then course_grader.txt (what the course grader's own sequence,
-utils/submission/grader.py, printed on the submission), and demo_record.json: eval.py's numbers and the grader
+handin.py): eval_log.txt, eval_result.json (eval.py: the grader's checks and exact protocol), report_draft.md and
+my_report.md (the report drafted from the run's numbers), eval_final.json (the checks of what is handed in,
+my_report.md as report.md); then course_grader.txt (what the course grader's own sequence, the replica in
+utils/submission/grader.py, printed on the submission), and demo_record.json: eval.py's numbers and the
 replica's beside them, with the device, commit, training settings and timings they came from.
 
-The notebook is saved after every cell, as a student saves before Section 7 (which hands in the saved file).
-$CS461_DEMO=1 tells Section 7 to pass eval.py --demo, which accepts weights trained on the generated data.
-The demo fills the notebook's identity cell with an obvious demo identity (SCIPER 100000, "Demo Student")
-so that the submission section can run; a real user fills in their own.
+The notebook is saved after every cell, as a student saves before Section 7 (which hands in the saved file);
+its identity cell gets an obvious demo identity (SCIPER 100000, "Demo Student"). $CS461_DEMO=1 tells Section 7
+to pass eval.py --demo, which accepts weights trained on the generated data.
 """
 from __future__ import annotations
 
@@ -35,6 +34,7 @@ OUTPUT = ROOT / "demo_output"
 # (clusters in the t-SNE/UMAP plots, mostly right predictions): eval.py's k-NN accuracy, in multiples of chance
 # (100% / the number of classes).
 LEARNING_BAR = {"id_knn": 4.0, "ood_knn": 3.0}
+NAMES = {"id_knn": "ID k-NN", "ood_knn": "OOD k-NN"}
 
 
 def course_grader_check(submission: Path, data_dir: str) -> dict:
@@ -74,16 +74,15 @@ def learning_check(accuracies: dict[str, float], id_classes: int, ood_classes: i
 
 def learning_warnings(check: dict[str, dict]) -> list[str]:
     """One warning line per accuracy of learning_check below its bar."""
-    names = {"id_knn": "ID k-NN", "ood_knn": "OOD k-NN"}
     lines = []
     for key, c in check.items():
         if c["ok"]:
             continue
         got = "not measured" if c["accuracy"] is None else f"{c['accuracy']:.2f}% ({c['times_chance']:.1f}x chance)"
-        lines.append(f"WARNING: {names[key]} {got} is below the demo's bar of {c['required']:g}x chance "
+        lines.append(f"WARNING: {NAMES[key]} {got} is below the demo's bar of {c['required']:g}x chance "
                      f"({c['required'] * c['chance']:.1f}%; chance is {c['chance']:.2f}%): the encoder did not "
                      f"visibly learn, and the embedding figures will show no clusters. Check the 'short' recipe "
-                     f"in utils/recipes.py (and the training log in the executed notebook).")
+                     f"in utils/config.py (and the training log in the executed notebook).")
     return lines
 
 
@@ -95,18 +94,17 @@ def count_classes(data_dir: Path) -> tuple[int, int]:
         return len(np.unique(train["labels"])), len(np.unique(ood["labels"]))
 
 
-def write_record(notebook_seconds: float, demo_code: int, grader: dict) -> Path:
-    """demo_record.json: what was measured (eval.py's exact-protocol accuracies), on what data, with which
-    settings, on which machine and commit. A copy is committed under benchmarks/results/ when it is quoted."""
+def write_record(notebook_seconds: float, demo_code: int, evaluation: dict, final: dict, grader: dict) -> Path:
+    """demo_record.json: what was measured (eval.py's exact-protocol accuracies, `evaluation`; `final`: the checks
+    of what was handed in), on what data, with which settings, on which machine and commit. A copy is committed
+    under benchmarks/results/ when it is quoted."""
     from utils.provenance import provenance
     metrics = json.loads((OUTPUT / "training_metrics.json").read_text())
-    evaluation = json.loads((OUTPUT / "eval_result.json").read_text())      # Section 7's eval.py
-    final = json.loads((OUTPUT / "eval_final.json").read_text())            # the checks of the folder as handed in
     record = {
         "what": "make demo: CS461_Assignment1.ipynb executed headless in the short CPU profile, saved after "
                 "every cell; its Section 7 ran eval.py --demo (the grader's checks and exact protocol) on the "
-                "assembled submission, drafted the report from its numbers, and eval.py --quick checked the folder "
-                "again as handed in",
+                "assembled submission, drafted the report from its numbers, and checked the report again as handed "
+                "in (my_report.md as report.md)",
         **provenance("cpu"),
         "profile": os.environ["CS461_PROFILE"],
         "data": {**metrics["data"], "kind": "embedded default data (utils.synthetic, size 'small')"},
@@ -158,6 +156,7 @@ def main() -> int:
     except Exception as error:  # the HTML copy is a convenience; the executed notebook is the record
         print(f"note: no HTML copy ({type(error).__name__}: {error})")
 
+    # Section 7 writes both files whenever it handed in (a refusal copies nothing and runs no eval.py).
     if not (OUTPUT / "eval_final.json").is_file():
         print(f"error: Section 7 wrote no {OUTPUT / 'eval_final.json'}: it did not run eval.py (see its output "
               f"in {executed}).")
@@ -175,7 +174,7 @@ def main() -> int:
         print(f"error: the course grader's numbers {grader['accuracies_fraction']} differ from eval.py's "
               f"{evaluation['accuracies_percent']}" if grader["ok"] else "error: see the grader's failure above")
         code = code or 1
-    record_path = write_record(notebook_seconds, code, grader)
+    record_path = write_record(notebook_seconds, code, evaluation, final, grader)
     print(f"Record: {record_path}")
     for line in learning_warnings(json.loads(record_path.read_text())["learning_check"]):
         print(line)
