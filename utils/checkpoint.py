@@ -1,25 +1,22 @@
-"""Every read and write of a training checkpoint or a weights file: atomic checkpoints that survive a lost
-session, the one safetensors reader, the one encoder export (with its metadata), and the keys of get_features'
-statistics inside those files.
+"""Every read and write of a training checkpoint or a weights file, and the keys of get_features' statistics
+inside those files.
 
-- Every file is written atomically: to a temporary file in the same folder, flushed to disk, then renamed
-  over the target. A session cut in the middle of a save leaves the previous checkpoint intact.
-- Checkpoints are read with `torch.load(weights_only=True)`: only tensors and plain containers, never
-  arbitrary pickled objects.
-- A corrupt or truncated file is a `CheckpointError` naming the file and the intact earlier one.
-- Weights files (safetensors): `read_weights(path)` -> (tensors, metadata); `export_encoder(model, path)` writes
-  the arch and the feature statistics' metadata every time; `load_weights_strict` is the grader's strict load
-  with readable differences; `load_network_state` loads the network strictly and keeps the statistics only when
-  they are this design's (utils/features.py fits them).
+- Every file is written atomically (atomic_write): to a temporary file in the same folder, flushed to disk, then
+  renamed over the target. A session cut in the middle of a save leaves the previous file intact.
+- Checkpoints are read with `torch.load(weights_only=True)`: only tensors and plain containers, never arbitrary
+  pickled objects. A corrupt or truncated file is a `CheckpointError` naming the file and the intact earlier one.
+- Weights files (safetensors): `read_weights` is the one reader; `export_encoder` the one writer (always with the
+  arch and the feature statistics' metadata); `load_weights_strict` is the grader's strict load with readable
+  differences; `load_network_state` keeps the statistics only when they are this design's (utils/features.py
+  fits them).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
-
-import json
 
 import torch
 from safetensors import safe_open
@@ -97,9 +94,7 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-# ----------------------------------------------------------------------------------------------------------
-# safetensors: what the grader loads
-# ----------------------------------------------------------------------------------------------------------
+# ---- safetensors: what the grader loads
 
 # get_features' training statistics inside a weights file (buffers of models.ImageEncoder)
 FITTED_FLAG = "feature_statistics_fitted"       # the buffer that says the statistics were fitted
@@ -136,12 +131,6 @@ def weights_arch(path, override: str | None = None) -> str:
     return override or weights_metadata(path).get("arch", ARCH)
 
 
-def statistics_metadata(model, fitted_on: str) -> dict[str, str]:
-    """What a weights file records about its feature statistics: the design they were fitted for (eval.py
-    compares it with the submitted models.py's) and on which images."""
-    return {"feature_design": json.dumps(model.feature_design.as_dict()), "feature_statistics": fitted_on}
-
-
 def export_encoder(model: torch.nn.Module, path, *, fitted_on: str | None = None,
                    metadata: dict[str, str] | None = None) -> Path:
     """Write an ImageEncoder's state dict to a safetensors file that `safetensors.torch.load_model(ImageEncoder(),
@@ -158,7 +147,9 @@ def export_encoder(model: torch.nn.Module, path, *, fitted_on: str | None = None
     if fitted_on is None:
         fitted = FITTED_FLAG not in state or float(state[FITTED_FLAG]) == 1.0
         fitted_on = "fitted, images not recorded" if fitted else "not fitted (the identity statistics)"
-    info = {**(metadata or {}), "arch": model.arch, **statistics_metadata(model, fitted_on)}
+    # The feature statistics' design (eval.py compares it with the submitted models.py's) and their images.
+    info = {**(metadata or {}), "arch": model.arch, "feature_design": json.dumps(model.feature_design.as_dict()),
+            "feature_statistics": fitted_on}
     atomic_write(Path(path), lambda tmp: save_file(state, tmp, metadata=info))
     return Path(path)
 

@@ -1,13 +1,13 @@
 """Where computation runs: the one device chooser, the CUDA backend switches, and a batch size that fits the
 memory a shared GPU has free.
 
-Every part of the kit (training, probes, eval.py, the notebook, the benchmarks) chooses its device with
-`pick_device`, so "auto" means the same thing everywhere: the GPU when CUDA has one, else the CPU.
+Every part of the kit chooses its device with `pick_device`, so "auto" means the same thing everywhere: the GPU
+when CUDA has one, else the CPU.
 
 The course hub's GPUs are shared between students: the memory free when a run starts can be far less than the
 card's size. `fit_batch_to_memory` picks the largest batch whose measured memory cost fits what is free, with
-a safety margin, and scales the learning rate linearly with it. The cost per image is measured, never assumed:
-`measure_step_memory` runs one training step at two small batch sizes and reads the CUDA allocator's peak.
+a safety margin, and scales the learning rate linearly with it. `measure_step_memory` measures that cost: one
+training step at two small batch sizes, read from the CUDA allocator's peak (utils/memory.py runs both).
 """
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from typing import Callable
 
 import torch
 
-# Fraction of the free memory a run plans to use. The rest absorbs what the linear extrapolation from two small
-# trial batches does not see: allocator fragmentation, cuDNN choosing larger workspaces for larger batches, the
-# periodic probes' features, and other users' processes growing while the run goes on. A policy, not a
-# measurement.
+# Fraction of the free memory a run plans to use (a policy). The rest absorbs what the linear extrapolation from
+# two trial batches does not see: allocator fragmentation, cuDNN's larger workspaces for larger batches, the
+# periodic probes' features, and other users' processes growing while the run goes on.
 SAFETY_FRACTION = 0.8
 
 # Smallest batch the chooser proposes: below it contrastive losses have too few negatives to be worth running.
@@ -55,9 +54,7 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-# ----------------------------------------------------------------------------------------------------------
-# A batch size that fits a shared GPU
-# ----------------------------------------------------------------------------------------------------------
+# ---- A batch size that fits a shared GPU
 
 @dataclass(frozen=True)
 class StepMemory:

@@ -7,11 +7,10 @@ K learned prototypes. The teacher is an exponential moving average of the studen
     targets = softmax((teacher logits - centre) / teacher_temperature)   centred and sharpened
     loss    = cross-entropy from each teacher target to the student's other views (losses.dino_cross_entropy)
 
-The head sits on the ImageEncoder's 128-d projection: DINO's head is an MLP to a bottleneck, L2 normalisation,
-then a weight-normalised linear layer to the prototypes; the ImageEncoder's projector already is that MLP and
-bottleneck, so DinoHead is the last part only. The student stays a plain ImageEncoder: the head is a separate
-module that the training engine owns, and only the encoder's weights are exported (the teacher's encoder, the
-EMA); the heads and the centre stay in the training checkpoint.
+DINO's head is an MLP to a bottleneck, L2 normalisation, then a weight-normalised linear layer to the
+prototypes; the ImageEncoder's projector already is that MLP and bottleneck (128-d), so DinoHead is the last part
+only. The student stays a plain ImageEncoder: the training engine owns the head, only the encoder's weights are
+exported (the teacher's encoder, the EMA), and the heads and the centre stay in the training checkpoint.
 """
 from __future__ import annotations
 
@@ -71,8 +70,7 @@ class SelfDistillation:
         self.head, self.teacher, self.num_global = head, teacher, num_global
         self.teacher_temperature, self.student_temperature = teacher_temperature, student_temperature
         self.center_momentum = center_momentum
-        num_prototypes = head.prototypes.shape[0]
-        self.center = torch.zeros(num_prototypes, device=head.prototypes.device)
+        self.center = torch.zeros(head.prototypes.shape[0], device=head.prototypes.device)   # (K,)
 
     @property
     def teacher_encoder(self) -> nn.Module:

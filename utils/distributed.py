@@ -5,16 +5,14 @@ batch split across the ranks. Without torchrun nothing here does anything (`Worl
     torchrun --standalone --nproc_per_node=8 -m utils.train time_budget_min=30      # NCCL, one GPU per rank
 
 What is global and what is per rank (utils/train.py uses these pieces):
-- `batch_size` is the global batch. Every rank draws the same epoch order and the same augmentation parameters
-  (the same seeds), makes the views of the whole global batch, and runs the network on its own 1/N of the rows
-  (`RankSlice`): the forward and backward passes are split, the view-making is not (it is small next to the
-  network; how small is not measured).
+- `batch_size` is the global batch. Every rank draws the same epoch order and augmentation parameters (the same
+  seeds) and makes the views of the whole global batch, but runs the network on its own 1/N of the rows
+  (`RankSlice`): the forward and backward passes are split, the view-making is not.
 - The projections are gathered from every rank before the loss (`gather_rows`), so NT-Xent/DCL negatives,
   VICReg's variance and covariance, SIGReg's statistics and DINO's centre see the global batch, on every rank
-  alike. Only this rank's rows carry a gradient, scaled by N, so that DDP's gradient average is exactly the
-  single-process gradient of the global loss.
+  alike, and DDP's gradient average is exactly the single-process gradient of the global loss.
 - Batch norm normalises over each rank's rows (the default), or over the global batch with `sync_bn=true`
-  (SyncBatchNorm: CUDA only; on the CPU's gloo it is refused with a clear error).
+  (SyncBatchNorm: CUDA only, refused on the CPU's gloo).
 - Rank 0 decides the time budget (its elapsed time is broadcast every step), writes every file and runs the
   probes; the other ranks wait for it. Every rank resumes from the same checkpoint.
 """
@@ -27,7 +25,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-# torchrun's environment: one process per rank
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 

@@ -5,24 +5,18 @@ After every optimizer step, each averaged weight moves a fraction (1 - momentum)
 
     ema <- momentum * ema + (1 - momentum) * weight
 
-With momentum 0.996 the average spans the last few hundred steps, so it smooths out the noise of single updates;
-the momentum rises to 1 on a half cosine over the run (BYOL, DINO), so that at the end the average stops moving
+With momentum 0.996 the average spans the last few hundred steps, smoothing out the noise of single updates; the
+momentum rises to 1 on a half cosine over the run (BYOL, DINO), so that at the end the average stops moving
 instead of chasing the last, smallest updates.
 
-Batch-norm statistics (buffers) need a policy of their own, because they are not trained by the optimizer:
-- "average" (the default, as timm's ModelEmaV2 does for its buffers): batch norm's running means and variances
-  follow the same average as the weights. They are themselves running averages of the trained model's batch
-  statistics, so averaging them on the EMA's clock pairs the averaged weights with statistics of the same
-  stretch of training. Copying them instead would pair the averaged weights with the statistics of the latest
-  weights only. The counter num_batches_tracked is copied.
-- "own": batch-norm statistics are left alone, because the averaged model runs forward passes of its own in
-  training mode (DINO's teacher runs on the global views every step), which update its running statistics with
-  its own weights' activations: the most faithful statistics it can have.
-Other buffers are never touched: they are not produced by training (the ImageEncoder's feature statistics, for
-one, are fitted on the averaged model itself, utils/features.py).
-
-The averaged model is a deep copy of the trained one, so an averaged ImageEncoder is still a plain ImageEncoder
-whose state dict loads strictly into `ImageEncoder(arch)`.
+Batch-norm statistics (buffers) are not trained by the optimizer and follow one of two policies:
+- "average" (the default, as timm's ModelEmaV2): running means and variances follow the same average as the
+  weights, which pairs the averaged weights with statistics of the same stretch of training (copying them would
+  pair them with the latest weights' statistics). num_batches_tracked is copied.
+- "own": left alone, because the averaged model runs forward passes of its own in training mode (DINO's teacher
+  on the global views), which fit its running statistics to its own weights.
+Other buffers are never touched: training does not produce them (the ImageEncoder's feature statistics are
+fitted on the averaged model itself, utils/features.py).
 
 Example (as utils/train.py does: the student is a ModuleDict holding the encoder, and DINO's head when there is one):
     student = torch.nn.ModuleDict({"encoder": model})
@@ -58,9 +52,10 @@ def ema_momentum(progress: float, *, start: float, end: float = 1.0) -> float:
 class ModelEMA:
     """An averaged copy of `model`, updated with `update(model, momentum=...)` after each optimizer step.
 
-    `ema.model` is a deep copy of the model (same class, same state-dict keys) that never requires gradients;
-    its buffers follow `buffers` ("average" or "own", see the module's docstring). Save and restore it with
-    state_dict() / load_state_dict() so that a resumed run continues the same average.
+    `ema.model` is a deep copy of the model (same class, same state-dict keys: an averaged ImageEncoder loads
+    strictly into `ImageEncoder(arch)`) that never requires gradients; its buffers follow `buffers` ("average"
+    or "own", see the module's docstring). Save and restore it with state_dict() / load_state_dict() so that a
+    resumed run continues the same average.
     """
 
     def __init__(self, model: torch.nn.Module, *, buffers: str = "average"):
@@ -81,8 +76,7 @@ class ModelEMA:
         if len(averaged) != len(current):
             raise ValueError(f"ModelEMA.update: the model has {len(current)} parameters, the average "
                              f"{len(averaged)}: pass the model the average was made from")
-        # One fused kernel per group of tensors instead of two per tensor (torch.optim.swa_utils does the same):
-        # lerp(a, b, w) = a + w * (b - a) = (1 - w) * a + w * b with w = 1 - momentum.
+        # One fused kernel for all tensors (as torch.optim.swa_utils): lerp(a, b, w) = (1 - w) * a + w * b.
         torch._foreach_lerp_(averaged, current, 1.0 - momentum)
         if self.buffers == "average":
             for (name, mine), theirs in zip(self.model.named_buffers(), model.buffers()):

@@ -7,12 +7,11 @@ final_model.safetensors and the grader's strict loading finds them. This module 
 
 - `fit_feature_statistics(model, train_images)`: the training engine calls it before every periodic probe and
   before exporting the weights, so a student's own run gets the same design with its own statistics.
-- `python -m utils.features --weights FILE --data-dir DIR`: adds them to a weights file made before the design
-  needed them (the network weights are not changed), the command that the loading errors name. It needs only
-  the data, the checkpoint code and this module: nothing of the training engine or the submission checks.
+- `python -m utils.features --weights FILE --data-dir DIR`, the command that the loading errors name: adds them
+  to a weights file made before the design needed them, without changing the network weights and without the
+  training engine.
 
-Where the statistics sit in a weights file (their keys, the fitted flag, loading a network without them) is the
-checkpoint code's concern: utils/checkpoint.py.
+Their keys in a weights file, and loading a network without them: utils/checkpoint.py.
 
     from utils.features import fit_feature_statistics
     fit_feature_statistics(model, splits["train"].images)      # uint8 (N, 64, 64, 3), as in the npz files

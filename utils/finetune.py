@@ -1,25 +1,23 @@
 """Fine-tuning evaluation: the in-distribution accuracy a trained encoder reaches when labels may change it,
 beside the linear probe on its frozen features. An evaluation only, not part of the grade.
 
-The course forbids labels in training the encoder that is submitted and graded: everything here works on a
-*copy* of the encoder (copy.deepcopy), and nothing here writes a weights file, so the submitted weights and the
-model passed in stay bit-for-bit unchanged (tests/test_finetune.py checks it). The fine-tuned copy is thrown away.
+The course forbids labels in training the submitted encoder: everything here works on a deep copy of the encoder
+and writes no weights file, so the submitted weights and the model passed in stay bit-for-bit unchanged
+(tests/test_finetune.py checks it). The fine-tuned copy is thrown away.
 
-What it measures, on the ID classes (fit on train, score on val):
-- linear probe: the frozen encoder's get_features, the grader's logistic regression (probes.linear_accuracy,
-  fast=True: the same objective, minimised in torch);
-- fine-tuned: a linear head on get_features, trained together with the copy of the encoder on the training
-  labels for a few epochs, scored on val.
+Both accuracies are on the ID classes (fit on train, scored on val):
+- linear probe: the grader's logistic regression on the frozen get_features (probes.linear_accuracy, fast=True:
+  the same objective, minimised in torch);
+- fine-tuned: a linear head on get_features, trained with the copy of the encoder on the training labels.
 The gap says how much of what the labels can teach the network its self-supervised features already expose
-linearly. It says nothing about the OOD classes, which the grade is about (half of it on classes nobody saw).
+linearly. It says nothing about the OOD classes, half of the grade.
 
-Recipe (fixed here, not tuned: its effect on the numbers is not measured): one 64-px view per image and epoch,
-a random resized crop of at least 35% of the image (a weaker crop than the self-supervised views' 20%: the
-labels now say what matters, and a few epochs leave no time to learn invariances the hard way), a flip, colour
-jitter on half the images, no grayscale, blur or solarize; cross-entropy; AdamW with a 10x smaller learning rate
-for the encoder than for the new head (the head starts from random, the encoder from useful weights that a large
-step would destroy), weight decay 0.05 on weights only (utils.optim's rule), warmup over the first 10% of the
-steps, then a cosine to zero.
+Recipe (fixed, not tuned): one 64-px view per image and epoch, a random resized crop of at least 35% of the image
+(weaker than the self-supervised views' 20%: the labels say what matters, and a few epochs leave no time to learn
+invariances the hard way), a flip, colour jitter on half the images; cross-entropy; AdamW with a 10x smaller
+learning rate for the encoder than for the new head (the head starts from random, the encoder from useful weights
+that a large step would destroy), weight decay 0.05 on weights only (utils.optim.decays), warmup over the first
+10% of the steps, then a cosine to zero.
 
     python -m utils.finetune --weights final_model.safetensors --data-dir DIR [--epochs 5] [--out DIR]
 
@@ -128,7 +126,7 @@ def finetune_copy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray
         classifier = Classifier(encoder, len(classes)).to(device)
 
     # Two learning rates through utils.optim's lr_scale (set_lr below): the head at lr_head, the encoder at
-    # lr_encoder. Weight decay on weights only (utils.optim.decays: not on biases, norms, position embeddings).
+    # lr_encoder. Weight decay on weights only (utils.optim.decays).
     groups = {}                                     # (lr_scale, weight_decay) -> parameters
     for name, p in classifier.named_parameters():
         if name.startswith("encoder.projector."):

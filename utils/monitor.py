@@ -3,6 +3,8 @@
 A collapsing self-supervised run shows it here long before the probes do: the per-dimension standard
 deviation of L2-normalised embeddings drops towards 0 (complete collapse), or the effective rank drops
 towards 1 (dimensional collapse).
+
+Tests: tests/test_optim.py.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ def lr_factor(progress: float, warmup: float, final_ratio: float = 0.0) -> float
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate to lr times the group's lr_scale (1 when it has none)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
@@ -44,9 +45,8 @@ def decays(name: str, p: torch.Tensor) -> bool:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights of convolutions and linear layers get weight decay; biases, normalisation
-    parameters (1-D tensors) and position embeddings (NO_DECAY_NAMES) do not, and LARS does not adapt their step
-    either (as in SimCLR/BYOL)."""
+    """Two groups of the trainable parameters, split by `decays`: with weight decay and LARS's adaptation, and
+    without either (as in SimCLR/BYOL)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:

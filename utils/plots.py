@@ -13,10 +13,7 @@ Conventions shared by all figures:
 Figures are detached from pyplot before they are returned, so that a notebook shows each figure exactly once:
 as the value of the cell (or with `display(fig)`), not a second time when pyplot flushes open figures.
 
-Why one module of about 700 lines: every figure shares the style constants and the small helpers at the top
-(fonts, the colour-blind-safe palette, class names, saving), and each figure is one function numbered by the
-notebook section that shows it. What is not drawing lives elsewhere: the 2-D coordinates in utils/embedding.py,
-the interactive explorer in utils/explorer.py.
+The 2-D coordinates come from utils/embedding.py; the interactive explorer is utils/explorer.py.
 """
 from __future__ import annotations
 
@@ -32,8 +29,7 @@ from matplotlib.lines import Line2D
 from utils.embedding import EMBED_METHODS, embed_2d, to_numpy
 from utils.environment import install_command, optional_import
 
-# ----------------------------------------------------------------------------------------------------------
-# Style
+# ---- Style
 
 SAVE_DPI = 120
 MIN_FONT = 9       # smallest text anywhere (tick labels, annotations, legends)
@@ -64,9 +60,7 @@ _CLASS_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 COURSE_BASELINES = {"course SimCLR baseline": {"id_knn": 18.0, "ood_knn": 12.0, "ood_linear": 19.0}}
 
 
-
-# ----------------------------------------------------------------------------------------------------------
-# Small shared helpers
+# ---- Small shared helpers
 
 def save_figure(fig: Figure, folder: str | os.PathLike, filename: str) -> Path:
     """Write `fig` as a PNG to folder/filename (folder created if needed); returns the path.
@@ -102,6 +96,11 @@ def class_name(label, names: Mapping | None = None, max_len: int = 18) -> str:
     return str(label_int)
 
 
+def _flat(labels) -> np.ndarray:
+    """Labels (any array-like or tensor) as a 1-D numpy array."""
+    return to_numpy(labels).reshape(-1)
+
+
 def _display_images(images) -> np.ndarray:
     """Images ready for imshow: (..., H, W, 3) uint8 or float in [0, 1].
 
@@ -132,8 +131,7 @@ def _finish(fig: Figure, save_to, filename: str) -> Figure:
 def _image_panel(ax, image, frame_color: str | None = None, frame_width: float = 3.0) -> None:
     """Show one image without ticks; a coloured frame (the axes spines) when frame_color is given."""
     ax.imshow(image)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     for spine in ax.spines.values():
         spine.set_visible(frame_color is not None)
         if frame_color is not None:
@@ -141,20 +139,33 @@ def _image_panel(ax, image, frame_color: str | None = None, frame_width: float =
             spine.set_linewidth(frame_width)
 
 
+def _value_or_nan(values: Mapping, key: str) -> float:
+    """values[key] as a float, NaN when missing or None (matplotlib leaves a gap, bar labels stay empty)."""
+    v = values.get(key)
+    return np.nan if v is None else float(v)
+
+
 def _records_values(records: Sequence[Mapping], key: str) -> np.ndarray:
-    """Float array of records[i][key]; missing or None values become NaN (matplotlib leaves a gap)."""
-    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in records], dtype=float)
+    """Float array of records[i][key], NaN where missing or None."""
+    return np.array([_value_or_nan(r, key) for r in records], dtype=float)
 
 
 def _placeholder(ax, message: str) -> None:
     """An empty panel that says why it is empty (e.g. a plot drawn before the first evaluation)."""
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=FONT, color="0.4", transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 1-2. Training curves
+def _label_axes(ax, xlabel: str | None, ylabel: str) -> None:
+    """The line plots' common style: axis labels, small tick labels, a light grid."""
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=FONT)
+    ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.tick_params(labelsize=MIN_FONT)
+    ax.grid(alpha=0.3)
+
+
+# ---- Training curves
 
 def plot_loss_curves(history: Mapping, save_to=None, filename: str = "loss_curves.png") -> Figure:
     """Training loss per epoch and validation loss at each evaluation (x = epoch), with the learning rate
@@ -162,10 +173,7 @@ def plot_loss_curves(history: Mapping, save_to=None, filename: str = "loss_curve
 
     history: the training engine's dict: "train" (one record per epoch: epoch, step, loss, lr), "eval"
     (epoch, val_loss, ...) and optionally "log" (step, lr, ...: a finer learning-rate curve)."""
-    train = list(history.get("train", []))
-    evals = list(history.get("eval", []))
-    log = list(history.get("log", []))
-
+    train, evals, log = (list(history.get(key, [])) for key in ("train", "eval", "log"))
     fig = _new_figure(8.0, 5.6)
     ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax_loss.set_title("Self-supervised loss: training (mean per epoch) and validation", fontsize=TITLE_FONT)
@@ -182,19 +190,15 @@ def plot_loss_curves(history: Mapping, save_to=None, filename: str = "loss_curve
     if np.isfinite(val_loss).any():
         ax_loss.plot(_records_values(evals, "epoch"), val_loss, marker="s", markersize=5, linestyle="--",
                      color=OKABE_ITO["vermillion"], label="validation loss (held-out images)")
-    ax_loss.set_ylabel("loss", fontsize=FONT)
-    ax_loss.grid(alpha=0.3)
+    _label_axes(ax_loss, None, "loss")
+    ax_loss.tick_params(labelbottom=True)
     ax_loss.legend(fontsize=MIN_FONT, loc="best")
-    ax_loss.tick_params(labelsize=MIN_FONT, labelbottom=True)
 
     lr_epochs, lr_values = _learning_rate_curve(train, log)
     ax_lr.plot(lr_epochs, lr_values, color=OKABE_ITO["green"])
-    ax_lr.set_xlabel("epoch", fontsize=FONT)
-    ax_lr.set_ylabel("learning rate", fontsize=FONT)
+    _label_axes(ax_lr, "epoch", "learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     ax_lr.yaxis.get_offset_text().set_fontsize(MIN_FONT)
-    ax_lr.tick_params(labelsize=MIN_FONT)
-    ax_lr.grid(alpha=0.3)
     return _finish(fig, save_to, filename)
 
 
@@ -240,19 +244,15 @@ def plot_probe_curves(history: Mapping, save_to=None, filename: str = "probe_cur
         last = values[finite][-1]
         ax.plot(epochs, values, color=color, linestyle=style, marker="o", markersize=4,
                 label=f"{label}: last {last:.1f}%")
-    ax.set_xlabel("epoch", fontsize=FONT)
-    ax.set_ylabel("accuracy (%)", fontsize=FONT)
+    _label_axes(ax, "epoch", "accuracy (%)")
     ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.tick_params(labelsize=MIN_FONT)
     # Outside the axes: the curves rise towards the upper right, where a legend would usually sit.
     ax.legend(fontsize=MIN_FONT, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="probe",
               title_fontsize=MIN_FONT)
     return _finish(fig, save_to, filename)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 3. Predictions on images
+# ---- Predictions on images
 
 def plot_prediction_grid(images, true_labels, pred_labels, names: Mapping | None = None, title: str = "",
                          n: int = 24, seed: int = 0, columns: int = 8, save_to=None,
@@ -262,9 +262,7 @@ def plot_prediction_grid(images, true_labels, pred_labels, names: Mapping | None
     wrong. The figure title gives the accuracy on the shown sample.
 
     images: (N, 64, 64, 3) uint8; true_labels, pred_labels: (N,) class ids."""
-    images = _display_images(images)
-    true_labels = to_numpy(true_labels).reshape(-1)
-    pred_labels = to_numpy(pred_labels).reshape(-1)
+    images, true_labels, pred_labels = _display_images(images), _flat(true_labels), _flat(pred_labels)
     if not len(images) == len(true_labels) == len(pred_labels):
         raise ValueError(f"plot_prediction_grid: {len(images)} images, {len(true_labels)} true labels and "
                          f"{len(pred_labels)} predictions; expected one of each per image.")
@@ -281,11 +279,9 @@ def plot_prediction_grid(images, true_labels, pred_labels, names: Mapping | None
         n_correct += int(correct)
         color = CORRECT_COLOR if correct else WRONG_COLOR
         _image_panel(ax, images[i], frame_color=color)
-        predicted = class_name(pred_labels[i], names, 16)
-        if correct:
-            text = f"{CORRECT_MARK} {predicted}"
-        else:
-            text = f"{WRONG_MARK} {predicted}\ntrue: {class_name(true_labels[i], names, 14)}"
+        text = f"{CORRECT_MARK if correct else WRONG_MARK} {class_name(pred_labels[i], names, 16)}"
+        if not correct:
+            text += f"\ntrue: {class_name(true_labels[i], names, 14)}"
         ax.set_title(text, color=color, fontsize=MIN_FONT)
     for ax in axes[len(shown):]:
         ax.set_visible(False)
@@ -298,13 +294,12 @@ def plot_prediction_grid(images, true_labels, pred_labels, names: Mapping | None
     return _finish(fig, save_to, filename)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 4. ID vs OOD summary
+# ---- ID vs OOD summary
 
 _PROBES = [("knn", "k-NN probe"), ("linear", "linear probe")]
 _SETS = [("id", "ID (val, seen classes)", OKABE_ITO["blue"], ""),
          ("ood", "OOD (unseen classes)", OKABE_ITO["orange"], "//")]
-_BASELINE_STYLES = [("--", "D"), (":", "v"), ("-.", "^"), ((0, (5, 1, 1, 1)), "s")]
+_BASELINE_STYLES = ["--", ":", "-.", (0, (5, 1, 1, 1))]   # line style of each baseline, in turn
 
 
 def plot_id_vs_ood(results: Mapping, baselines: Mapping[str, Mapping] | None = None, chance: float | None = None,
@@ -321,16 +316,16 @@ def plot_id_vs_ood(results: Mapping, baselines: Mapping[str, Mapping] | None = N
     top = 0.0
     for s, (set_key, set_label, color, hatch) in enumerate(_SETS):
         xs = group_x + (s - 0.5) * width
-        values = np.array([_percent(results, f"{set_key}_{probe}") for probe, _ in _PROBES])
+        values = np.array([_value_or_nan(results, f"{set_key}_{probe}") for probe, _ in _PROBES])
         bars = ax.bar(xs, np.nan_to_num(values), width=width * 0.95, color=color, hatch=hatch,
                       edgecolor="white", linewidth=0.5, label=set_label)
         ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.1f}%" for v in values], padding=2,
                      fontsize=FONT)
         top = max(top, np.nanmax(values, initial=0.0))
 
-        for b, (name, base) in enumerate((baselines or {}).items()):
-            style, marker = _BASELINE_STYLES[b % len(_BASELINE_STYLES)]
-            base_values = np.array([_percent(base, f"{set_key}_{probe}") for probe, _ in _PROBES])
+        for b, base in enumerate((baselines or {}).values()):
+            style = _BASELINE_STYLES[b % len(_BASELINE_STYLES)]
+            base_values = np.array([_value_or_nan(base, f"{set_key}_{probe}") for probe, _ in _PROBES])
             for x, v in zip(xs, base_values):
                 if not np.isnan(v):
                     ax.hlines(v, x - width * 0.47, x + width * 0.47, colors="black", linestyles=style, linewidth=2)
@@ -338,8 +333,8 @@ def plot_id_vs_ood(results: Mapping, baselines: Mapping[str, Mapping] | None = N
 
     handles, labels = ax.get_legend_handles_labels()
     for b, name in enumerate(baselines or {}):
-        style, _ = _BASELINE_STYLES[b % len(_BASELINE_STYLES)]
-        handles.append(Line2D([], [], color="black", linestyle=style, linewidth=2))
+        handles.append(Line2D([], [], color="black", linestyle=_BASELINE_STYLES[b % len(_BASELINE_STYLES)],
+                              linewidth=2))
         labels.append(name)
     if chance is not None:
         handles.append(ax.axhline(chance, color="0.35", linestyle=":", linewidth=1.5))
@@ -356,22 +351,11 @@ def plot_id_vs_ood(results: Mapping, baselines: Mapping[str, Mapping] | None = N
     return _finish(fig, save_to, filename)
 
 
-def _percent(values: Mapping, key: str) -> float:
-    """values[key] as a float, NaN when missing or None."""
-    v = values.get(key)
-    return np.nan if v is None else float(v)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# 5-6. 2-D embeddings (t-SNE, UMAP; the coordinates come from utils/embedding.py)
-
-
-
-
+# ---- 2-D embeddings (t-SNE, UMAP; the coordinates come from utils/embedding.py)
 
 def most_frequent_classes(labels, max_classes: int) -> np.ndarray:
     """The max_classes most frequent labels, most frequent first; ties go to the smaller label."""
-    classes, counts = np.unique(to_numpy(labels).reshape(-1), return_counts=True)
+    classes, counts = np.unique(_flat(labels), return_counts=True)
     order = np.lexsort((classes, -counts))
     return classes[order[:max_classes]]
 
@@ -390,8 +374,7 @@ def class_style(rank: int, n_classes: int) -> tuple[str, str]:
 def _draw_embedding(ax, coords, labels, names, max_classes: int, legend: bool = True) -> None:
     """Scatter of coords (N, 2) on ax: the max_classes most frequent classes coloured, the others light
     grey underneath; legend (class names) outside the axes, on the right."""
-    coords = to_numpy(coords)
-    labels = to_numpy(labels).reshape(-1)
+    coords, labels = to_numpy(coords), _flat(labels)
     if coords.shape != (len(labels), 2):
         raise ValueError(f"coords must be (N, 2) with one label per point; got {coords.shape} and "
                          f"{len(labels)} labels.")
@@ -406,8 +389,7 @@ def _draw_embedding(ax, coords, labels, names, max_classes: int, legend: bool = 
         mask = labels == label
         ax.scatter(coords[mask, 0], coords[mask, 1], s=16, color=color, marker=marker, linewidths=0.3,
                    edgecolors="white", label=class_name(label, names, 20), zorder=2)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.set_xlabel("component 1 (no unit)", fontsize=MIN_FONT)
     ax.set_ylabel("component 2 (no unit)", fontsize=MIN_FONT)
     if legend:
@@ -429,7 +411,7 @@ def plot_embedding(coords, labels, names: Mapping | None = None, title: str = ""
 def embedding_sample(labels, max_points: int, max_classes: int, seed: int = 0) -> np.ndarray:
     """Indices of at most max_points points for a readable, fast embedding: all points of the max_classes
     most frequent classes (the ones that get colours), then random others as grey context. Seeded."""
-    labels = to_numpy(labels).reshape(-1)
+    labels = _flat(labels)
     rng = np.random.default_rng(seed)
     in_coloured = np.isin(labels, most_frequent_classes(labels, max_classes))
     coloured = rng.permutation(np.flatnonzero(in_coloured))[:max_points]
@@ -464,7 +446,7 @@ def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | Non
     fig = _new_figure(6.2 * len(methods) + 1.6, 5.2 * len(sets))
     axes = np.array(fig.subplots(len(sets), len(methods), squeeze=False))
     for row, (set_title, entry) in enumerate(sets.items()):
-        features, labels = entry[0], to_numpy(entry[1]).reshape(-1)
+        features, labels = entry[0], _flat(entry[1])
         set_names = entry[2] if len(entry) > 2 else names
         keep = embedding_sample(labels, max_points, max_classes, seed)
         features = to_numpy(features)[keep]
@@ -478,28 +460,23 @@ def plot_embeddings_side_by_side(sets: Mapping[str, tuple], names: Mapping | Non
     return _finish(fig, save_to, filename)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 7. Confusion among the most confused classes
+# ---- Confusion among the most confused classes
 
 def most_confused_classes(true_labels, pred_labels, k: int = 10) -> np.ndarray:
     """Up to k class ids taken from the most frequent errors first: off-diagonal (true, predicted) pairs
     sorted by count (ties: smaller ids), both classes of each pair added in turn. The most confused pair
     is therefore always included. Without errors: the k most frequent true classes."""
-    true_labels = to_numpy(true_labels).reshape(-1)
-    pred_labels = to_numpy(pred_labels).reshape(-1)
+    true_labels, pred_labels = _flat(true_labels), _flat(pred_labels)
     wrong = true_labels != pred_labels
     pairs, counts = np.unique(np.stack([true_labels[wrong], pred_labels[wrong]], axis=1), axis=0,
                               return_counts=True)
-    chosen: list = []
     by_count = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))
-    for pair in pairs[by_count]:
-        for label in pair:
-            if label not in chosen and len(chosen) < k:
-                chosen.append(label)
-    if len(chosen) < k:   # few errors: fill with the most frequent classes
-        for label in most_frequent_classes(true_labels, len(np.unique(true_labels))):
-            if label not in chosen and len(chosen) < k:
-                chosen.append(label)
+    # The classes of the pairs in turn, then (few errors) the most frequent classes.
+    candidates = [*pairs[by_count].reshape(-1), *most_frequent_classes(true_labels, len(np.unique(true_labels)))]
+    chosen: list = []
+    for label in candidates:
+        if label not in chosen and len(chosen) < k:
+            chosen.append(label)
     return np.array(chosen)
 
 
@@ -511,8 +488,7 @@ def plot_confusion_top(true_labels, pred_labels, names: Mapping | None = None, k
 
     true_labels, pred_labels: (N,) class ids."""
     sns = optional_import("seaborn")   # imported here: only this figure needs it
-    true_labels = to_numpy(true_labels).reshape(-1)
-    pred_labels = to_numpy(pred_labels).reshape(-1)
+    true_labels, pred_labels = _flat(true_labels), _flat(pred_labels)
     classes = most_confused_classes(true_labels, pred_labels, k)
     percent = np.full((len(classes), len(classes) + 1), np.nan)
     for r, true_class in enumerate(classes):
@@ -529,14 +505,13 @@ def plot_confusion_top(true_labels, pred_labels, names: Mapping | None = None, k
     fig = _new_figure(size + 1.5, size)
     ax = fig.subplots()
     tick_names = [class_name(c, names, 16) for c in classes]
+    x_names, bar_label = tick_names + ["other classes"], "% of the true class's images"
     if sns is not None:
         sns.heatmap(percent, ax=ax, annot=annotations, fmt="", cmap="Blues", vmin=0, vmax=100,
                     annot_kws={"fontsize": MIN_FONT}, linewidths=0.5, linecolor="white",
-                    xticklabels=tick_names + ["other classes"], yticklabels=tick_names,
-                    cbar_kws={"label": "% of the true class's images"})
+                    xticklabels=x_names, yticklabels=tick_names, cbar_kws={"label": bar_label})
     else:
-        _heatmap(ax, percent, annotations, tick_names + ["other classes"], tick_names,
-                 colorbar_label="% of the true class's images")
+        _heatmap(ax, percent, annotations, x_names, tick_names, colorbar_label=bar_label)
     ax.figure.axes[-1].yaxis.label.set_fontsize(FONT)
     ax.figure.axes[-1].tick_params(labelsize=MIN_FONT)
     ax.set_xlabel("predicted class", fontsize=FONT)
@@ -569,8 +544,7 @@ def _heatmap(ax, values, annotations, xticklabels, yticklabels, colorbar_label: 
     ax.figure.colorbar(image, ax=ax, label=colorbar_label)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 8. Retrieval: nearest neighbours
+# ---- Retrieval: nearest neighbours
 
 def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labels, names: Mapping | None = None,
                     distances=None, predictions=None, title: str = "", save_to=None,
@@ -581,9 +555,8 @@ def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labe
     query_images: (Q, 64, 64, 3); query_labels: (Q,); neighbour_images: (Q, k, 64, 64, 3);
     neighbour_labels: (Q, k); optional distances (Q, k) shown under the neighbours and predictions (Q,)
     (e.g. the neighbours' majority vote) shown under the query."""
-    query_images = _display_images(query_images)
-    neighbour_images = _display_images(neighbour_images)
-    query_labels = to_numpy(query_labels).reshape(-1)
+    query_images, neighbour_images = _display_images(query_images), _display_images(neighbour_images)
+    query_labels = _flat(query_labels)
     neighbour_labels = to_numpy(neighbour_labels).reshape(len(query_labels), -1)
     n_queries, k = neighbour_labels.shape
     if len(query_images) != n_queries or neighbour_images.shape[:2] != (n_queries, k):
@@ -600,7 +573,7 @@ def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labe
         _image_panel(ax, query_images[q], frame_color="black")
         text = f"query: {class_name(query_labels[q], names, 16)}"
         if predictions is not None:
-            prediction = to_numpy(predictions).reshape(-1)[q]
+            prediction = _flat(predictions)[q]
             mark = CORRECT_MARK if prediction == query_labels[q] else WRONG_MARK
             text += f"\nvote: {class_name(prediction, names, 14)} {mark}"
         ax.set_xlabel(text, fontsize=MIN_FONT)
@@ -622,16 +595,14 @@ def plot_neighbours(query_images, query_labels, neighbour_images, neighbour_labe
     return _finish(fig, save_to, filename)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# 10. The data and the views the objective sees (notebook section 1), and the learning-rate schedule (section 4)
+# ---- The data, the views the objective sees, and the learning-rate schedule
 
 def plot_image_grid(images, labels, names: Mapping | None = None, title: str = "", classes: int = 8,
                     per_class: int = 8, save_to=None, filename: str = "training_images.png") -> Figure:
     """One row per class (the first `classes` class ids), `per_class` images each, class name on the left.
 
     images: (N, 64, 64, 3) uint8; labels: (N,) class ids."""
-    images = _display_images(images)
-    labels = to_numpy(labels).reshape(-1)
+    images, labels = _display_images(images), _flat(labels)
     shown = np.unique(labels)[:classes]
     fig = _new_figure(1.3 * per_class + 1.6, 1.35 * len(shown) + 0.6)
     axes = np.array(fig.subplots(len(shown), per_class, squeeze=False))
@@ -675,9 +646,6 @@ def plot_lr_schedule(learning_rate, title: str = "", save_to=None, filename: str
     fig = _new_figure(6.0, 3.0)
     ax = fig.subplots()
     ax.plot(progress * 100, [learning_rate(p) for p in progress], color=OKABE_ITO["blue"])
-    ax.set_xlabel("training progress (%)", fontsize=FONT)
-    ax.set_ylabel("learning rate", fontsize=FONT)
+    _label_axes(ax, "training progress (%)", "learning rate")
     ax.set_title(title or "Learning rate over the run", fontsize=TITLE_FONT - 1)
-    ax.tick_params(labelsize=MIN_FONT)
-    ax.grid(alpha=0.3)
     return _finish(fig, save_to, filename)

@@ -1,12 +1,12 @@
 """Progress bars for every loop of the kit: tqdm when it is installed, a plain throttled line otherwise.
 
-One place decides how progress is shown, so that training, encoding, probes and data generation behave alike:
+Training, encoding, probes and data generation all show progress through this module:
 - in a terminal or a Jupyter notebook, tqdm redraws one line in place;
-- when the output is neither (make demo's log, CI), tqdm prints at most one line every LOG_INTERVAL_S
-  seconds, so that a bar over thousands of quick steps leaves a handful of lines in the log, not hundreds;
+- elsewhere (make demo's log, CI), tqdm prints at most one line every LOG_INTERVAL_S seconds, so that a bar
+  over thousands of quick steps leaves a handful of lines in the log;
 - without tqdm (a course hub kernel may lack it), PlainProgress prints a line such as
-  "ntxent: 40/138 step (29%), 12.3 step/s, 3 s elapsed, loss=4.12" at most every LOG_INTERVAL_S seconds
-  and once at the end; that fallback is announced once (utils.environment.optional_import).
+  "ntxent: 40/138 step (29%), 12.3 step/s, 3 s elapsed, loss=4.12" at most every LOG_INTERVAL_S seconds and
+  once at the end; the fallback is announced once (utils.environment.optional_import).
 
     bar = progress_bar(total=1000, desc="train", unit="step")     # or progress_bar(iterable, desc=...)
     progress_write("epoch 2: ...")                                # a line that does not break the bar
@@ -39,12 +39,9 @@ def _tqdm_class():
 
 def progress_bar(iterable=None, total=None, desc: str | None = None, disable: bool = False, unit: str = "it",
                  initial: int = 0, leave: bool = True, file=None, **tqdm_options):
-    """A progress bar over `iterable` (or updated by hand with .update(n) up to `total`).
-
-    Returns a tqdm bar when tqdm is installed, else a PlainProgress with the methods the kit uses
-    (iteration, update, set_postfix, set_postfix_str, close, total, n). `file` defaults to sys.stderr. When
-    that output is not a terminal and not a notebook, the bar prints at most every LOG_INTERVAL_S seconds.
-    `tqdm_options` go to tqdm (e.g. dynamic_ncols); the plain fallback has no use for them."""
+    """A progress bar over `iterable` (or updated by hand with .update(n) up to `total`), on `file` (default
+    sys.stderr): a tqdm bar when tqdm is installed, else a PlainProgress with the methods the kit uses
+    (iteration, update, set_postfix, set_postfix_str, close, total, n). `tqdm_options` go to tqdm only."""
     tqdm = _tqdm_class()
     stream = sys.stderr if file is None else file
     if tqdm is None:
