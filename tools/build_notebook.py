@@ -67,7 +67,6 @@ from utils.device import pick_device
 from utils.features import fit_feature_statistics
 from utils.memory import fit_batch_to_gpu
 from utils.steps import autocast_context, make_objective, project_views, validation_loss
-from utils.submission.course import COURSE_BASELINES
 from utils.submission.handin import demo_run, hand_in
 from utils.synthetic import ensure_default_data
 from utils.train import prepare_data, seed_all, start_run
@@ -310,7 +309,7 @@ final, features = probes.evaluate_encoder(model, splits["train"], splits["val"],
 print(final)"""),
     ("code", """references = {"random init": random_init, "raw pixels": raw_pixels}
 if not embedded:
-    references["course SimCLR baseline"] = COURSE_BASELINES
+    references["course SimCLR baseline"] = probes.COURSE_BASELINES
 plots.plot_id_vs_ood(final.as_dict(), baselines=references, save_to=FIGURES)"""),
     ("md", """## Predictions
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.probes import GRADER_BATCH_SIZE  # noqa: F401  (the grader's constants live with the probes)
+from utils.probes import COURSE_BASELINES, GRADER_BATCH_SIZE  # noqa: F401  (the grader's constants live there)
 
 DEFAULT_SUBMISSION_DIR = "~/cs461_assignment1_submission"
 MODELS_FILE = "models.py"
@@ -37,9 +37,6 @@ CPU_SIZED_ARCHS = ("tiny", "small")
 # variable through which `make demo` tells the notebook's Section 7 to pass it.
 DEMO_FLAG = "--demo"
 DEMO_ENV = "CS461_DEMO"
-# The course's baselines under the grader's protocol (percent; SimCLR of the week-3 notebook, measured by a
-# student): the notebook's ID-vs-OOD figure and the report draft compare with them.
-COURSE_BASELINES = {"id_knn": 18.0, "ood_knn": 12.0, "ood_linear": 19.0}
 
 # Above this many training images, scikit-learn's lbfgs logistic regression on the CPU takes many minutes.
 LARGE_TRAIN_FOR_CPU = 20_000
