@@ -1,10 +1,9 @@
 """Batched augmentation on the training device, with independent random parameters for every sample.
 
-Why this module exists: per-sample PIL augmentation on the CPU is what made students' epochs take ten
-minutes. Here a batch of images that already lives on the training device (uint8, NHWC, rows of the
-device-resident data set) becomes augmented float views in a handful of batched kernels. Unlike
-torchvision's batch transforms, which draw ONE set of parameters for the whole batch, every sample gets its
-own crop, flip, jitter factors, grayscale/blur/solarize coin flips and blur sigma.
+Per-sample PIL augmentation on the CPU makes an epoch take minutes. Here a batch of images that already lives
+on the training device (uint8, NHWC, rows of the device-resident data set) becomes augmented float views in a
+handful of batched kernels. Unlike torchvision's batch transforms, which draw ONE set of parameters for the
+whole batch, every sample gets its own crop, flip, jitter factors, grayscale/blur/solarize coin flips and sigma.
 
 Pipeline of one view (SimCLR / BYOL family), in this fixed order:
 
@@ -13,10 +12,6 @@ Pipeline of one view (SimCLR / BYOL family), in this fixed order:
     3. random grayscale, with probability gray_p
     4. Gaussian blur, with probability blur_p  per-sample sigma, separable depthwise convolution
     5. solarize, with probability solarize_p   x >= 0.5 -> 1 - x
-
-Measured cost on CPU (B=256, two 64-px default_views, one thread): ~0.3 s of CPU time, ~0.6 ms per
-image-view, all in batched element-wise kernels (memory-bound, a few dozen full-image passes per view).
-The GPU cost has not been measured with this code yet: benchmark it against the model's forward/backward.
 
 torchvision's ColorJitter applies its four operations in a random order per call; we use the fixed order
 b, c, s, h (the order torchvision lists them in). Each colour operation follows torchvision's formula for a
@@ -50,9 +45,16 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 CROP_TRIES = 10
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------------------
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _is_int(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+# ---- Configuration
 
 @dataclass(frozen=True)
 class ViewConfig:
@@ -66,64 +68,46 @@ class ViewConfig:
       - blur_sigma (0.1, 0.6) px: BYOL blurs with sigma in (0.1, 2.0) px at 224 px, i.e. up to ~1% of the image
         width; the same fraction of a 64-px image is ~0.6 px. A larger sigma would wipe out most of what a
         64-px image still shows. The kernel radius is ceil(3 * sigma_max) (2 here: a 5-tap kernel).
-      - blur_p 0.5 (SimCLR), solarize_p 0 (off unless asked; default_views turns it on for BYOL's view 2).
-
-    Fields:
-      size: output side S in pixels (64 for global views, e.g. 32 for small multi-crop views).
-      crop_scale: (min, max) area of the crop as a fraction of the image area, 0 < min <= max <= 1.
-      crop_ratio: (min, max) aspect ratio (width / height) of the crop, drawn log-uniformly.
-      flip_p: probability of a horizontal flip.
-      jitter_p: probability that a sample gets colour jitter (all four factors at once).
-      brightness, contrast, saturation: factor drawn uniformly in [max(0, 1 - x), 1 + x] (torchvision).
-      hue: shift drawn uniformly in [-hue, hue], in [0, 0.5] (a fraction of the hue circle).
-      gray_p: probability of converting to grayscale (3 equal channels).
-      blur_p: probability of a Gaussian blur; blur_sigma: (min, max) sigma in output pixels, drawn uniformly.
-      solarize_p: probability of solarizing (x >= 0.5 -> 1 - x).
-    """
-    size: int = 64
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
+      - blur_p 0.5 (SimCLR), solarize_p 0 (off unless asked; default_views turns it on for BYOL's view 2)."""
+    size: int = 64                                    # output side S in pixels (e.g. 32 for multi-crop views)
+    crop_scale: tuple[float, float] = (0.2, 1.0)      # (min, max) crop area, fraction of the image's, in (0, 1]
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # (min, max) width / height of the crop, drawn log-uniformly
+    flip_p: float = 0.5                               # probability of a horizontal flip
+    jitter_p: float = 0.8                             # probability of colour jitter (all four factors at once)
+    brightness: float = 0.4                           # strengths x of brightness, contrast and saturation:
+    contrast: float = 0.4                             # factor ~ U[max(0, 1 - x), 1 + x] (torchvision)
     saturation: float = 0.4
-    hue: float = 0.1
-    gray_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 0.6)
-    solarize_p: float = 0.0
+    hue: float = 0.1                                  # shift ~ U[-hue, hue], in [0, 0.5] (fraction of the circle)
+    gray_p: float = 0.2                               # probability of grayscale (3 equal channels)
+    blur_p: float = 0.5                               # probability of a Gaussian blur, with a sigma drawn
+    blur_sigma: tuple[float, float] = (0.1, 0.6)      # uniformly in (min, max) output pixels
+    solarize_p: float = 0.0                           # probability of solarizing (x >= 0.5 -> 1 - x)
 
     def __post_init__(self):
-        # Store ranges as tuples of floats whatever was passed (lists from a config file, ints, ...).
-        for name in ("crop_scale", "crop_ratio", "blur_sigma"):
+        for name in ("crop_scale", "crop_ratio", "blur_sigma"):      # stored as float pairs, e.g. from lists
             value = getattr(self, name)
-            if not isinstance(value, (tuple, list)) or len(value) != 2:
-                raise ValueError(f"ViewConfig.{name} must be a (min, max) pair, got {value!r}")
+            _require(isinstance(value, (tuple, list)) and len(value) == 2,
+                     f"ViewConfig.{name} must be a (min, max) pair, got {value!r}")
             object.__setattr__(self, name, (float(value[0]), float(value[1])))
-
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"ViewConfig.size must be a positive int (output side in pixels), got {self.size!r}")
-        lo, hi = self.crop_scale
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"ViewConfig.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
-        lo, hi = self.crop_ratio
-        if not 0.0 < lo <= hi:
-            raise ValueError(f"ViewConfig.crop_ratio must satisfy 0 < min <= max, got {self.crop_ratio}")
+        _require(_is_int(self.size, 1),
+                 f"ViewConfig.size must be a positive int (output side in pixels), got {self.size!r}")
+        (scale_lo, scale_hi), (ratio_lo, ratio_hi) = self.crop_scale, self.crop_ratio
+        _require(0.0 < scale_lo <= scale_hi <= 1.0,
+                 f"ViewConfig.crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        _require(0.0 < ratio_lo <= ratio_hi,
+                 f"ViewConfig.crop_ratio must satisfy 0 < min <= max, got {self.crop_ratio}")
         for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
             p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"ViewConfig.{name} is a probability and must be in [0, 1], got {p}")
+            _require(0.0 <= p <= 1.0, f"ViewConfig.{name} is a probability and must be in [0, 1], got {p}")
         for name in ("brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"ViewConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"ViewConfig.hue must be in [0, 0.5] (fraction of the hue circle), got {self.hue}")
-        lo, hi = self.blur_sigma
-        if not 0.0 < lo <= hi:
-            raise ValueError(f"ViewConfig.blur_sigma must satisfy 0 < min <= max, got {self.blur_sigma}")
+            _require(not getattr(self, name) < 0, f"ViewConfig.{name} must be >= 0, got {getattr(self, name)}")
+        _require(0.0 <= self.hue <= 0.5,
+                 f"ViewConfig.hue must be in [0, 0.5] (fraction of the hue circle), got {self.hue}")
+        sigma_lo, sigma_hi = self.blur_sigma
+        _require(0.0 < sigma_lo <= sigma_hi,
+                 f"ViewConfig.blur_sigma must satisfy 0 < min <= max, got {self.blur_sigma}")
         if self.blur_p > 0 and self.blur_radius >= self.size:
-            raise ValueError(f"ViewConfig.blur_sigma max {hi} needs a kernel radius of {self.blur_radius} px, "
+            raise ValueError(f"ViewConfig.blur_sigma max {sigma_hi} needs a kernel radius of {self.blur_radius} px, "
                              f"which does not fit in size={self.size} (reflect padding needs radius < size)")
 
     def describe(self) -> str:
@@ -155,16 +139,11 @@ def default_views(n_global: int = 2, n_local: int = 0, local_size: int = 32,
     crop_min_scale is the smallest crop area of a global view (fraction of the image): crops that miss the
     object leave two views that share only background, which teaches background matching.
 
-    Returns a list of n_global + n_local ViewConfig, global ones first (losses.lejepa relies on that order).
-    """
-    if isinstance(n_global, bool) or not isinstance(n_global, int) or n_global < 1:
-        raise ValueError(f"n_global must be an int >= 1, got {n_global!r}")
-    if isinstance(n_local, bool) or not isinstance(n_local, int) or n_local < 0:
-        raise ValueError(f"n_local must be an int >= 0, got {n_local!r}")
-    if not strength >= 0:
-        raise ValueError(f"strength must be >= 0, got {strength!r}")
-    if not 0 < crop_min_scale <= 1:
-        raise ValueError(f"crop_min_scale must be in (0, 1], got {crop_min_scale!r}")
+    Returns a list of n_global + n_local ViewConfig, global ones first (losses.lejepa relies on that order)."""
+    _require(_is_int(n_global, 1), f"n_global must be an int >= 1, got {n_global!r}")
+    _require(_is_int(n_local, 0), f"n_local must be an int >= 0, got {n_local!r}")
+    _require(strength >= 0, f"strength must be >= 0, got {strength!r}")
+    _require(0 < crop_min_scale <= 1, f"crop_min_scale must be in (0, 1], got {crop_min_scale!r}")
     jitter = dict(brightness=0.4 * strength, contrast=0.4 * strength, saturation=0.4 * strength,
                   hue=min(0.1 * strength, 0.5))
     crop = dict(crop_scale=(crop_min_scale, 1.0))
@@ -175,37 +154,23 @@ def default_views(n_global: int = 2, n_local: int = 0, local_size: int = 32,
     return global_views + [local_view] * n_local
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Per-sample parameters
-# ----------------------------------------------------------------------------------------------------------
+# ---- Per-sample parameters
 
 @dataclass
 class ViewParams:
-    """Random parameters of one view, one entry per sample (all tensors on the images' device).
-
-    crop_size:   (n, 2) float  crop width, height as fractions of the image width, height, in (0, 1]
-    crop_center: (n, 2) float  crop centre x, y as fractions of the image width, height, in [0, 1]
-    flip:        (n,) bool     mirror left-right
-    jitter:      (n,) bool     apply the colour jitter below (factors are drawn for every sample regardless)
-    brightness, contrast, saturation: (n,) float  multiplicative factors (1 = unchanged)
-    hue:         (n,) float    hue shift in [-0.5, 0.5] (0 = unchanged)
-    gray:        (n,) bool     convert to grayscale
-    blur:        (n,) bool     apply the Gaussian blur with this sample's sigma
-    sigma:       (n,) float    blur standard deviation in output pixels
-    solarize:    (n,) bool     solarize
-    """
-    crop_size: torch.Tensor
-    crop_center: torch.Tensor
-    flip: torch.Tensor
-    jitter: torch.Tensor
-    brightness: torch.Tensor
+    """Random parameters of one view, one entry per sample (all tensors on the images' device)."""
+    crop_size: torch.Tensor     # (n, 2) float: crop width, height as fractions of the image's, in (0, 1]
+    crop_center: torch.Tensor   # (n, 2) float: crop centre x, y as fractions of the image's, in [0, 1]
+    flip: torch.Tensor          # (n,) bool: mirror left-right
+    jitter: torch.Tensor        # (n,) bool: apply the colour jitter (its factors are drawn for every sample)
+    brightness: torch.Tensor    # (n,) float: multiplicative factors (1 = unchanged), as are the next two
     contrast: torch.Tensor
     saturation: torch.Tensor
-    hue: torch.Tensor
-    gray: torch.Tensor
-    blur: torch.Tensor
-    sigma: torch.Tensor
-    solarize: torch.Tensor
+    hue: torch.Tensor           # (n,) float: hue shift in [-0.5, 0.5] (0 = unchanged)
+    gray: torch.Tensor          # (n,) bool: convert to grayscale
+    blur: torch.Tensor          # (n,) bool: apply the Gaussian blur with this sample's sigma
+    sigma: torch.Tensor         # (n,) float: blur standard deviation in output pixels
+    solarize: torch.Tensor      # (n,) bool: solarize
 
     def __len__(self) -> int:
         return self.flip.shape[0]
@@ -227,8 +192,7 @@ def _sample_crops(n: int, scale, ratio, generator, device) -> tuple[torch.Tensor
     Area fraction ~ U(scale), aspect ratio ~ logU(ratio); of CROP_TRIES proposals per sample the first that
     fits in the image is kept (vectorised rejection sampling). If none fits (only possible when the area is
     close to 1 and the ratio far from 1), the box is clamped to the image side. The centre is then uniform
-    over the positions that keep the box inside the image. Returns (crop_size (n, 2), crop_center (n, 2)).
-    """
+    over the positions that keep the box inside the image. Returns (crop_size (n, 2), crop_center (n, 2))."""
     area = _uniform(scale[0], scale[1], (n, CROP_TRIES), generator, device)
     log_ratio = _uniform(math.log(ratio[0]), math.log(ratio[1]), (n, CROP_TRIES), generator, device)
     aspect = torch.exp(log_ratio)
@@ -250,10 +214,8 @@ def _jitter_factor(amount: float, n: int, generator, device) -> torch.Tensor:
 def sample_view_params(n: int, cfg: ViewConfig, generator: torch.Generator | None = None,
                        device: torch.device | str | None = None) -> ViewParams:
     """Draw independent parameters for n samples from `generator` (None: torch's default generator).
-
     Every parameter is drawn for every sample, in a fixed order, whatever the probabilities, so the
-    generator advances by the same amount for any config of the same n (reproducible, resumable).
-    """
+    generator advances by the same amount for any config of the same n (reproducible, resumable)."""
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     device = torch.device(device)
@@ -261,39 +223,30 @@ def sample_view_params(n: int, cfg: ViewConfig, generator: torch.Generator | Non
         raise ValueError(f"the generator is on {generator.device} but the images are on {device}: create it with "
                          f"torch.Generator(device=images.device)")
     crop_size, crop_center = _sample_crops(n, cfg.crop_scale, cfg.crop_ratio, generator, device)
-    return ViewParams(
-        crop_size=crop_size,
-        crop_center=crop_center,
-        flip=_coin(cfg.flip_p, n, generator, device),
-        jitter=_coin(cfg.jitter_p, n, generator, device),
+    return ViewParams(     # keyword arguments are evaluated left to right: this is the order of the draws
+        crop_size=crop_size, crop_center=crop_center,
+        flip=_coin(cfg.flip_p, n, generator, device), jitter=_coin(cfg.jitter_p, n, generator, device),
         brightness=_jitter_factor(cfg.brightness, n, generator, device),
         contrast=_jitter_factor(cfg.contrast, n, generator, device),
         saturation=_jitter_factor(cfg.saturation, n, generator, device),
         hue=_uniform(-cfg.hue, cfg.hue, n, generator, device),
-        gray=_coin(cfg.gray_p, n, generator, device),
-        blur=_coin(cfg.blur_p, n, generator, device),
+        gray=_coin(cfg.gray_p, n, generator, device), blur=_coin(cfg.blur_p, n, generator, device),
         sigma=_uniform(cfg.blur_sigma[0], cfg.blur_sigma[1], n, generator, device),
-        solarize=_coin(cfg.solarize_p, n, generator, device),
-    )
+        solarize=_coin(cfg.solarize_p, n, generator, device))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Operations, each on a whole batch with per-sample parameters. x: (n, 3, H, W) float in [0, 1].
-# ----------------------------------------------------------------------------------------------------------
+# ---- Operations, each on a whole batch with per-sample parameters. x: (n, 3, H, W) float in [0, 1].
 
 def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) NHWC (or uint8 NCHW) -> float32 (B, 3, H, W) in [0, 1], divided by 255 like the
     grader's ToTensor(); float (B, 3, H, W) in [0, 1] passes through (as float32)."""
-    if images.ndim != 4:
-        raise ValueError(f"images must be a batch (B, H, W, 3) uint8 or (B, 3, H, W) float, got {tuple(images.shape)}")
+    shape = tuple(images.shape)
+    _require(images.ndim == 4, f"images must be a batch (B, H, W, 3) uint8 or (B, 3, H, W) float, got {shape}")
     if images.dtype == torch.uint8:
-        if images.shape[-1] != 3 and images.shape[1] != 3:
-            raise ValueError(f"uint8 images must be (B, H, W, 3) or (B, 3, H, W), got {tuple(images.shape)}")
+        _require(shape[-1] == 3 or shape[1] == 3, f"uint8 images must be (B, H, W, 3) or (B, 3, H, W), got {shape}")
         return as_model_input(images)   # NHWC as a channels_last NCHW view, no copy
-    if not images.is_floating_point():
-        raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
-    if images.shape[1] != 3:
-        raise ValueError(f"float images must be NCHW (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
+    _require(images.is_floating_point(), f"images must be uint8 or floating point, got {images.dtype}")
+    _require(shape[1] == 3, f"float images must be NCHW (B, 3, H, W) in [0, 1], got {shape}")
     return images.float()
 
 
@@ -301,15 +254,11 @@ def crop_flip(x: torch.Tensor, params: ViewParams, size: int) -> torch.Tensor:
     """Resized crop + horizontal flip in one bilinear resampling. (n, 3, H, W) -> (n, 3, size, size).
 
     In grid_sample's normalised coordinates (align_corners=False: -1 and 1 are the outer edges of the image),
-    output pixel centre u maps to input coordinate  scale * u + shift  per axis, with scale = the crop's
-    side fraction (negated for a flip) and shift = 2 * centre - 1. That is the per-sample affine theta
-    [[sx, 0, tx], [0, sy, ty]] of F.affine_grid; we build the same grid directly from exact pixel centres
-    u = (2j + 1) / size - 1 because affine_grid's linspace rounds them; then the identity crop and the flip
-    are bit-exact (for power-of-two sizes such as 64 and 32) instead of within ~1e-6. Boxes lie inside the
-    image, so 'border' padding only absorbs rounding. Note: bilinear sampling does not antialias; crops are
-    almost always upsampled (a 64-px output from a crop of <= 64 px), so this matters only for large crops
-    shrunk to small local views.
-    """
+    output pixel centre u maps to input coordinate  scale * u + shift  per axis, with scale = the crop's side
+    fraction (negated for a flip) and shift = 2 * centre - 1: F.affine_grid's per-sample affine map, built here
+    from exact pixel centres u = (2j + 1) / size - 1 (affine_grid's linspace rounds them), so the identity crop
+    and the flip are bit-exact for power-of-two sizes. Boxes lie inside the image: 'border' padding only absorbs
+    rounding. Bilinear sampling does not antialias; that matters only for large crops shrunk to small views."""
     n = x.shape[0]
     centres = (2.0 * torch.arange(size, device=x.device, dtype=torch.float32) + 1.0) / size - 1.0  # (S,)
     x_scale = torch.where(params.flip, -params.crop_size[:, 0], params.crop_size[:, 0])          # (n,)
@@ -395,10 +344,8 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate the hue by `shift` (n,) fractions of the circle in HSV space (torchvision adjust_hue).
-
     A hue rotation keeps value V and chroma C = V * S, so it is computed as rgb(hue + shift, V, C) without
-    forming S or wrapping the hue to [0, 1) twice: fewer full-image passes than rgb -> hsv -> rgb.
-    """
+    forming S or wrapping the hue to [0, 1) twice: fewer full-image passes than rgb -> hsv -> rgb."""
     hue_sixths, value, chroma = _hue_value_chroma(x)
     return _rgb_from_hue_value_chroma(hue_sixths + 6.0 * _per_sample(shift), value, chroma)
 
@@ -432,36 +379,28 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Te
     n, c, h, w = x.shape
     kernel = gaussian_kernels(sigma, radius).repeat_interleave(c, dim=0)  # (n * c, taps): same kernel per channel
     taps = kernel.shape[1]
-    padded = F.pad(x, (radius, radius, radius, radius), mode="reflect").reshape(1, n * c, h + 2 * radius,
-                                                                                 w + 2 * radius)
+    padded = F.pad(x, (radius,) * 4, mode="reflect").reshape(1, n * c, h + 2 * radius, w + 2 * radius)
     rows = F.conv2d(padded, kernel.view(n * c, 1, 1, taps), groups=n * c)
     both = F.conv2d(rows, kernel.view(n * c, 1, taps, 1), groups=n * c)
     return both.view(n, c, h, w)
 
 
 def solarize(x: torch.Tensor) -> torch.Tensor:
-    """x >= 0.5 -> 1 - x (torchvision solarize with threshold 0.5).
-
-    Written as min(x, 1 - x): below 0.5 that is x, from 0.5 on it is 1 - x (exact there, so the result is
-    bit-identical to torchvision's where(x >= 0.5, 1 - x, x)), in two vectorised passes instead of three.
-    """
+    """x >= 0.5 -> 1 - x (torchvision solarize with threshold 0.5), written as min(x, 1 - x): bit-identical to
+    torchvision's where(x >= 0.5, 1 - x, x) (1 - x is exact there) in two vectorised passes instead of three."""
     return torch.minimum(x, 1.0 - x)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Views
-# ----------------------------------------------------------------------------------------------------------
+# ---- Views
 
 def apply_view(images: torch.Tensor, params: ViewParams, cfg: ViewConfig) -> torch.Tensor:
     """Apply drawn parameters: images (B, H, W, 3) uint8 or (B, 3, H, W) float in [0, 1]
     -> (B, 3, cfg.size, cfg.size) float32 in [0, 1], contiguous in channels_last memory format.
 
     Each probabilistic operation is computed for the whole batch and selected per sample with torch.where:
-    branch-free (no host sync, no per-sample loop), and a sample an operation skips stays bit-for-bit unchanged.
-    """
+    branch-free (no host sync, no per-sample loop), and a sample an operation skips stays bit-for-bit unchanged."""
     x = to_float_nchw(images)
-    if len(params) != x.shape[0]:
-        raise ValueError(f"params were drawn for {len(params)} samples but the batch has {x.shape[0]}")
+    _require(len(params) == x.shape[0], f"params were drawn for {len(params)} samples but the batch has {x.shape[0]}")
     x = crop_flip(x, params, cfg.size)
     if cfg.jitter_p > 0:
         x = color_jitter(x, params, cfg)
@@ -478,23 +417,18 @@ def apply_view(images: torch.Tensor, params: ViewParams, cfg: ViewConfig) -> tor
 
 def make_view(images: torch.Tensor, cfg: ViewConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """One augmented view with fresh per-sample parameters.
-
     images: (B, H, W, 3) uint8 or (B, 3, H, W) float in [0, 1], on the training device.
     generator: a torch.Generator on the same device (None: torch's default generator).
-    Returns (B, 3, S, S) float32 in [0, 1], channels_last, S = cfg.size.
-    """
+    Returns (B, 3, S, S) float32 in [0, 1], channels_last, S = cfg.size."""
     x = to_float_nchw(images)
     return apply_view(x, sample_view_params(x.shape[0], cfg, generator, x.device), cfg)
 
 
 def make_views(images: torch.Tensor, cfgs, generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """One view per config (e.g. default_views()), each with its own independent parameters.
-
     images: (B, H, W, 3) uint8 or (B, 3, H, W) float in [0, 1]. Returns [(B, 3, S_i, S_i)] float32 in [0, 1].
-    The conversion to float is done once for all views.
-    """
+    The conversion to float is done once for all views."""
     cfgs = list(cfgs)
-    if not cfgs:
-        raise ValueError("make_views needs at least one ViewConfig")
+    _require(bool(cfgs), "make_views needs at least one ViewConfig")
     x = to_float_nchw(images)
     return [make_view(x, cfg, generator) for cfg in cfgs]

@@ -47,17 +47,11 @@ class DataError(ValueError):
     """A data file or directory is missing or not in the course's format. The message says how to fix it."""
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Where the data is
-# ----------------------------------------------------------------------------------------------------------
+# ---- Where the data is
 
 def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path | None]]:
-    """The places looked at, in order: (description, path or None when not set).
-
-    Order: an explicit argument, the CS461_DATA_DIR environment variable, the course hub's
-    /shared/CS461/cs461_assignment1_data/, then ./cs461_assignment1_data/ (the embedded default data).
-    ~ and environment variables ($HOME) in the first two are expanded.
-    """
+    """The places looked at, in this order: (description, path or None when not set). ~ and environment
+    variables ($HOME) in the first two (an explicit argument, $CS461_DATA_DIR) are expanded."""
     env = os.environ.get(DATA_DIR_ENV)
     expand = lambda p: Path(os.path.expanduser(os.path.expandvars(str(p))))  # noqa: E731
     return [
@@ -73,26 +67,20 @@ def locate_data_dir(data_dir: str | os.PathLike | None = None, *,
     """(folder, where it came from): THE data-folder resolution of the kit. The notebook, `utils.train`,
     eval.py and the benchmarks all call it, so that they agree on the folder.
 
-    Order (data_dir_candidates): an explicit argument, $CS461_DATA_DIR, the course hub's folder, then
-    ./cs461_assignment1_data. An explicit argument or $CS461_DATA_DIR must exist: pointing at a missing folder
-    is a DataError naming every place tried, never a silent switch to other data. The hub folder is used when
-    it exists. Otherwise the local default is returned even if it does not exist yet
+    In data_dir_candidates' order. An explicit argument or $CS461_DATA_DIR must exist: pointing at a missing
+    folder is a DataError naming every place tried, never a silent switch to other data. The hub folder is used
+    when it exists. Otherwise the local default is returned even if it does not exist yet
     (`utils.synthetic.ensure_default_data` generates the embedded default data set there).
-    explicit_name: how messages call the explicit argument (eval.py: "--data-dir").
-    """
+    explicit_name: how messages call the explicit argument (eval.py: "--data-dir")."""
     for source, path in data_dir_candidates(data_dir):
-        if path is None:
+        if path is None or (source == "course hub" and not path.is_dir()):
             continue
-        if source in ("explicit argument", f"${DATA_DIR_ENV}"):
-            label = explicit_name if source == "explicit argument" else source
-            if not path.is_dir():
-                raise DataError(f"data directory {path} (from {label}) does not exist or is not a folder; "
-                                f"expected a folder holding {', '.join(SPLIT_FILES.values())}. Places tried:\n"
-                                f"{places_tried(data_dir, explicit_name=explicit_name)}")
-            return path, label
-        if source == "course hub" and not path.is_dir():
-            continue
-        return path, source
+        label = explicit_name if source == "explicit argument" else source
+        if source in ("explicit argument", f"${DATA_DIR_ENV}") and not path.is_dir():
+            raise DataError(f"data directory {path} (from {label}) does not exist or is not a folder; "
+                            f"expected a folder holding {', '.join(SPLIT_FILES.values())}. Places tried:\n"
+                            f"{places_tried(data_dir, explicit_name=explicit_name)}")
+        return path, label
     raise AssertionError("unreachable: the local default is always a candidate")
 
 
@@ -107,14 +95,21 @@ def data_dir_help(explicit: str = "--data-dir") -> str:
 
 def places_tried(data_dir: str | os.PathLike | None = None, *, explicit_name: str = "explicit argument") -> str:
     """The places locate_data_dir looks at, in order, one line each, with whether each folder exists."""
+    return _place_lines(data_dir, explicit_name)
+
+
+def _place_lines(data_dir, explicit_name: str = "explicit argument", filename: str | None = None) -> str:
+    """places_tried's lines; with a filename, each names that file in the folder and whether it is there."""
     lines = []
     for source, candidate in data_dir_candidates(data_dir):
         source = explicit_name if source == "explicit argument" else source
         if candidate is None:
             lines.append(f"  - {source}: not set")
+        elif filename:
+            lines.append(f"  - {source}: {candidate / filename} "
+                         f"({'found' if (candidate / filename).is_file() else 'missing'})")
         else:
-            state = "folder exists" if candidate.is_dir() else "does not exist"
-            lines.append(f"  - {source}: {candidate} ({state})")
+            lines.append(f"  - {source}: {candidate} ({'folder exists' if candidate.is_dir() else 'does not exist'})")
     return "\n".join(lines)
 
 
@@ -140,22 +135,13 @@ def find_split_file(split: str, data_dir: str | os.PathLike | None = None, filen
     path = directory / filename
     if path.is_file():
         return path
-    searched = []
-    for source, candidate in data_dir_candidates(data_dir):
-        if candidate is None:
-            searched.append(f"  - {source}: not set")
-        else:
-            state = "found" if (candidate / filename).is_file() else "missing"
-            searched.append(f"  - {source}: {candidate / filename} ({state})")
     raise DataError(
-        f"{split} data file {path} not found. Searched, in order:\n" + "\n".join(searched) +
+        f"{split} data file {path} not found. Searched, in order:\n" + _place_lines(data_dir, filename=filename) +
         f"\nFix: point CS461_DATA_DIR (or the data_dir argument) at the folder holding {filename}, or run "
         f"`python -m utils.synthetic` to generate the embedded default data set in ./{LOCAL_DATA_DIR}.")
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Loading and validation
-# ----------------------------------------------------------------------------------------------------------
+# ---- Loading and validation
 
 @dataclass
 class Split:
@@ -192,10 +178,8 @@ def load_splits(data_dir: str | os.PathLike | None = None, splits=("train", "val
 
 def load_npz(path: str | os.PathLike) -> Split:
     """Load one course-format npz file and validate it (see module docstring); DataError on any problem.
-
     Memory: each array is read once; validation of uint8 images allocates nothing of their size, so loading
-    the course's 1.2 GB train set holds one copy of it.
-    """
+    the course's 1.2 GB train set holds one copy of it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found.")
@@ -214,8 +198,7 @@ def load_npz(path: str | os.PathLike) -> Split:
             raise DataError(f"{path}: missing key(s) {missing}; found keys {sorted(archive.files)}. Expected "
                             f"'images' (uint8, N x 64 x 64 x 3) and 'labels' (N integers).")
         try:
-            images = archive["images"]
-            labels = archive["labels"]
+            images, labels = archive["images"], archive["labels"]
             names = _read_class_names(archive, path)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise DataError(f"{path}: an array inside the archive cannot be read ({type(error).__name__}: "
@@ -306,34 +289,26 @@ def _read_class_names(archive, path: Path) -> dict[int, str] | None:
     return dict(enumerate(names))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The OOD split
-# ----------------------------------------------------------------------------------------------------------
+# ---- The OOD split
 
 def ood_split(n: int, score_ratio: float = OOD_SCORE_RATIO, seed: int = OOD_SPLIT_SEED):
-    """The course's OOD split, exactly as its eval.py draws it.
-
+    """The course's OOD split, exactly as its eval.py draws it:
     `mask = RandomState(42).permutation(n) >= int(n * 0.2)`: the 80% where mask is True fit the probes,
-    the other 20% score them. Returns (fit_idx, score_idx), sorted int64 index arrays.
-    """
+    the other 20% score them. Returns (fit_idx, score_idx), sorted int64 index arrays."""
     rng = np.random.RandomState(seed)
     fit_mask = rng.permutation(n) >= int(n * score_ratio)
     return np.flatnonzero(fit_mask), np.flatnonzero(~fit_mask)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The course's Dataset (for students' DataLoader code), and device-resident batches (for training)
-# ----------------------------------------------------------------------------------------------------------
+# ---- The course's Dataset (for students' DataLoader code), and device-resident batches (for training)
 
 default_transform = transforms.ToTensor()
 """The course's default transform: uint8 HWC image -> float (3, 64, 64) in [0, 1]; no mean/std normalisation."""
 
 
 class ImageDatasetNPZ(Dataset):
-    """The course's dataset class, same signature and items: (transform(image), label).
-
-    Unlike the course's, the file is validated on load (a DataError names what is wrong).
-    """
+    """The course's dataset class, same signature and items: (transform(image), label). Unlike the course's,
+    the file is validated on load (a DataError names what is wrong)."""
 
     def __init__(self, data_path, transform=default_transform):
         split = load_npz(data_path)
@@ -347,27 +322,20 @@ class ImageDatasetNPZ(Dataset):
 
     def __getitem__(self, idx):
         image = self.images[idx]
-        label = self.labels[idx]
-        if self.transform:
-            image = self.transform(image)
-        return image, label
+        return (self.transform(image) if self.transform else image), self.labels[idx]
 
 
 def to_device(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """The whole uint8 image array as one tensor on `device`, still (N, 64, 64, 3).
-
     On the CPU this shares the numpy memory (no copy); on CUDA it is one host-to-device copy (1.2 GB for the
-    course's train set). Batches are indexed from it; `as_model_input` turns a batch into model input.
-    """
+    course's train set). Batches are indexed from it; `as_model_input` turns a batch into model input."""
     return torch.from_numpy(images).to(device)
 
 
 def as_model_input(batch_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) (or already (B, 3, H, W)) -> float32 (B, 3, H, W) in [0, 1], exactly what ToTensor gives
     the grader. The kit's one uint8 -> float conversion (training views, probes, feature statistics).
-
-    The permute is free: the result is an NCHW view in channels_last memory layout.
-    """
+    The permute is free: the result is an NCHW view in channels_last memory layout."""
     if batch_uint8.shape[-1] == 3 and batch_uint8.shape[1] != 3:
         batch_uint8 = batch_uint8.permute(0, 3, 1, 2)
     return batch_uint8.float().div_(255.0)

@@ -1,7 +1,8 @@
 """Self-supervised objectives as small pure functions of the projections.
 
-Every objective takes `z` of shape (V, B, D): V >= 2 augmented views of the same B images, stacked
-(z[v, i] is view v of image i), and returns a 0-d tensor. Hyper-parameters are keyword-only and validated.
+Every objective takes `z` of shape (V, B, D), any float dtype: V >= 2 augmented views of the same B images,
+stacked (z[v, i] is view v of image i), and returns a 0-d float32 tensor. Hyper-parameters are keyword-only
+and validated.
 
     ntxent   SimCLR's NT-Xent (Chen et al. 2020)                          nt_xent(z, temperature=0.1)
       + DCL  decoupled (Yeh et al. 2022): no positive in the denominator  nt_xent(z, decoupled=True)
@@ -30,15 +31,17 @@ import torch
 import torch.nn.functional as F
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Shared helpers
-# ----------------------------------------------------------------------------------------------------------
+# ---- Shared helpers
+
+def _shape(x) -> tuple | str:
+    """What an argument is, for error messages: a tensor's shape, else its type's name."""
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
 
 def _check_views(z: torch.Tensor, name: str, min_batch: int = 2) -> tuple[int, int, int]:
     """Validate z (V, B, D) with V >= 2 and B >= min_batch; return (V, B, D)."""
     if not isinstance(z, torch.Tensor) or z.ndim != 3:
-        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise ValueError(f"{name}: z must be a (V, B, D) tensor of V views of B images, got {shape}")
+        raise ValueError(f"{name}: z must be a (V, B, D) tensor of V views of B images, got {_shape(z)}")
     views, batch, dim = z.shape
     if views < 2:
         raise ValueError(f"{name}: needs at least 2 views (z.shape[0] >= 2), got z of shape {tuple(z.shape)}")
@@ -49,21 +52,23 @@ def _check_views(z: torch.Tensor, name: str, min_batch: int = 2) -> tuple[int, i
     return views, batch, dim
 
 
-def _check_positive(name: str, **values) -> None:
+def _check_number(name: str, strict: bool = True, **values) -> None:
+    """Each value must be a finite real number > 0 (strict) or >= 0."""
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
-            raise ValueError(f"{name}: {key} must be a finite number > 0, got {value!r}")
-
-
-def _check_non_negative(name: str, **values) -> None:
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-            raise ValueError(f"{name}: {key} must be a finite number >= 0, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value)
+                or not (value > 0 if strict else value >= 0)):
+            raise ValueError(f"{name}: {key} must be a finite number {'>' if strict else '>='} 0, got {value!r}")
 
 
 def _check_int(name: str, key: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: {key} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_num_global(name: str, num_global, views: int) -> None:
+    _check_int(name, "num_global", num_global, 1)
+    if num_global > views:
+        raise ValueError(f"{name}: num_global={num_global} but z has only {views} views")
 
 
 def _float32(device: torch.device):
@@ -73,9 +78,7 @@ def _float32(device: torch.device):
     return contextlib.nullcontext()
 
 
-# ----------------------------------------------------------------------------------------------------------
-# NT-Xent (SimCLR)
-# ----------------------------------------------------------------------------------------------------------
+# ---- NT-Xent (SimCLR)
 
 def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, decoupled: bool = False) -> torch.Tensor:
     """SimCLR's normalized temperature-scaled cross-entropy (Chen et al. 2020, "A Simple Framework for
@@ -85,7 +88,7 @@ def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, decoupled: bool = Fals
     anchor (view v of image i) the candidates are the other V * B - 1 embeddings; its positives are the V - 1
     other views of image i. The loss is the cross-entropy -log softmax(logits)[positive], averaged over the
     positives of each anchor, then over all anchors. For V = 2 that is exactly the standard NT-Xent over the
-    2B embeddings (each anchor has one positive and 2B - 2 negatives).
+    2B embeddings (each anchor has one positive and 2B - 2 negatives). Invariant to rescaling z.
 
     decoupled=True is DCL (Yeh et al. 2022, "Decoupled Contrastive Learning", eq. 6): the denominator holds the
     negatives only (the views of the other B - 1 images), so that for every anchor and positive p
@@ -93,22 +96,16 @@ def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, decoupled: bool = Fals
         DCL = -s(a, p) / t + log sum_{negatives n} exp(s(a, n) / t)
             = NT-Xent - log(1 + sum_{positives q} exp(s(a, q) / t) / sum_{negatives n} exp(s(a, n) / t)),
 
-    i.e. NT-Xent minus the positive pairs' share of the denominator. The paper reports that this removes the
-    "negative-positive coupling" that makes NT-Xent need large batches (+4.8 points k-NN for SimCLR on
-    ImageNet-1k at batch 256), and no gain on CIFAR-10. Its values can be negative (it is bounded below by
-    -2 / t + log(V * (B - 1)): positives at similarity 1, every negative at -1).
+    i.e. NT-Xent minus the positive pairs' share of the denominator, which the paper reports removes the
+    "negative-positive coupling" that makes NT-Xent need large batches (+4.8 points k-NN on ImageNet-1k at batch
+    256; no gain on CIFAR-10). It can be negative: its bound is -2 / t + log(V * (B - 1)) (positives at
+    similarity 1, every negative at -1).
 
-    z: (V, B, D) any float dtype. Returns a 0-d float32 tensor. Invariant to rescaling z (cosine similarity).
-    Its infimum is log(V - 1) (the V - 1 positives share the softmax mass; 0 for V = 2); random embeddings
-    give about log(V * B - 1) + 1 / (2 * D * temperature^2) (the spread of random cosine logits).
-
-    Example:
-        >>> z = torch.randn(2, 256, 128)
-        >>> nt_xent(z, temperature=0.1)   # ~6.5 for random z: log(511) + 1 / (2 * 128 * 0.01)
-        >>> nt_xent(z, temperature=0.1, decoupled=True)   # ~6.5 too: one positive among 511 barely counts
-    """
+    NT-Xent's infimum is log(V - 1) (the V - 1 positives share the softmax mass; 0 for V = 2); random
+    embeddings give about log(V * B - 1) + 1 / (2 * D * temperature^2) (the spread of random cosine logits),
+    e.g. ~6.5 for z = torch.randn(2, 256, 128) at temperature 0.1, with or without decoupled."""
     views, batch, dim = _check_views(z, "nt_xent", min_batch=1)
-    _check_positive("nt_xent", temperature=temperature)
+    _check_number("nt_xent", temperature=temperature)
     if not isinstance(decoupled, bool):
         raise ValueError(f"nt_xent: decoupled must be True or False, got {decoupled!r}")
     if views * batch < 3:
@@ -123,8 +120,7 @@ def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, decoupled: bool = Fals
         is_self = torch.eye(n, dtype=torch.bool, device=z.device)
         image = torch.arange(n, device=z.device) % batch                  # row v * B + i holds image i
         is_positive = (image[:, None] == image[None, :]) & ~is_self
-        # The denominator's candidates: every other embedding (NT-Xent), or the negatives only (DCL). An anchor
-        # is never its own candidate.
+        # The denominator's candidates: every other embedding (NT-Xent), or the negatives only (DCL).
         left_out = (is_self | is_positive) if decoupled else is_self
         log_denominator = torch.logsumexp(logits.masked_fill(left_out, float("-inf")), dim=1, keepdim=True)
         log_prob = logits - log_denominator
@@ -133,9 +129,7 @@ def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, decoupled: bool = Fals
         return -positive_log_prob.mean()
 
 
-# ----------------------------------------------------------------------------------------------------------
-# VICReg
-# ----------------------------------------------------------------------------------------------------------
+# ---- VICReg
 
 def vicreg_terms(z: torch.Tensor, *, eps: float = 1e-4) -> dict[str, torch.Tensor]:
     """The three unweighted VICReg terms (Bardes, Ponce & LeCun 2022, "VICReg: Variance-Invariance-
@@ -150,15 +144,10 @@ def vicreg_terms(z: torch.Tensor, *, eps: float = 1e-4) -> dict[str, torch.Tenso
     (each view's covariance appears in V - 1 pairs, and the reference sums the two views of a pair).
 
     z: (V, B, D), B >= 2. Returns {"invariance", "variance", "covariance"}: 0-d float32 tensors.
-    Expected values: variance ~1 for collapsed z (std ~0), 0 once every dimension has std >= 1;
-    covariance 0 for decorrelated dimensions.
-
-    Example:
-        >>> terms = vicreg_terms(torch.randn(2, 256, 64))
-        >>> {k: round(float(v), 3) for k, v in terms.items()}   # invariance ~2, variance ~0.02, covariance ~2 (D-1)/B ~0.5
-    """
+    Variance is ~1 for collapsed z (std ~0), 0 once every dimension has std >= 1; covariance is 0 for
+    decorrelated dimensions. For torch.randn(2, 256, 64): invariance ~2, variance ~0.02, covariance ~2(D-1)/B."""
     views, batch, dim = _check_views(z, "vicreg_terms", min_batch=2)
-    _check_positive("vicreg_terms", eps=eps)
+    _check_number("vicreg_terms", eps=eps)
     with _float32(z.device):
         z = z.float()
         # Mean over pairs i < j of mean((z_i - z_j)^2), without a loop over pairs: for any vectors,
@@ -181,26 +170,18 @@ def vicreg(z: torch.Tensor, *, sim_weight: float = 25.0, var_weight: float = 25.
            eps: float = 1e-4) -> torch.Tensor:
     """VICReg loss (Bardes, Ponce & LeCun 2022): sim_weight * invariance + var_weight * variance
     + cov_weight * covariance, with the terms of vicreg_terms (defaults: the paper's 25 / 25 / 1, eps 1e-4).
-
-    z: (V, B, D), V >= 2, B >= 2, any float dtype. Returns a 0-d float32 tensor.
-
-    Example:
-        >>> vicreg(torch.randn(2, 256, 64))   # ~51: invariance 2 x 25 dominates for independent random views
-    """
-    _check_non_negative("vicreg", sim_weight=sim_weight, var_weight=var_weight, cov_weight=cov_weight)
+    z: (V, B, D), B >= 2. About 51 for torch.randn(2, 256, 64) (the invariance, 2 x 25, dominates)."""
+    _check_number("vicreg", strict=False, sim_weight=sim_weight, var_weight=var_weight, cov_weight=cov_weight)
     terms = vicreg_terms(z, eps=eps)
-    return (sim_weight * terms["invariance"] + var_weight * terms["variance"]
-            + cov_weight * terms["covariance"])
+    return sim_weight * terms["invariance"] + var_weight * terms["variance"] + cov_weight * terms["covariance"]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# SIGReg and LeJEPA
-# ----------------------------------------------------------------------------------------------------------
+# ---- SIGReg and LeJEPA
 
 def _check_sigreg_args(name: str, num_slices, num_points, t_max) -> None:
     _check_int(name, "num_slices", num_slices, 1)
     _check_int(name, "num_points", num_points, 2)
-    _check_positive(name, t_max=t_max)
+    _check_number(name, t_max=t_max)
 
 
 def epps_pulley_grid(num_points: int = 17, t_max: float = 5.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,8 +191,7 @@ def epps_pulley_grid(num_points: int = 17, t_max: float = 5.0, device=None) -> t
     The Epps-Pulley integrand is even in t (the empirical characteristic function of real data satisfies
     ecf(-t) = conj(ecf(t))), so only the non-negative half of the symmetric grid is evaluated: the mirrored
     node's weight is folded in (the t = 0 node of an odd grid is its own mirror). Half the cos/sin work.
-    Returns (t, w), each (ceil(num_points / 2),) float32, built on `device` (no host-to-device copy).
-    """
+    Returns (t, w), each (ceil(num_points / 2),) float32, built on `device` (no host-to-device copy)."""
     step = 2.0 * t_max / (num_points - 1)
     count = (num_points + 1) // 2
     offset = 0.0 if num_points % 2 == 1 else 0.5  # an even grid has no node at t = 0
@@ -225,13 +205,11 @@ def epps_pulley_grid(num_points: int = 17, t_max: float = 5.0, device=None) -> t
 
 def sigreg_null_level(*, num_points: int = 17, t_max: float = 5.0) -> float:
     """Exact expected value of sigreg(x) for x with i.i.d. N(0, I) rows, for any N and any directions.
-
     For samples of N(0, 1), E|ecf(t) - exp(-t^2/2)|^2 = (1 - exp(-t^2)) / N, so N times it is 1 - exp(-t^2)
     and the expected statistic is the quadrature of (1 - exp(-t^2)) exp(-t^2/2). The continuous integral over
     the real line is sqrt(2 pi) - sqrt(2 pi / 3) = 1.059426; the default 17-point trapezoid on [-5, 5]
     gives 1.059423 (the smooth, fast-decaying integrand makes the trapezoid rule very accurate).
-    Useful to read a logged SIGReg value: near this level = Gaussian-like, >> it = far from Gaussian.
-    """
+    Useful to read a logged SIGReg value: near this level = Gaussian-like, >> it = far from Gaussian."""
     _check_sigreg_args("sigreg_null_level", 1, num_points, t_max)
     t, weights = epps_pulley_grid(num_points, t_max)
     t, weights = t.double(), weights.double()
@@ -253,19 +231,12 @@ def sigreg(x: torch.Tensor, *, num_slices: int = 256, num_points: int = 17, t_ma
 
     x: (N, D), or (..., N, D) for a batch of sets (e.g. (V, B, D): every set uses the SAME directions, as the
     paper's per-step seeded directions do, and the result is the mean over sets of their statistic).
-    Computed in float32 whatever the input dtype. Returns a 0-d float32 tensor.
+    Computed in float32 whatever the input dtype; returns a 0-d float32 tensor.
     Scale: for N(0, I) rows its expectation is sigreg_null_level() = 1.0594 (defaults), independent of N;
-    for collapsed x (all rows equal) it grows like N (e.g. ~0.41 N for x = 0).
-    Cost: O(N * num_slices * (num_points + 1) / 2) cos/sin, linear in the batch size.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> sigreg(torch.randn(512, 128), generator=g)     # ~1.06
-        >>> sigreg(torch.zeros(512, 128), generator=g)     # ~209
-    """
+    for collapsed x (all rows equal) it grows like N (e.g. ~209 for torch.zeros(512, 128), ~0.41 N).
+    Cost: O(N * num_slices * (num_points + 1) / 2) cos/sin, linear in the batch size."""
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
-        raise ValueError(f"sigreg: x must be a float tensor (N, D) or (..., N, D), got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        raise ValueError(f"sigreg: x must be a float tensor (N, D) or (..., N, D), got {_shape(x)}")
     _check_sigreg_args("sigreg", num_slices, num_points, t_max)
     n, dim = x.shape[-2:]
     if n < 1 or dim < 1:
@@ -297,17 +268,11 @@ def lejepa(z: torch.Tensor, *, lambd: float = 0.05, num_global: int = 2, num_sli
     directions are drawn once per call and shared by all views (the paper seeds them by the step).
 
     z: (V, B, D) with the num_global global views first (augment.default_views orders them so).
-    lambd: in [0, 1] (paper: 0.05 works across settings). Returns a 0-d float32 tensor.
-
-    Example:
-        >>> lejepa(torch.randn(4, 256, 64), lambd=0.05, num_global=2)
-    """
+    lambd: in [0, 1] (paper: 0.05 works across settings)."""
     views, batch, dim = _check_views(z, "lejepa", min_batch=2)
     if isinstance(lambd, bool) or not isinstance(lambd, (int, float)) or not 0.0 <= lambd <= 1.0:
         raise ValueError(f"lejepa: lambd must be in [0, 1], got {lambd!r}")
-    _check_int("lejepa", "num_global", num_global, 1)
-    if num_global > views:
-        raise ValueError(f"lejepa: num_global={num_global} but z has only {views} views")
+    _check_num_global("lejepa", num_global, views)
     terms = lejepa_terms(z, num_global=num_global, num_slices=num_slices, generator=generator)
     return (1.0 - lambd) * terms["invariance"] + lambd * terms["sigreg"]
 
@@ -316,9 +281,7 @@ def lejepa_terms(z: torch.Tensor, *, num_global: int = 2, num_slices: int = 256,
                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The two unweighted LeJEPA terms, for logging: {"invariance", "sigreg"} (0-d float32). See lejepa."""
     views, batch, dim = _check_views(z, "lejepa_terms", min_batch=2)
-    _check_int("lejepa_terms", "num_global", num_global, 1)
-    if num_global > views:
-        raise ValueError(f"lejepa_terms: num_global={num_global} but z has only {views} views")
+    _check_num_global("lejepa_terms", num_global, views)
     with _float32(z.device):
         z = z.float()
         centres = z[:num_global].mean(dim=0, keepdim=True)                  # (1, B, D)
@@ -327,9 +290,7 @@ def lejepa_terms(z: torch.Tensor, *, num_global: int = 2, num_slices: int = 256,
     return {"invariance": invariance, "sigreg": regulariser}
 
 
-# ----------------------------------------------------------------------------------------------------------
-# DINO: self-distillation with a centred, sharpened teacher
-# ----------------------------------------------------------------------------------------------------------
+# ---- DINO: self-distillation with a centred, sharpened teacher
 
 def dino_teacher_probabilities(teacher_logits: torch.Tensor, center: torch.Tensor, *,
                                temperature: float = 0.04) -> torch.Tensor:
@@ -341,15 +302,13 @@ def dino_teacher_probabilities(teacher_logits: torch.Tensor, center: torch.Tenso
     the two collapses without negatives or a predictor.
 
     teacher_logits: (G, B, K) the teacher's head outputs for the G global views (no gradient needed).
-    center: (K,) the running centre. Returns (G, B, K) float32 probabilities (rows sum to 1), detached.
-    """
+    center: (K,) the running centre. Returns (G, B, K) float32 probabilities (rows sum to 1), detached."""
     if not isinstance(teacher_logits, torch.Tensor) or teacher_logits.ndim != 3:
-        shape = tuple(teacher_logits.shape) if isinstance(teacher_logits, torch.Tensor) else type(teacher_logits).__name__
-        raise ValueError(f"dino_teacher_probabilities: teacher_logits must be (G, B, K), got {shape}")
+        raise ValueError(f"dino_teacher_probabilities: teacher_logits must be (G, B, K), got {_shape(teacher_logits)}")
     if not isinstance(center, torch.Tensor) or center.shape != teacher_logits.shape[-1:]:
         raise ValueError(f"dino_teacher_probabilities: center must be ({teacher_logits.shape[-1]},), got "
-                         f"{tuple(center.shape) if isinstance(center, torch.Tensor) else type(center).__name__}")
-    _check_positive("dino_teacher_probabilities", temperature=temperature)
+                         f"{_shape(center)}")
+    _check_number("dino_teacher_probabilities", temperature=temperature)
     with _float32(teacher_logits.device):
         return F.softmax((teacher_logits.detach().float() - center.float()) / temperature, dim=-1)
 
@@ -363,25 +322,19 @@ def dino_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor
 
     student_logits: (V, B, K) the student's head outputs for all V views, the G global views first (as
     augment.default_views orders them). teacher_probs: (G, B, K) from dino_teacher_probabilities, G <= V, and
-    at least one pair (V >= 2). Returns a 0-d float32 tensor; gradients reach the student only.
-    Its value is at least the teacher's entropy (0 for one-hot targets), about log(K) at initialisation.
-
-    Example:
-        >>> s, t = torch.randn(4, 8, 16), torch.randn(2, 8, 16)
-        >>> dino_cross_entropy(s, dino_teacher_probabilities(t, torch.zeros(16)), temperature=0.1)
-    """
+    at least one pair (V >= 2). Returns a 0-d float32 tensor; gradients reach the student only. Its value is at
+    least the teacher's entropy (0 for one-hot targets), about log(K) at initialisation."""
     if not isinstance(student_logits, torch.Tensor) or student_logits.ndim != 3:
-        raise ValueError(f"dino_cross_entropy: student_logits must be (V, B, K), got "
-                         f"{tuple(student_logits.shape) if isinstance(student_logits, torch.Tensor) else type(student_logits).__name__}")
+        raise ValueError(f"dino_cross_entropy: student_logits must be (V, B, K), got {_shape(student_logits)}")
     views, batch, k = student_logits.shape
     if not isinstance(teacher_probs, torch.Tensor) or teacher_probs.ndim != 3 or teacher_probs.shape[1:] != (batch, k):
-        raise ValueError(f"dino_cross_entropy: teacher_probs must be (G, {batch}, {k}) like the student's views, got "
-                         f"{tuple(teacher_probs.shape) if isinstance(teacher_probs, torch.Tensor) else type(teacher_probs).__name__}")
+        raise ValueError(f"dino_cross_entropy: teacher_probs must be (G, {batch}, {k}) like the student's views, "
+                         f"got {_shape(teacher_probs)}")
     num_global = teacher_probs.shape[0]
     if not 1 <= num_global <= views or views < 2:
         raise ValueError(f"dino_cross_entropy: needs 1 <= G <= V and V >= 2 (a teacher view and another student "
                          f"view), got G={num_global}, V={views}")
-    _check_positive("dino_cross_entropy", temperature=temperature)
+    _check_number("dino_cross_entropy", temperature=temperature)
     with _float32(student_logits.device):
         log_p = F.log_softmax(student_logits.float() / temperature, dim=-1)         # (V, B, K)
         cross = -torch.einsum("gbk,vbk->gvb", teacher_probs.float(), log_p)        # (G, V, B)
@@ -389,9 +342,7 @@ def dino_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor
         return cross[is_pair].mean()
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Registry
-# ----------------------------------------------------------------------------------------------------------
+# ---- Registry
 
 class _Registry(dict):
     """A dict whose failed lookups name the known keys (LOSSES["typo"] says what exists)."""

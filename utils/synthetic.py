@@ -15,21 +15,16 @@ The world. A class is what an object IS: one (shape, texture, part) combination,
 eyes" (12 shapes x 7 textures x 6 parts = 504 combinations). A seeded permutation of all combinations gives
 the in-distribution classes (the first C_id) and the OOD classes (the next C_ood): OOD classes are unseen
 combinations of the same building blocks, as in the course where OOD classes are other ImageNet classes.
-Texture and parts are drawn in object-local coordinates, so they move, scale and rotate with the object.
+Texture and parts are drawn in object-local coordinates, so they move, scale and rotate with the object
+(utils/shapes.py draws them; this module places, colours, lights and clutters them, and writes the files).
 
 Nuisances (independent per image, what good augmentations should remove): position, scale, rotation, object
 colour (random hue/saturation/value; the texture's second tone and the part colour are derived from it, so
 colour never identifies the class), lighting (brightness, contrast, a linear illumination gradient),
 background clutter (smooth colour gradient, low-contrast blobs, small distractor shapes) and pixel noise.
 
-Speed: numpy, vectorised over the images of one class (the loop is over classes; images in chunks of 32 for
-the CPU cache). Measured on a shared 2-core CPU: "small" (4,500 images) about 2.5 s, "course" (120,000)
-about 60 s (160 s under heavy load from other processes). Each class of each split has its own random stream,
-SeedSequence([seed, tag, split, combination]), so images do not depend on the order of generation or on
-the other classes.
-
-The shapes, textures and parts themselves (signed distances in object-local coordinates) live in
-utils/shapes.py; this module places, colours, lights and clutters them, and writes the files.
+Speed: numpy, vectorised over the images of one class ("small" takes seconds on a 2-core CPU). Each class of each split has its own random stream, SeedSequence([seed, tag, split, combination]),
+so images depend neither on the order of generation nor on the other classes.
 
 CLI: python -m utils.synthetic [--out DIR] [--size small|course] [--seed N] [--force]
 """
@@ -71,16 +66,12 @@ class SyntheticDataError(ValueError):
     """Generated data on disk does not match what was asked for, or would be overwritten. Says how to fix."""
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Sizes
-# ----------------------------------------------------------------------------------------------------------
+# ---- Sizes
 
 @dataclass(frozen=True)
 class DataSpec:
-    """How many classes and images per class each split has.
-
-    train/val share the same `id_classes` classes; ood has `ood_classes` other classes.
-    """
+    """How many classes and images per class each split has: train/val share the same `id_classes` classes,
+    ood has `ood_classes` other classes."""
     id_classes: int
     train_per_class: int
     val_per_class: int
@@ -109,14 +100,20 @@ class DataSpec:
         return sum(c * n for c, n in (self.split_counts(s) for s in SPLITS))
 
 
+SIZES: dict[str, DataSpec] = {
+    # Trains meaningfully on a 2-core CPU in a few minutes.
+    "small": DataSpec(id_classes=20, train_per_class=150, val_per_class=25, ood_classes=20, ood_per_class=50),
+    # The course's sizes: 100,000 train / 10,000 val / 10,000 OOD (speed benchmarks).
+    "course": DataSpec(id_classes=200, train_per_class=500, val_per_class=50, ood_classes=200, ood_per_class=50),
+}
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split {split!r}; expected one of {SPLITS}.")
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The classes of a seed: which combinations are ID / OOD, and their labels
-# ----------------------------------------------------------------------------------------------------------
+# ---- The classes of a seed: which combinations are ID / OOD, and their labels
 
 @dataclass(frozen=True)
 class ClassInfo:
@@ -129,9 +126,7 @@ class ClassInfo:
 
 def world_classes(seed: int = 0) -> list[ClassInfo]:
     """All combinations in the seed's order, each with its label; the first C_id are ID, the next C_ood OOD.
-
-    The label of a combination depends on the seed only (not on the spec), and labels are distinct.
-    """
+    The label of a combination depends on the seed only (not on the spec), and labels are distinct."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _SEED_TAG, _WORLD_STREAM]))
     order = rng.permutation(len(CLASS_COMBOS))
     labels = rng.permutation(LABEL_RANGE)[: len(CLASS_COMBOS)]
@@ -148,9 +143,7 @@ def split_classes(split: str, spec: DataSpec, seed: int = 0) -> list[ClassInfo]:
     return classes[: spec.id_classes]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Colours
-# ----------------------------------------------------------------------------------------------------------
+# ---- Colours
 
 def hsv_to_rgb(h, s, v):
     """h, s, v: (n,) in [0, 1] -> (n, 3) float32 RGB in [0, 1]."""
@@ -166,10 +159,8 @@ def random_colours(rng, n, sat=(0.0, 1.0), val=(0.0, 1.0)):
 
 def object_tones(rng, n):
     """The object's colours, all derived from one random colour per image so colour never names the class.
-
     Returns body (n, 3), second texture tone (n, 3) and part colour (n, 3): a bright body gets a darker
-    second tone and dark parts, a dark body lighter ones, so texture and parts always show.
-    """
+    second tone and dark parts, a dark body lighter ones, so texture and parts always show."""
     value = rng.uniform(0.3, 1.0, n).astype(np.float32)
     body = hsv_to_rgb(rng.uniform(0, 1, n), rng.uniform(0.25, 1.0, n), value)
     bright = (value > 0.62)[:, None]
@@ -182,22 +173,17 @@ def object_tones(rng, n):
 
 def composite(canvas, colour, coverage):
     """Paint `colour` over `canvas` where `coverage` is 1, in place.
-
-    canvas: (n, 3, H, W); colour: (n, 3) or (n, 3, H, W); coverage: (n, 1, H, W) in [0, 1].
-    """
+    canvas: (n, 3, H, W); colour: (n, 3) or (n, 3, H, W); coverage: (n, 1, H, W) in [0, 1]."""
     if colour.ndim == 2:
         colour = colour[:, :, None, None]
     canvas += coverage * (colour - canvas)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Drawing one class
-# ----------------------------------------------------------------------------------------------------------
-# Speed notes (numpy on a small CPU): the canvas is float32 channels-first (n, 3, H, W) while drawing, so that
-# masks (n, 1, H, W) and colours (n, 3, 1, 1) broadcast over long contiguous rows (3x faster than HWC, where
-# numpy's inner loop would run over 3 channels); images are drawn in chunks of RENDER_CHUNK so temporaries
-# stay in the CPU cache. The chunk size is part of the generator: changing it changes the random draws,
-# hence the bytes (bump GENERATOR_VERSION).
+# ---- Drawing one class
+# The canvas is float32 channels-first (n, 3, H, W) while drawing, so that masks (n, 1, H, W) and colours
+# (n, 3, 1, 1) broadcast over long contiguous rows (in HWC numpy's inner loop would run over 3 channels).
+# Images are drawn in chunks of RENDER_CHUNK so temporaries stay in the CPU cache. The chunk size is part of
+# the generator: changing it changes the random draws, hence the bytes (bump GENERATOR_VERSION).
 
 RENDER_CHUNK = 32
 BLOBS = 3
@@ -205,16 +191,14 @@ DISTRACTORS = 3
 DISTRACTOR_WINDOW = 20      # pixels; a distractor (radius <= 8 px with its soft edge) fits in this window
 
 # Standard normal quantiles of 256 equally likely bins: Gaussian noise from random bytes by table look-up,
-# about 5x faster than rng.standard_normal.
+# several times faster than rng.standard_normal.
 _GAUSS_TABLE = np.array([NormalDist().inv_cdf((i + 0.5) / 256) for i in range(256)], dtype=np.float32)
 
 
 def draw_background(rng, n):
     """Smooth random two-colour gradient plus a few low-contrast blobs: (n, 3, H, W) float32, about [0, 1].
-
     Every term is separable, colour * f(y) * g(x), so the whole background is one batched matrix product
-    (n, H, K) @ (n, K, 3 * W) over K = 3 + BLOBS terms instead of several full-size passes.
-    """
+    (n, H, K) @ (n, K, 3 * W) over K = 3 + BLOBS terms instead of several full-size passes."""
     start = random_colours(rng, n, sat=(0.0, 0.7), val=(0.15, 0.95))
     end = random_colours(rng, n, sat=(0.0, 0.7), val=(0.15, 0.95))
     direction = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
@@ -246,10 +230,8 @@ def draw_background(rng, n):
 
 def pixel_window(cx, cy, size):
     """Per-image square windows of `size` pixels around centres (cx, cy), clipped to the image.
-
     Returns rows (n, size, 1), cols (n, 1, size) integer pixel indices, and the window's pixel centres in
-    image units: grid_x (n, 1, size), grid_y (n, size, 1).
-    """
+    image units: grid_x (n, 1, size), grid_y (n, size, 1)."""
     col_centre = (cx + 1) * PIXELS_PER_UNIT - 0.5
     row_centre = (1 - cy) * PIXELS_PER_UNIT - 0.5
     offsets = np.arange(size)
@@ -263,10 +245,8 @@ def pixel_window(cx, cy, size):
 @dataclass
 class DistractorLayers:
     """Pre-drawn clutter for n images: DISTRACTORS slots of small windows, painted later chunk by chunk.
-
     coverage (n, slots, S, S) in [0, 1] (0 where an image has fewer distractors), colour (n, slots, 3),
-    rows (n, slots, S, 1) and cols (n, slots, 1, S): where each window lies in the image.
-    """
+    rows (n, slots, S, 1) and cols (n, slots, 1, S): where each window lies in the image."""
     coverage: np.ndarray
     colour: np.ndarray
     rows: np.ndarray
@@ -275,11 +255,9 @@ class DistractorLayers:
 
 def draw_distractors(rng, n) -> DistractorLayers:
     """0..DISTRACTORS small solid shapes per image, of random types, poses and colours (clutter).
-
     They are small (radius 3 to 7 px), solid and without parts, so a class object is never one of them.
     Each is drawn only inside a small window around its centre (a 64x64 pass would be 10x the work), and for
-    a whole class at once: grouping images by shape type would cost many tiny numpy calls per chunk.
-    """
+    a whole class at once: grouping images by shape type would cost many tiny numpy calls per chunk."""
     shape_funcs = list(SHAPES.values())
     size = DISTRACTOR_WINDOW
     count = rng.integers(0, DISTRACTORS + 1, n)
@@ -306,13 +284,12 @@ def draw_distractors(rng, n) -> DistractorLayers:
 
 def paint_distractors(canvas, layers: DistractorLayers, first: int) -> None:
     """Paint the distractors of images first .. first + len(canvas) over `canvas` (m, 3, H, W), in place."""
-    m = len(canvas)
-    images = np.arange(m)[:, None, None]
+    chunk = slice(first, first + len(canvas))
+    images = np.arange(len(canvas))[:, None, None]
     for slot in range(DISTRACTORS):
-        rows = layers.rows[first:first + m, slot]
-        cols = layers.cols[first:first + m, slot]
-        coverage = layers.coverage[first:first + m, slot, :, :, None]
-        colour = layers.colour[first:first + m, slot, None, None, :]
+        rows, cols = layers.rows[chunk, slot], layers.cols[chunk, slot]
+        coverage = layers.coverage[chunk, slot, :, :, None]
+        colour = layers.colour[chunk, slot, None, None, :]
         # Advanced indices around a slice put their dimensions first: the patch is (m, S, S, 3).
         patch = canvas[images, :, rows, cols]
         patch += coverage * (colour - patch)
@@ -344,10 +321,8 @@ def draw_object(rng, canvas, combo):
 
 
 def apply_lighting_and_noise(rng, canvas):
-    """Global contrast and brightness, a linear illumination gradient and Gaussian pixel noise, in place.
-
-    out = ((x - 0.5) * contrast + 0.5 + brightness) * illumination + noise, folded into one multiply-add.
-    """
+    """Global contrast and brightness, a linear illumination gradient and Gaussian pixel noise, in place:
+    out = ((x - 0.5) * contrast + 0.5 + brightness) * illumination + noise, folded into one multiply-add."""
     n = len(canvas)
     contrast = rng.uniform(0.65, 1.25, n).astype(np.float32)[:, None, None, None]
     brightness = rng.uniform(-0.15, 0.15, n).astype(np.float32)[:, None, None, None]
@@ -389,21 +364,21 @@ def class_rng(seed: int, split: str, combo_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _SEED_TAG, _SPLIT_STREAM[split], combo_index]))
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Splits and files
-# ----------------------------------------------------------------------------------------------------------
+# ---- Splits and files
 
 def generate_split(split: str, spec: DataSpec | str, seed: int = 0, progress: bool = False) -> dict:
     """One split in the course format. spec: a DataSpec or a preset name of SIZES.
-
     Returns {"images": uint8 (N, 64, 64, 3), "labels": int64 (N,), "class_names": str (C,),
-    "class_ids": int64 (C,)}, N = C * images per class, grouped by class in class order.
-    """
+    "class_ids": int64 (C,)}, N = C * images per class, grouped by class in class order."""
     _, spec = resolve_spec(spec)
     classes = split_classes(split, spec, seed)
     _, per_class = spec.split_counts(split)
     images = np.empty((len(classes) * per_class, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    for i, info in enumerate(_progress(classes, progress, f"{split} classes")):
+    shown = classes
+    if progress:
+        from utils.progress import progress_bar
+        shown = progress_bar(classes, desc=f"{split} classes", unit="class", leave=False)
+    for i, info in enumerate(shown):
         images[i * per_class: (i + 1) * per_class] = render_class(info.combo, per_class,
                                                                   class_rng(seed, split, info.combo_index))
     class_ids = np.array([c.label for c in classes], dtype=np.int64)
@@ -411,13 +386,6 @@ def generate_split(split: str, spec: DataSpec | str, seed: int = 0, progress: bo
             "labels": np.repeat(class_ids, per_class),
             "class_names": np.array([c.name for c in classes], dtype=str),
             "class_ids": class_ids}
-
-
-def _progress(items, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from utils.progress import progress_bar
-    return progress_bar(items, desc=description, unit="class", leave=False)
 
 
 def resolve_spec(size: str | DataSpec) -> tuple[str, DataSpec]:
@@ -440,11 +408,9 @@ def make_meta(split: str, size: str | DataSpec, seed: int) -> dict:
 
 
 def write_npz_deterministic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed npz whose bytes depend only on `arrays`, atomically.
-
-    Fixed zip timestamps (np.savez would embed the current time); ZIP_STORED so np.load reads fast; written to
-    a temporary file in the same folder and renamed, so an interrupted write never leaves a half file.
-    """
+    """Write an uncompressed npz whose bytes depend only on `arrays`, atomically: fixed zip timestamps,
+    ZIP_STORED so np.load reads fast, written to a temporary file in the same folder and renamed, so an
+    interrupted write never leaves a half file."""
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -468,8 +434,7 @@ def write_npz_deterministic(path: str | os.PathLike, arrays: dict[str, np.ndarra
 def write_split(out_dir: str | os.PathLike, split: str, size: str | DataSpec = "small", seed: int = 0,
                 progress: bool = False) -> Path:
     """Generate one split and write it to out_dir/<split>.npz (overwriting). Returns the path."""
-    _, spec = resolve_spec(size)
-    arrays = generate_split(split, spec, seed, progress=progress)
+    arrays = generate_split(split, size, seed, progress=progress)
     arrays["meta"] = np.array(json.dumps(make_meta(split, size, seed), sort_keys=True))
     path = Path(out_dir) / SPLIT_FILES[split]
     write_npz_deterministic(path, arrays)
@@ -479,10 +444,8 @@ def write_split(out_dir: str | os.PathLike, split: str, size: str | DataSpec = "
 def write_dataset(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | DataSpec = "small", seed: int = 0,
                   overwrite: bool = False, progress: bool = True) -> dict[str, Path]:
     """Generate train.npz, val.npz and ood.npz in out_dir. Returns {split: path}.
-
     Refuses (SyntheticDataError, before generating anything) if one of the files exists, unless overwrite.
-    progress: show a progress bar over classes for sizes large enough to take a while (course).
-    """
+    progress: show a progress bar over classes for sizes large enough to take a while (course)."""
     _, spec = resolve_spec(size)
     out_dir = Path(out_dir)
     paths = {split: out_dir / SPLIT_FILES[split] for split in SPLITS}
@@ -500,9 +463,7 @@ def write_dataset(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | Data
 
 def read_meta(path: str | os.PathLike) -> dict | None:
     """The generator settings stored in a file, or None for a file without `meta` (e.g. the course's data).
-
-    SyntheticDataError if the file is not a readable npz or its `meta` is not the generator's JSON.
-    """
+    SyntheticDataError if the file is not a readable npz or its `meta` is not the generator's JSON."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "meta" not in archive.files:
@@ -519,6 +480,14 @@ def read_meta(path: str | os.PathLike) -> dict | None:
     return meta
 
 
+def is_generated(path: str | os.PathLike) -> bool:
+    """True when an npz file was written by this generator (it carries our `meta` key)."""
+    try:
+        return read_meta(path) is not None
+    except SyntheticDataError:      # unreadable as ours: load_npz reports what is wrong with it
+        return False
+
+
 def _describe(meta: dict) -> str:
     """One line naming the settings of a generated file, e.g. for error messages."""
     spec = meta.get("spec")
@@ -529,10 +498,8 @@ def _describe(meta: dict) -> str:
 def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str | DataSpec = "small",
                         seed: int = 0) -> Path:
     """Make sure out_dir holds train/val/ood.npz; generate only the missing ones. Returns out_dir.
-
     Prints one line saying what it did. Existing generated files must match size and seed (else
-    SyntheticDataError saying how to fix it); files without `meta` (the real course data) are left alone.
-    """
+    SyntheticDataError saying how to fix it); files without `meta` (the real course data) are left alone."""
     name, spec = resolve_spec(size)
     out_dir = Path(out_dir)
     found, foreign, missing = [], [], []
@@ -546,20 +513,17 @@ def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str 
             foreign.append(path.name)
             continue
         expected = make_meta(split, spec, seed)
-        keys = ("version", "spec", "seed")
-        if any(meta.get(k) != expected[k] for k in keys):
+        if any(meta.get(k) != expected[k] for k in ("version", "spec", "seed")):
             raise SyntheticDataError(
                 f"{path} holds a different generated data set. Expected {_describe(expected)}, found "
-                f"{_describe(meta)}. "
-                f"Fix: delete the folder {out_dir} to regenerate it, or pass the matching size/seed "
-                f"(size={meta.get('size')!r}, seed={meta.get('seed')!r}).")
+                f"{_describe(meta)}. Fix: delete the folder {out_dir} to regenerate it, or pass the matching "
+                f"size/seed (size={meta.get('size')!r}, seed={meta.get('seed')!r}).")
         found.append(path.name)
 
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in missing:
-        write_split(out_dir, split, spec, seed,
-                    progress=spec.num_images() >= PROGRESS_BAR_MIN_IMAGES)
+        write_split(out_dir, split, spec, seed, progress=spec.num_images() >= PROGRESS_BAR_MIN_IMAGES)
     elapsed = time.perf_counter() - start
 
     parts = []
@@ -575,17 +539,7 @@ def ensure_default_data(out_dir: str | os.PathLike = DEFAULT_OUT_DIR, size: str 
     return out_dir
 
 
-SIZES: dict[str, DataSpec] = {
-    # Trains meaningfully on a 2-core CPU in a few minutes.
-    "small": DataSpec(id_classes=20, train_per_class=150, val_per_class=25, ood_classes=20, ood_per_class=50),
-    # The course's sizes: 100,000 train / 10,000 val / 10,000 OOD (speed benchmarks).
-    "course": DataSpec(id_classes=200, train_per_class=500, val_per_class=50, ood_classes=200, ood_per_class=50),
-}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------
+# ---- CLI
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.synthetic",
@@ -601,19 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     except SyntheticDataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    spec = SIZES[args.size]
-    print(f"Wrote {spec.num_images():,} images ({args.size}, seed {args.seed}) to "
+    print(f"Wrote {SIZES[args.size].num_images():,} images ({args.size}, seed {args.seed}) to "
           f"{', '.join(str(p) for p in paths.values())} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def is_generated(path: str | os.PathLike) -> bool:
-    """True when an npz file was written by this generator (it carries our `meta` key)."""
-    try:
-        return read_meta(path) is not None
-    except SyntheticDataError:      # unreadable as ours: load_npz reports what is wrong with it
-        return False
