@@ -1,6 +1,6 @@
 """Root conftest: the notebook under nbval runs in the short CPU profile, headless, writing into a temporary
 folder that is removed when the test session ends (the kernel nbval starts inherits this environment). It trains
-for 30 s instead of the profile's 16 epochs (about 100 s on a 2-core CPU): nbval tests that every cell runs, and
+for 15 s instead of the profile's 16 epochs (about 100 s on a 2-core CPU): nbval tests that every cell runs, and
 `make demo` shows what the full short profile learns."""
 import atexit
 import os
@@ -9,7 +9,7 @@ import tempfile
 
 os.environ.setdefault("CS461_PROFILE", "short")
 os.environ.setdefault("CS461_STATIC_WIDGETS", "1")
-os.environ.setdefault("CS461_TIME_BUDGET_MIN", "0.5")
+os.environ.setdefault("CS461_TIME_BUDGET_MIN", "0.25")
 if "CS461_OUTPUT_DIR" not in os.environ:
     _output_dir = tempfile.mkdtemp(prefix="cs461_nbval_")
     atexit.register(shutil.rmtree, _output_dir, ignore_errors=True)
