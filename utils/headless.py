@@ -15,7 +15,7 @@ Two things a headless run does differently from a Jupyter front-end, both on pur
 As a command, the notebook in the short profile as `make demo` and `make hub` run it (the kernel is this
 interpreter's, so `.venv-hub-2025/bin/python -m utils.headless ...` runs it under that environment's packages):
 
-    python -m utils.headless --output OUT [--static-widgets] [--cell-timeout S] [--json OUT/headless.json]
+    python -m utils.headless --output OUT [--env CS461_DEMO=1] [--static-widgets] [--cell-timeout S] [--json FILE]
 """
 from __future__ import annotations
 
@@ -109,21 +109,21 @@ def execute_notebook(nb, env: dict | None = None, timeout: int | None = None,
     return waited
 
 
-def run_short_profile(output: Path, *, static_widgets: bool = False, timeout: int | None = None) -> dict:
+def run_short_profile(output: Path, *, static_widgets: bool = False, timeout: int | None = None,
+                      env: dict[str, str] | None = None) -> dict:
     """The notebook in the short profile with the demo identity, headless, saved after every cell into `output`
     (the executed notebook, figures, weights, and what Section 7 handed in under output/submission), with the
-    environment variables make demo uses. static_widgets: the explorer draws a static figure (as under nbval)
-    instead of its widget. Returns {"ok", "error", "seconds", "notebook", "cells": [{"index", "name", "seconds"}]}, the code cells that
+    environment variables make demo uses for the output folders; `env` adds to them (make demo and make hub
+    pass CS461_DEMO=1: Section 7 then passes eval.py --demo). static_widgets: the explorer draws a static figure
+    (as under nbval) instead of its widget. Returns {"ok", "error", "seconds", "notebook", "cells": [{"index", "name", "seconds"}]}, the code cells that
     ran with the seconds each took."""
     import nbformat
-
-    from utils.submission.course import DEMO_ENV
 
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     executed = output / NOTEBOOK.name
     env = {**os.environ, "CS461_PROFILE": os.environ.get("CS461_PROFILE", "short"), "CS461_OUTPUT_DIR": str(output),
-           "CS461_SUBMISSION_DIR": str(output / "submission"), "CS461_NOTEBOOK_PATH": str(executed), DEMO_ENV: "1"}
+           "CS461_SUBMISSION_DIR": str(output / "submission"), "CS461_NOTEBOOK_PATH": str(executed), **(env or {})}
     env.pop("CS461_STATIC_WIDGETS", None)
     if static_widgets:
         env["CS461_STATIC_WIDGETS"] = "1"
@@ -152,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static-widgets", action="store_true", help="the explorer draws a static figure")
     parser.add_argument("--cell-timeout", type=int, default=None,
                         help=f"each cell's time limit in seconds (default: ${CELL_TIMEOUT_ENV} or {CELL_TIMEOUT_S})")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the kernel, e.g. CS461_DEMO=1 (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="write the run's result (ok, error, times) here")
     args = parser.parse_args(argv)
-    result = run_short_profile(args.output, static_widgets=args.static_widgets, timeout=args.cell_timeout)
+    if any("=" not in item for item in args.env):
+        parser.error(f"--env expects NAME=VALUE, found {[item for item in args.env if '=' not in item]}")
+    env = dict(item.split("=", 1) for item in args.env)
+    result = run_short_profile(args.output, static_widgets=args.static_widgets, timeout=args.cell_timeout, env=env)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"notebook {'executed' if result['ok'] else 'FAILED'} in {result['seconds']:.0f} s -> {result['notebook']}")
