@@ -115,8 +115,8 @@ def run_short_profile(output: Path, *, static_widgets: bool = False, timeout: in
     (the executed notebook, figures, weights, and what Section 7 handed in under output/submission), with the
     environment variables make demo uses for the output folders; `env` adds to them (make demo and make hub
     pass CS461_DEMO=1: Section 7 then passes eval.py --demo). static_widgets: the explorer draws a static figure
-    (as under nbval) instead of its widget. Returns {"ok", "error", "seconds", "notebook", "cells": [{"index", "name", "seconds"}]}, the code cells that
-    ran with the seconds each took."""
+    (as under nbval) instead of its widget. Returns {"ok", "error", "seconds", "notebook", "cells"}; cells: the
+    code cells that ran, [{"index", "name", "seconds"}], with the seconds each took."""
     import nbformat
 
     output = Path(output).resolve()
