@@ -66,8 +66,11 @@ def test_the_replica_and_eval_agree_to_eval_s_two_decimals():
     evaluation = {"accuracies_percent": {"id_knn": 36.12, "id_linear": 40.0}}
     hub.accuracies_agree({"accuracies_fraction": {"id_knn": 0.36118, "id_linear": 0.4}}, evaluation)
     with pytest.raises(hub.StepFailed, match=r"differ from eval.py's: \{'id_linear': \{'eval_percent': 40.0, "
-                                             r"'replica_percent': 40.5\}\}"):
+                                             r"'replica_percent': 40.5\}\}$"):
         hub.accuracies_agree({"accuracies_fraction": {"id_knn": 0.3612, "id_linear": 0.405}}, evaluation)
+    with pytest.raises(hub.StepFailed, match="patched by Intel's extension, eval.py's was not"):
+        hub.accuracies_agree({"accuracies_fraction": {"id_knn": 0.3612, "id_linear": 0.405},
+                              "sklearnex_active": True}, evaluation)
 
 
 def test_explorer_kind_reads_what_the_explorer_cell_showed(tmp_path):
