@@ -135,7 +135,9 @@ def main(argv=None) -> int:
         done = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--cache", str(args.cache),
                                "--probes", way], capture_output=True, text=True, check=True)
         runs[way] = json.loads(done.stdout.strip().splitlines()[-1])
-        runs[way]["log"] = [line for line in done.stderr.splitlines() if "sklearn" in line][:40]
+        # sklearnex's own handler and the root one print each line twice: keep each line once
+        runs[way]["log"] = sorted({line.replace("INFO:sklearnex: ", "INFO:sklearnex:")
+                                   for line in done.stderr.splitlines() if "sklearn" in line})
     plain, patched = runs["off"], runs["on"]
     compare = {}
     for name in ("id", "ood"):
