@@ -114,8 +114,8 @@ def run_short_profile(output: Path, *, static_widgets: bool = False, timeout: in
                       env: dict[str, str] | None = None) -> dict:
     """The notebook in the short profile with the demo identity, headless, saved after every cell into `output`
     (the executed notebook, figures, weights, and what Section 7 handed in under output/submission), with the
-    environment variables make demo uses for the output folders; `env` adds to them (make demo and make hub
-    pass CS461_DEMO=1: Section 7 then passes eval.py --demo). static_widgets: the explorer draws a static figure
+    environment variables make demo uses for the output folders; `env` adds to them (make hub passes
+    CS461_DEMO=1, as make demo sets it: Section 7 then passes eval.py --demo). static_widgets: the explorer draws a static figure
     (as under nbval) instead of its widget. Returns {"ok", "error", "seconds", "notebook", "cells"}; cells: the
     code cells that ran, [{"index", "name", "seconds"}], with the seconds each took."""
     import nbformat
