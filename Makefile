@@ -2,6 +2,8 @@
 #   make demo   run the notebook end to end on the embedded default data (short CPU profile)
 #   make test   run the test suite (includes the notebook under nbval)
 #   make compat the course grader's sequence under older versions (Python 3.10, torch 2.0): not part of make test
+#   make hub    the notebook, eval.py and the grader's replica in kernels built like the course hub's
+#               (requirements-hub-2025.txt, requirements-hub-2026.txt; PROFILE=hub-2025 for one): not part of make test
 # Both create ./.venv and install the pinned requirements the first time; later runs reuse it.
 
 PYTHON ?= python3.11
@@ -9,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test compat venv data clean-data clean
+.PHONY: demo test compat hub venv data clean-data clean
 
 venv: $(STAMP)
 
@@ -34,8 +36,14 @@ COMPAT_PYTHON ?= python3.10
 compat: $(STAMP)
 	$(PY) tools/compat.py --python $(COMPAT_PYTHON)
 
+# Python 3.12 as on the hub: python3.12 on the PATH (or pyenv's), else say HUB_PYTHON=/path/to/python3.12.
+HUB_PYTHON ?= python3.12
+PROFILE ?=
+hub: $(STAMP)
+	$(PY) tools/hub.py --python $(HUB_PYTHON) $(PROFILE)
+
 clean-data:
 	rm -rf cs461_assignment1_data
 
 clean:
-	rm -rf $(VENV) .venv-compat cs461_assignment1_data checkpoints figures demo_output short_run .pytest_cache
+	rm -rf $(VENV) .venv-compat .venv-hub-* hub_output cs461_assignment1_data checkpoints figures demo_output short_run .pytest_cache

@@ -143,3 +143,128 @@ def test_minimum_versions_are_stated_and_compared():
     assert environment.version_tuple("2.14.1+cu130") == (2, 14, 1)
     assert environment.below_minimum("1.13.1", "torch") and not environment.below_minimum("2.0.0+cu117", "torch")
     assert environment.below_minimum("3.9.18", "python") and not environment.below_minimum("3.10.13", "python")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Installed but failing to import, and the tested profiles
+
+@pytest.fixture
+def modules_restored():
+    """sys.modules exactly as before the test: a failed import leaves half-imported modules behind."""
+    saved = dict(sys.modules)
+    yield
+    sys.modules.clear()
+    sys.modules.update(saved)
+
+
+def fail_inside(tmp_path, monkeypatch, culprit: str, message: str, *dependents: str):
+    """A package `culprit` whose import raises ValueError(message), found first on sys.path, with it and every
+    `dependents` module forgotten so that importing them runs into it (as a pandas built for another numpy
+    breaks `import seaborn`)."""
+    (tmp_path / culprit).mkdir()
+    (tmp_path / culprit / "__init__.py").write_text(f"raise ValueError({message!r})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] in (culprit, *dependents)]:
+        del sys.modules[name]
+
+
+def pretend_installed(monkeypatch, **versions):
+    """installed_version() answers these versions (dist names with _ for -), the real ones otherwise."""
+    real = environment.installed_version
+    monkeypatch.setattr(environment, "installed_version",
+                        lambda dist: versions.get(dist.replace("-", "_"), real(dist)))
+
+
+ABI_ERROR = ("numpy.dtype size changed, may indicate binary incompatibility.\n"
+             "Expected 96 from C header, got 88 from PyObject")
+
+
+def test_an_optional_package_failing_inside_its_dependency_names_the_dependency_and_goes_on(
+        tmp_path, monkeypatch, capsys, modules_restored, fresh_notes):
+    fail_inside(tmp_path, monkeypatch, "pandas", ABI_ERROR, "seaborn")
+    pretend_installed(monkeypatch, pandas="2.0.3")
+    report = check_environment()                       # optional: no exception
+    seaborn = next(s for s in report.packages if s.package.dist == "seaborn")
+    assert seaborn.broken and not seaborn.absent and seaborn.failure.culprit == "pandas"
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("seaborn"))
+    tested = pin("pandas", ROOT / "constraints.txt")   # the kit's profile: this venv's numpy
+    assert f"{pin('seaborn')} INSTALLED BUT FAILS TO IMPORT (ValueError: Expected 96 from C header" in line
+    assert "can go on: the confusion figure is drawn with plain matplotlib" in line
+    assert "pandas 2.0.3 was built for another numpy" in line
+    assert f'%pip install --user "pandas=={tested}"' in line
+    assert "MISSING" not in line and "install --user seaborn" not in line   # seaborn is there: no reinstall
+
+    assert environment.optional_import("seaborn") is None   # where the kit uses it: the same advice, once
+    note = capsys.readouterr().out
+    assert note.startswith("note: seaborn cannot be imported (ValueError: Expected 96 from C header")
+    assert f'%pip install --user "pandas=={tested}"' in note and "install --user seaborn" not in note
+
+
+def test_a_required_package_failing_to_import_stops_with_what_to_do(tmp_path, monkeypatch, capsys,
+                                                                     modules_restored):
+    fail_inside(tmp_path, monkeypatch, "scipy", ABI_ERROR, "sklearn")
+    pretend_installed(monkeypatch, scipy="1.11.4")
+    with pytest.raises(EnvironmentCheckError) as raised:
+        check_environment()
+    message = str(raised.value)
+    assert message.startswith(f"scikit-learn {pin('scikit-learn')} is installed but fails to import "
+                              f"(ValueError: Expected 96 from C header, got 88 from PyObject)")
+    assert "The error is raised inside scipy. The usual cause: scipy 1.11.4 was built for another numpy" in message
+    assert f'%pip install --user "scipy=={pin("scipy", ROOT / "constraints.txt")}"' in message
+    assert "restart the kernel" in message and "install --user scikit-learn" not in message
+    assert "lacks" not in message                      # nothing is absent
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("scikit-learn"))
+    assert "INSTALLED BUT FAILS TO IMPORT" in line and "REQUIRED, cannot go on" in line
+
+
+def test_a_broken_package_of_the_right_version_is_reinstalled_as_it_is(tmp_path, monkeypatch, capsys,
+                                                                       modules_restored, fresh_notes):
+    fail_inside(tmp_path, monkeypatch, "tqdm", "cannot load the extension")
+    assert environment.optional_import("tqdm") is None
+    assert (f'%pip install --user --force-reinstall --no-deps "tqdm=={pin("tqdm", ROOT / "constraints.txt")}"'
+            in capsys.readouterr().out)
+
+
+def test_the_tested_profiles_are_named_and_a_kernel_matching_none_is_a_note(monkeypatch, capsys):
+    report = check_environment()
+    printed = capsys.readouterr().out
+    assert report.profile == "kit" and "match the profile kit" in printed
+    for profile in environment.PROFILES:
+        pins = environment.pinned_versions(profile.pins)
+        assert (f"  {profile.name:13s} Python {profile.python}, torch {pins['torch']}, numpy {pins['numpy']}, "
+                f"scikit-learn {pins['scikit-learn']} ({profile.pins.name})") in printed
+
+    pretend_installed(monkeypatch, torch="2.4.1", numpy="1.26.4", scikit_learn="1.5.2")
+    report = check_environment()                       # a note, not an error
+    assert report.profile is None
+    assert ("note: this kernel's torch 2.4.1, numpy 1.26.4, scikit-learn 1.5.2 match none of the tested profiles"
+            in capsys.readouterr().out)
+
+
+def test_a_kernel_is_matched_to_a_profile_by_major_minor_versions():
+    match = environment.matching_profile
+    assert match({"torch": "2.5.1+cu121", "numpy": "1.26.0", "scikit-learn": "1.6.0"}).name == "hub-2025"
+    assert match({"torch": "2.6.0", "numpy": "2.3.1", "scikit-learn": "1.7.2"}).name == "hub-2026"
+    assert match({"torch": "2.6.0", "numpy": "1.26.4", "scikit-learn": "1.7.2"}) is None
+    assert match({"torch": None, "numpy": "1.26.4", "scikit-learn": "1.6.1"}) is None
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("hub-2025", {"torch": "2.5.1", "torchvision": "0.20.1", "numpy": "1.26.4", "scikit-learn": "1.6.1",
+                  "scikit-learn-intelex": "2025.10.0", "ipywidgets": "8.1.5"}),
+    ("hub-2026", {"torch": "2.6.0", "torchvision": "0.21.0", "numpy": "2.3.5", "scikit-learn": "1.7.2",
+                  "scikit-learn-intelex": "2025.10.0"}),
+])
+def test_hub_profiles_pin_every_package(name, expected):
+    """Each hub profile pins the whole set (pip freeze): every line a name==version, every package the kit uses
+    and what `make hub` runs (the notebook's kernel and nbclient) among them."""
+    profile = next(p for p in environment.PROFILES if p.name == name)
+    lines = [line.strip() for line in profile.pins.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+\-]+", line) for line in lines), lines
+    pins = environment.pinned_versions(profile.pins)
+    assert len(pins) == len(lines)                     # each package once
+    assert {key: pins.get(key) for key in expected} == expected
+    needed = {p.dist for p in environment.PACKAGES} | {"pandas", "ipykernel", "nbclient", "nbformat", "nbconvert",
+                                                       "daal", "scipy", "numba", "jupyter-client", "pyzmq"}
+    assert needed <= set(pins), needed - set(pins)

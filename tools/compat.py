@@ -2,9 +2,10 @@
 torch 2.x, numpy 1.x; requirements-compat.txt), on the shipped submission.
 
 The grader's Python, torch and safetensors are not known, so models.py must not need anything newer than these.
-This builds .venv-compat with the given Python (once), then runs utils/submission/grader.py's replica with that
-interpreter, in a clean `python -I`: import as `custom_model`, strict load of final_model.safetensors, eval(),
-the shape check, then the course's data loading and probes on a small generated data set. The replica's numbers
+This builds .venv-compat with the given Python (once, and again when requirements-compat.txt or the Python
+changes: tools/venvs.py), then runs utils/submission/grader.py's replica with that interpreter, in a clean
+`python -I`: import as `custom_model`, strict load of final_model.safetensors, eval(), the shape check, then
+the course's data loading and probes on a small generated data set. The replica's numbers
 are compared with the kit's own interpreter's run of the same replica on the same files and data.
 Writes benchmarks/results/compat-<python>-torch<version>.json (versions, steps, accuracies, device, commit).
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,25 +26,12 @@ sys.path.insert(0, str(ROOT))
 from utils.provenance import provenance  # noqa: E402
 from utils.submission.grader import run_course_grader  # noqa: E402
 from utils.synthetic import DataSpec, write_dataset  # noqa: E402
+from venvs import build_venv, find_python  # noqa: E402  (tools/venvs.py, beside this file)
 
 VENV = ROOT / ".venv-compat"
 REQUIREMENTS = ROOT / "requirements-compat.txt"
 # Small enough for a few probes in seconds on a CPU with the shipped ResNet-18.
 DATA = DataSpec(id_classes=6, train_per_class=15, val_per_class=8, ood_classes=6, ood_per_class=15)
-
-
-def build_venv(python: str) -> Path:
-    """.venv-compat with `python` and requirements-compat.txt (reinstalled when that file is newer)."""
-    interpreter = VENV / "bin" / "python"
-    stamp = VENV / ".installed"
-    if not interpreter.exists():
-        subprocess.run([python, "-m", "venv", str(VENV)], check=True)
-    if not stamp.exists() or stamp.stat().st_mtime < REQUIREMENTS.stat().st_mtime:
-        print(f"Installing {REQUIREMENTS.name} into {VENV} (several GB the first time) ...", flush=True)
-        subprocess.run([str(interpreter), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
-                        str(REQUIREMENTS)], check=True)
-        stamp.touch()
-    return interpreter
 
 
 def shipped_submission(folder: Path) -> Path:
@@ -59,10 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default="python3.10", help="the older interpreter (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
-    if shutil.which(args.python) is None and not Path(args.python).exists():
-        print(f"error: {args.python} not found; run: make compat COMPAT_PYTHON=/path/to/python3.10")
-        return 1
-    interpreter = build_venv(args.python)
+    interpreter = build_venv(VENV, find_python(args.python), REQUIREMENTS)
     with tempfile.TemporaryDirectory(prefix="cs461_compat_") as tmp:
         (Path(tmp) / "submission").mkdir()
         submission = shipped_submission(Path(tmp) / "submission")

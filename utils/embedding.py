@@ -4,6 +4,8 @@ Computation only; utils/plots.py draws the coordinates (plot_embedding, plot_emb
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from utils.environment import install_command, try_import
@@ -56,4 +58,8 @@ def embed_2d(features, method: str = "tsne", seed: int = 0, **options) -> np.nda
                           f"or use method='tsne'.")
     # n_jobs=1: a seeded UMAP runs single-threaded anyway; saying so avoids umap's warning about it.
     settings = {"n_neighbors": min(15, len(x) - 1), "random_state": seed, "n_jobs": 1, **options}
-    return umap.UMAP(n_components=2, **settings).fit_transform(x).astype(np.float32)
+    with warnings.catch_warnings():
+        # umap-learn 0.5.7 (hub-2025's) passes scikit-learn's old keyword; scikit-learn 1.6 and 1.7 warn about it
+        # on every figure, which students would read as a problem of theirs.
+        warnings.filterwarnings("ignore", message="'force_all_finite' was renamed", category=FutureWarning)
+        return umap.UMAP(n_components=2, **settings).fit_transform(x).astype(np.float32)

@@ -31,16 +31,22 @@ def widgets_available() -> bool:
     return optional_import("ipywidgets") is not None
 
 
-def nearest_neighbours(features: np.ndarray, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices (k,), distances (k,)) of the k points nearest to features[index] by Euclidean distance,
-    nearest first, the query itself excluded. features: (N, D) numpy."""
-    distances = np.sqrt(((features - features[index]) ** 2).sum(axis=1))
-    distances[index] = np.inf                                  # never return the query itself
+def nearest_neighbours(features, index: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices (k,), distances (k,)) of the k points nearest to features[index] by Euclidean distance, nearest
+    first, the query itself excluded (an exact duplicate of it is a neighbour). features: (N, D) numpy or torch.
+
+    The kit's one k-NN, utils.probes.knn_predict, asked for the k + 1 neighbours of the query among all the
+    points: the query is one of them (distance 0), and is dropped."""
+    from utils.probes import knn_predict   # imports torch: done at the first query, not with the explorer
+
+    features = to_numpy(features)
     k = min(k, len(features) - 1)
-    candidates = np.argpartition(distances, k - 1)[:k]
-    order = np.lexsort((candidates, distances[candidates]))   # by distance, ties by index
-    nearest = candidates[order]
-    return nearest, distances[nearest]
+    no_labels = np.zeros(len(features), dtype=np.int64)    # knn_predict votes too; only its neighbours are used
+    _, neighbours = knn_predict(features, no_labels, features[index:index + 1], k=k + 1)
+    neighbours = to_numpy(neighbours[0])
+    nearest = neighbours[neighbours != index][:k]
+    distances = np.linalg.norm(features[nearest].astype(np.float64) - features[index], axis=1)
+    return nearest, distances
 
 
 def majority_vote(labels) -> int:
