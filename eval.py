@@ -66,8 +66,7 @@ def print_results(report) -> None:
     """The four accuracies (percent) and the timings."""
     lines = accuracy_lines(report.accuracies)
     if lines:
-        how = "torch probes (--fast)" if report.mode == "fast" else "scikit-learn probes, as the grader"
-        print(f"\nAccuracies ({how}, device {report.device}):")
+        print(f"\nAccuracies ({report.backend}; features on {report.device}):")
         print("\n".join(lines))
     if report.timings:
         print("Timings: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.timings.items()))

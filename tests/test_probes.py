@@ -294,6 +294,24 @@ def test_the_exact_probes_hand_scikit_learn_torch_tensors_as_the_course_does(mon
     assert exact == pytest.approx(100 * accuracy_score(yte, course.predict(torch.from_numpy(xte))))
 
 
+def test_the_exact_probes_patch_in_intels_extension_when_it_is_installed_as_the_course_does(monkeypatch):
+    """The course's utils.py calls sklearnex.patch_sklearn() when it can import it (the hub has it): the exact
+    probes do the same, once, and say so; without it they say plain scikit-learn."""
+    import sys
+    import types
+
+    import sklearn
+    calls = []
+    monkeypatch.setattr(probes, "_SKLEARNEX", None)
+    monkeypatch.setitem(sys.modules, "sklearnex", types.SimpleNamespace(patch_sklearn=lambda: calls.append(1)))
+    x, y, _ = gaussian_clusters(60, 8, 3, seed=9, spread=0.8)
+    probes.knn_accuracy(*split(x, y, 40), fast=False)
+    assert "with Intel's extension" in probes.sklearn_backend() and calls == [1]
+    monkeypatch.setattr(probes, "_SKLEARNEX", None)
+    monkeypatch.setitem(sys.modules, "sklearnex", None)            # not installed
+    assert probes.sklearn_backend() == f"scikit-learn {sklearn.__version__}"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The grader's protocol
 # ----------------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -25,7 +24,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # run as `python tools/demo.py`: the project's packages
 
-from utils.headless import NOTEBOOK, execute_notebook, fill_identity  # noqa: E402
+from utils.headless import NOTEBOOK, run_short_profile  # noqa: E402
 from utils.submission.course import DEMO_ENV  # noqa: E402
 from utils.submission.handin import DRAFT, MY_REPORT  # noqa: E402
 
@@ -106,7 +105,7 @@ def write_record(notebook_seconds: float, demo_code: int, evaluation: dict, fina
                 "assembled submission, drafted the report from its numbers, and checked the report again as handed "
                 "in (my_report.md as report.md)",
         **provenance("cpu"),
-        "profile": os.environ["CS461_PROFILE"],
+        "profile": os.environ.get("CS461_PROFILE", "short"),
         "data": {**metrics["data"], "kind": "embedded default data (utils.synthetic, size 'small')"},
         "training": {k: metrics[k] for k in ("config", "fingerprint", "device", "steps", "epochs", "train_minutes")},
         "notebook_seconds": round(notebook_seconds, 1),
@@ -129,29 +128,18 @@ def write_record(notebook_seconds: float, demo_code: int, evaluation: dict, fina
 
 def main() -> int:
     OUTPUT.mkdir(exist_ok=True)
-    executed = OUTPUT / NOTEBOOK.name
-    submission = OUTPUT / "submission"
-    os.environ.update({"CS461_PROFILE": os.environ.get("CS461_PROFILE", "short"), "CS461_STATIC_WIDGETS": "1",
-                       "CS461_OUTPUT_DIR": str(OUTPUT), "CS461_NOTEBOOK_PATH": str(executed),
-                       "CS461_SUBMISSION_DIR": str(submission), DEMO_ENV: "1"})
     # only this run's verdicts and report may be recorded
     for stale in ("eval_result.json", "eval_final.json", "eval_log.txt", MY_REPORT, DRAFT):
         (OUTPUT / stale).unlink(missing_ok=True)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    fill_identity(nb)
-    nbformat.write(nb, executed)        # the copy the notebook's submission section hands in
-
-    print(f"Executing {NOTEBOOK.name} (profile {os.environ['CS461_PROFILE']}) ...", flush=True)
-    start = time.time()
-    try:
-        execute_notebook(nb, save_to=executed)
-    finally:
-        nbformat.write(nb, executed)    # keep what ran, also when a cell failed
-    notebook_seconds = time.time() - start
-    print(f"Notebook executed in {notebook_seconds:.0f} s -> {executed}")
+    print(f"Executing {NOTEBOOK.name} (profile {os.environ.get('CS461_PROFILE', 'short')}) ...", flush=True)
+    run = run_short_profile(OUTPUT, static_widgets=True, env={DEMO_ENV: "1"})
+    executed, submission = Path(run["notebook"]), OUTPUT / "submission"
+    if not run["ok"]:
+        print(f"error: the notebook stopped: {run['error']}")
+    print(f"Notebook executed in {run['seconds']:.0f} s -> {executed}")
     try:
         from nbconvert import HTMLExporter
-        html, _ = HTMLExporter().from_notebook_node(nb)
+        html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
         (OUTPUT / "CS461_Assignment1.html").write_text(html)
     except Exception as error:  # the HTML copy is a convenience; the executed notebook is the record
         print(f"note: no HTML copy ({type(error).__name__}: {error})")
@@ -174,7 +162,7 @@ def main() -> int:
         print(f"error: the course grader's numbers {grader['accuracies_fraction']} differ from eval.py's "
               f"{evaluation['accuracies_percent']}" if grader["ok"] else "error: see the grader's failure above")
         code = code or 1
-    record_path = write_record(notebook_seconds, code, evaluation, final, grader)
+    record_path = write_record(run["seconds"], code, evaluation, final, grader)
     print(f"Record: {record_path}")
     for line in learning_warnings(json.loads(record_path.read_text())["learning_check"]):
         print(line)

@@ -1,6 +1,8 @@
 """2-D coordinates of features for the embedding figures: t-SNE (scikit-learn) or UMAP (umap-learn, optional).
 
 Computation only; utils/plots.py draws the coordinates (plot_embedding, plot_embeddings_side_by_side).
+
+Tests: tests/test_plots.py.
 """
 from __future__ import annotations
 

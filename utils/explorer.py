@@ -4,6 +4,8 @@ HTML exports, a kernel without ipywidgets, announced).
 
 The state and callbacks (`NeighbourExplorer`) are kept apart from the widgets so that they can be tested; the
 figure is utils.plots.plot_neighbours.
+
+Tests: tests/test_plots.py (the explorer's state and figures), tests/test_headless.py (its widget, headless).
 """
 from __future__ import annotations
 

@@ -400,7 +400,7 @@ def knn_accuracy(train_f, train_y, test_f, test_y, *, k: int = KNN_K, fast: bool
     """
     train_f, train_y, test_f, test_y = _checked_pairs(train_f, train_y, test_f, test_y)
     if not fast:
-        from sklearn.neighbors import KNeighborsClassifier
+        KNeighborsClassifier, _ = course_sklearn()
         knn = KNeighborsClassifier(n_neighbors=k, n_jobs=-1).fit(*_as_the_course_hands_them(train_f, train_y))
         return _percent(torch.as_tensor(knn.predict(_as_the_course_hands_them(test_f))), test_y)
     device = pick_device(device)   # None: the GPU when there is one (the fast path is meant for it)
@@ -428,7 +428,7 @@ def linear_probe_run(train_f, train_y, test_f, test_y, *, fast: bool = True, C: 
     train_f, train_y, test_f, test_y = _checked_pairs(train_f, train_y, test_f, test_y)
     if not fast:
         from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
+        _, LogisticRegression = course_sklearn()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf = LogisticRegression(C=C, max_iter=max_iter).fit(*_as_the_course_hands_them(train_f, train_y))
@@ -441,6 +441,39 @@ def linear_probe_run(train_f, train_y, test_f, test_y, *, fast: bool = True, C: 
             probe = fit_linear_probe(train_f.to(device), train_y.to(device), C=C, max_iter=max_iter)
         n_iter, pred = probe.n_iter, probe.predict(test_f)
     return {"accuracy": _percent(pred, test_y), "lbfgs_iter": n_iter, "converged": n_iter < max_iter}
+
+
+def course_sklearn():
+    """(KNeighborsClassifier, LogisticRegression) as the course's utils.py gets them: with Intel's extension for
+    scikit-learn patched in first when it is installed (the course hub has it; its logistic regression ends a few
+    tenths of a point away from scikit-learn's own, benchmarks/results/sklearnex-shipped-tiny64-2026-12-07.json).
+    `sklearn_backend()` says which ran."""
+    global _SKLEARNEX
+    if _SKLEARNEX is None:
+        try:
+            from sklearnex import patch_sklearn
+        except ImportError:
+            _SKLEARNEX = ""
+        else:
+            from importlib.metadata import PackageNotFoundError, version
+            patch_sklearn()
+            try:
+                _SKLEARNEX = version("scikit-learn-intelex")
+            except PackageNotFoundError:
+                _SKLEARNEX = "(version unknown)"
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    return KNeighborsClassifier, LogisticRegression
+
+
+_SKLEARNEX = None   # the extension's version once course_sklearn() has looked ("" when it is not installed)
+
+
+def sklearn_backend() -> str:
+    """Which scikit-learn the exact probes use: "scikit-learn X" or "scikit-learn X with Intel's extension Y"."""
+    import sklearn
+    course_sklearn()
+    return f"scikit-learn {sklearn.__version__}" + (f" with Intel's extension {_SKLEARNEX}" if _SKLEARNEX else "")
 
 
 def _as_the_course_hands_them(*arrays):

@@ -304,7 +304,8 @@ def run_protocol(report: Report, model, splits: dict, *, fast: bool, batch_size:
     which step runs). Fills report.accuracies (percent) and report.timings."""
     device = next(model.parameters()).device
     fit_n, score_n = (len(ix) for ix in ood_split(len(splits["ood"])))
-    how = "torch (--fast)" if fast else "scikit-learn, exactly as the grader"
+    report.backend = "torch (--fast)" if fast else f"{probes.sklearn_backend()}, exactly as the grader"
+    how = report.backend
     running = {"label": "first"}
 
     def encoding(split: str, n: int) -> None:

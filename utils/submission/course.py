@@ -109,6 +109,7 @@ class Report:
     device: str = ""
     data_dir: str | None = None
     probes_skipped: str = ""             # why the probes did not run ("" when they ran)
+    backend: str = ""                    # what computed the probes: scikit-learn (its version, the extension's)
     weights_record: dict = field(default_factory=dict)   # what the weights' metadata says of their run
     echo: bool = True                    # print each check as it is made
 
@@ -162,7 +163,8 @@ class Report:
         return {"ok": self.ok, "exit_status": self.exit_status, "summary": self.summary(), "folder": self.folder,
                 "mode": self.mode, "device": self.device, "data_dir": self.data_dir,
                 "checks": [c.as_dict() for c in self.checks], "accuracies_percent": dict(self.accuracies),
-                "probes_skipped": self.probes_skipped, "weights": dict(self.weights_record),
+                "probes_skipped": self.probes_skipped, "probes_backend": self.backend,
+                "weights": dict(self.weights_record),
                 "timings_s": {k: round(v, 3) for k, v in self.timings.items()}}
 
 

@@ -76,9 +76,15 @@ class Steps:
 
 
 def versions():
+    import importlib.metadata
     import safetensors
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
-            "safetensors": getattr(safetensors, "__version__", "unknown")}
+    found = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+             "safetensors": getattr(safetensors, "__version__", "unknown")}
+    try:                      # Intel's extension, which the course's utils.py patches in when it is installed
+        found["scikit-learn-intelex"] = importlib.metadata.version("scikit-learn-intelex")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return found
 
 
 def check_files(folder):
