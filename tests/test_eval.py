@@ -2,9 +2,11 @@
 
 One good submission is built once (a random-init "tiny" encoder is enough for structure checks), assembled
 with assemble_submission so that its models.py says ARCH = "tiny". Each broken variant is a copy of it with
-one thing wrong. Most variants run in-process (check_submission, --quick); the good one and two broken ones
-run eval.py for real, to check exit statuses and printed text.
+one thing wrong. Most variants run check_submission (--quick); a few run eval.py's main for its exit status and
+printed text, and the good one runs eval.py as a program.
 """
+import contextlib
+import io
 import json
 import os
 import re
@@ -118,9 +120,20 @@ def failed(report) -> set:
     return {c.name for c in report.failures}
 
 
-def run_eval(*args, timeout=300) -> subprocess.CompletedProcess:
+def run_eval_program(*args, timeout=300) -> subprocess.CompletedProcess:
+    """`python eval.py ARGS`, as a student runs it."""
     return subprocess.run([sys.executable, str(EVAL), *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **SINGLE_THREAD_ENV})
+
+
+def run_eval(*args) -> subprocess.CompletedProcess:
+    """eval.py's main in this process: its exit status and what it printed (the good submission's check runs the
+    program itself, exact_run)."""
+    import eval as pre_submission_check
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = pre_submission_check.main([str(a) for a in args])
+    return subprocess.CompletedProcess(["eval.py", *map(str, args)], status, out.getvalue(), err.getvalue())
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -136,7 +149,7 @@ def edit(path: Path, old: str, new: str) -> None:
 @pytest.fixture(scope="module")
 def exact_run(good, data_dir, tmp_path_factory):
     result_path = tmp_path_factory.mktemp("eval") / "result.json"
-    process = run_eval("-i", good, "-d", data_dir, "--json", result_path, "--no-progress")
+    process = run_eval_program("-i", good, "-d", data_dir, "--json", result_path, "--no-progress")
     return process, json.loads(result_path.read_text())
 
 

@@ -8,11 +8,8 @@ accuracy_score). The short-profile model is compared the same way in tests/test_
 submission its notebook run hands in.
 """
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -30,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ACCURACY_KEYS = ("id_knn", "id_linear", "ood_knn", "ood_linear")
 COURSE_LINES = {"id_knn": "k-NN Accuracy", "id_linear": "Linear Probe Accuracy", "ood_knn": "OOD k-NN Accuracy",
                 "ood_linear": "OOD Linear Probe Accuracy"}
-SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +89,8 @@ def test_grader_replica_and_eval_agree_on_the_shipped_submission(shipped, small_
     assert grader.stdout.startswith("Using device: cpu") and "Evaluation completed." in grader.stdout
 
     result_path = tmp_path / "eval.json"
-    process = subprocess.run([sys.executable, str(ROOT / "eval.py"), "-i", str(shipped), "-d", str(small_data),
-                              "--json", str(result_path), "--no-progress"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=600, env={**os.environ, **SINGLE_THREAD_ENV})
+    from test_eval import run_eval
+    process = run_eval("-i", shipped, "-d", small_data, "--json", result_path, "--no-progress")
     result = json.loads(result_path.read_text())
     # The shipped weights and report are the kit's reference, not a submission: the one failure each, while every
     # check of the grader's steps passes and the probes run.
@@ -211,8 +206,8 @@ def test_eval_prints_the_graders_error_for_the_original_defect(tiny_submission, 
     """The defect that once reached the grader (a dataclass under postponed annotations), through eval.py itself."""
     folder = Path(shutil.copytree(tiny_submission, tmp_path / "submission"))
     postponed_dataclass(folder)
-    process = subprocess.run([sys.executable, str(ROOT / "eval.py"), "-i", str(folder), "--quick"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300)
+    from test_eval import run_eval
+    process = run_eval("-i", folder, "--quick")
     assert process.returncode == 1
     line = next(line for line in process.stdout.splitlines() if line.startswith("FAIL models.py imports"))
     assert "AttributeError: 'NoneType' object has no attribute '__dict__'" in line

@@ -87,13 +87,24 @@ def numbers(text: str) -> list[str]:
     return re.findall(r"\d+(?:\.\d+)?", re.sub(r"`[^`]*`", " ", text))
 
 
+def ends_on_its_verdict(out: Path, notebook: Path, handed) -> None:
+    """The handed-in notebook's last cell is Section 7's, and its only output is the verdict this hand-in printed."""
+    copy = nbformat.read(out / "submission" / notebook.name, as_version=4)
+    last = [c for c in copy.cells if c.cell_type == "code"][-1]
+    assert "hand_in(" in last.source and [o.text for o in last.outputs] == ["\n".join(handed.lines) + "\n"]
+
+
 def test_hand_in_drafts_the_report_from_the_run_and_keeps_the_students(run, tmp_path):
-    notebook = tmp_path / "saved.ipynb"
-    notebook.write_text(notebook_text(run_output=f"Exported ... run id {run['fingerprint']}."))
+    """The README's order: Run All (Section 7 refused, the notebook on disk being older), save, Section 7 again.
+    Every hand-in's copy of the notebook ends on its own verdict, whatever the saved file's Section 7 held; the
+    student's own file stays as saved."""
+    notebook = saved_notebook(tmp_path / "CS461_Assignment1.ipynb", run["fingerprint"],
+                              section_7_output="NOT COPIED: the notebook saved at ... holds code cells that never ran\n")
+    saved = notebook.read_text()
     out = tmp_path / "out"
     handed = call(run, out, notebook, demo=True)      # trained on generated data: accepted as a demo only
     assert handed.copied and handed.ok, "\n".join(handed.lines)
-
+    ends_on_its_verdict(out, notebook, handed)
     # The draft: within its words, every number from the run (metrics, eval.py) or the course's baselines.
     mine = out / MY_REPORT
     text = mine.read_text()
@@ -126,6 +137,7 @@ def test_hand_in_drafts_the_report_from_the_run_and_keeps_the_students(run, tmp_
     # The student writes the discussion: the next hand-in keeps it and has nothing left to say about it.
     mine.write_text(re.sub(r"<<FILL IN: [^>]*>>", "Our own words.", text))
     handed = call(run, out, notebook, demo=True)
+    ends_on_its_verdict(out, notebook, handed)                      # handing in again replaces the older verdict
     assert "Our own words." in mine.read_text() and FILL_IN_MARKER not in mine.read_text()
     assert (out / "submission" / "report.md").read_text() == mine.read_text()
     assert not {"report.md written", "report.md is yours"} & {c["name"] for c in handed.final["checks"]}
@@ -135,29 +147,17 @@ def test_hand_in_drafts_the_report_from_the_run_and_keeps_the_students(run, tmp_
     handed = call(run, out, notebook)
     assert handed.copied and not handed.ok
     assert any(line.startswith(f"  FAIL {TRAINED}") for line in handed.lines)
+    assert notebook.read_text() == saved
 
 
-def test_the_handed_in_notebook_ends_on_its_own_verdict_whenever_it_was_saved(run, tmp_path):
-    """Run All, save, Section 7 (the README's order), with Jupyter's autosave at different moments: before Run
-    All and in the middle of Section 6, Section 7 refuses during Run All and copies nothing; once the student
-    has saved, it hands in, and the copy's Section 7 output is the verdict that hand-in printed (not the refusal
-    the saved file held). Handing in again replaces the older verdict. The student's own file is left as saved."""
+def test_section_7_refuses_a_notebook_autosaved_during_run_all(run, tmp_path):
+    """Jupyter's autosave before Run All, or in the middle of Section 6: Section 7 refuses during Run All and
+    copies nothing (the hand-in after the save is the test above)."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     section_6 = next(i for i, c in enumerate(nb.cells) if c.source.startswith("# 6. "))
     notebook, out = tmp_path / "CS461_Assignment1.ipynb", tmp_path / "out"
-    for ran_until in (-1, section_6 + 3):          # autosaved before Run All, then in the middle of Section 6
+    for ran_until in (-1, section_6 + 3):
         saved_notebook(notebook, run["fingerprint"], ran_until=ran_until)
         handed = call(run, out, notebook, demo=True)
-        assert not handed.copied and "never ran" in handed.lines[0]
+        assert not handed.copied and "never ran" in handed.lines[0], handed.lines
         assert not (out / "submission").exists()
-
-    saved_notebook(notebook, run["fingerprint"], section_7_output="\n".join(handed.lines) + "\n")  # Ctrl+S
-    before = notebook.read_text()
-    for _ in range(2):
-        handed = call(run, out, notebook, demo=True)
-        assert handed.copied and handed.ok, "\n".join(handed.lines)
-        copy = nbformat.read(out / "submission" / notebook.name, as_version=4)
-        last = [c for c in copy.cells if c.cell_type == "code"][-1]
-        assert "hand_in(" in last.source
-        assert [o.text for o in last.outputs] == ["\n".join(handed.lines) + "\n"]
-        assert notebook.read_text() == before

@@ -78,8 +78,9 @@ def check_model(report: Report, models_path: Path, weights_path: Path | None, de
     return model if usable else None
 
 
-# Runs of the grader's first steps in this process, by the content of the two files: the same files checked
-# again (the tests) do not pay for a fresh interpreter each time.
+# Runs of the grader's first steps in this process, by what decides them: models.py and the weights' tensors (the
+# grader's strict load never reads the file's metadata). The same files checked again, or a file whose metadata
+# alone changed (the tests), do not pay for a fresh interpreter each time.
 _grader_runs: dict[str, GraderRun] = {}
 
 
@@ -87,14 +88,25 @@ def grader_first_steps(models_path: Path, weights_path: Path | None) -> GraderRu
     """The grader's import, build, strict load, eval() and shape check on these files, in a fresh `python -I`."""
     digest = hashlib.sha256(models_path.read_bytes())
     if weights_path is not None:
-        with open(weights_path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
+        digest.update(_tensor_bytes(weights_path))
     key = digest.hexdigest() + ("" if weights_path is not None else "-no-weights")
     if key not in _grader_runs:
         files = {MODELS_FILE: models_path, **({WEIGHTS_FILE: weights_path} if weights_path is not None else {})}
         _grader_runs[key] = run_course_grader(models_path.parent, first_steps=True, files=files)
     return _grader_runs[key]
+
+
+def _tensor_bytes(path: Path) -> bytes:
+    """A safetensors file without its metadata: the tensors' names, dtypes, shapes and data (the whole file when it
+    is not readable as safetensors: then every byte may matter to the grader's error)."""
+    raw = path.read_bytes()
+    try:
+        length = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + length])
+        header.pop("__metadata__", None)
+        return json.dumps(header, sort_keys=True).encode() + raw[8 + length:]
+    except (ValueError, UnicodeDecodeError):
+        return raw
 
 
 def grader_note(grader: GraderRun, step: str) -> str:
