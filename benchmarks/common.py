@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:          # the scripts run as `python benchmarks/x
     sys.path.insert(0, str(ROOT))
 
 from utils.device import configure_backends, pick_device  # noqa: E402
-from utils.provenance import provenance  # noqa: E402
+from utils.provenance import free_results_path, provenance  # noqa: E402
 from utils.synthetic import write_dataset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -105,11 +105,11 @@ def slug(text: str) -> str:
 
 
 def results_path(out_dir: Path, kind: str, device, tag: str = "") -> Path:
-    """<out_dir>/<kind>[-<tag>]-<device>-<date>.json"""
+    """<out_dir>/<kind>[-<tag>]-<device>-<date>.json, or <date>b.json, ... when that record exists already."""
     record = provenance(device)
     device_slug = slug(record["device"].split(",")[0])
     name = "-".join(p for p in (kind, tag, device_slug, record["date"][:10]) if p)
-    return Path(out_dir) / f"{name}.json"
+    return free_results_path(Path(out_dir), name)
 
 
 def write_results(path: Path, record: dict) -> Path:

@@ -5,12 +5,15 @@
 
 The record holds the wall time of the pytest process, pytest's exit status and counts, the seconds per test
 module (setup, call and teardown summed, from pytest's JUnit XML) and the slowest tests, beside the device and
-commit. The kit's target is about 10 minutes on a 2-core CPU (`TARGET_S`); the record says whether it was met.
+commit, and pytest.ini's options (`-n auto`: one pytest-xdist worker per physical core, so the per-module
+seconds add up to more than the wall time). The kit's target is about 10 minutes on a 2-core CPU (`TARGET_S`); the
+record says whether it was met.
 Run it on an otherwise idle machine: other work on the same cores slows every test.
 """
 from __future__ import annotations
 
 import argparse
+import configparser
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,13 @@ def test_times(junit_xml: Path) -> list[dict]:
     return rows
 
 
+def ini_addopts() -> str:
+    """pytest.ini's addopts: how many workers ran the suite (-n) and the notebook's options."""
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "pytest.ini")
+    return ini.get("pytest", "addopts", fallback="")
+
+
 def summarise(rows: list[dict], wall_s: float, exit_status: int, pytest_args: list[str]) -> dict:
     """The results record (without provenance): totals, per module and the slowest tests, seconds rounded."""
     per_module = defaultdict(float)
@@ -46,6 +56,7 @@ def summarise(rows: list[dict], wall_s: float, exit_status: int, pytest_args: li
     return {
         "what": "pytest's wall time and the time per test module, from a run of the suite",
         "pytest_args": pytest_args,
+        "pytest_ini_addopts": ini_addopts(),
         "pytest_exit_status": exit_status,
         "tests": len(rows),
         "wall_s": round(wall_s, 1),

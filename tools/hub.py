@@ -15,7 +15,7 @@ with that venv's interpreter
   5 agree      the replica's four accuracies equal eval.py's to eval.py's printed precision (2 decimals)
   6 hub pins   `pip install --dry-run -r requirements-hub.txt` (what students install) would not replace the
                profile's torch, torchvision, numpy or scikit-learn
-Writes benchmarks/results/<profile>-<date>.json (hub-2025-<date>.json): versions, each step's result and time, the accuracies, the
+Writes benchmarks/results/<profile>-<date>.json (hub-2025-<date>.json; <date>b.json for a second run that day): versions, each step's result and time, the accuracies, the
 commit. The executed notebook and everything it wrote stay in hub_output/<profile>/.
 
     python tools/hub.py [--python python3.12] [hub-2025] [hub-2026]
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from utils.environment import HUB_REQUIREMENTS, PROFILES  # noqa: E402
-from utils.provenance import device_description, git_commit  # noqa: E402
+from utils.provenance import device_description, free_results_path, git_commit  # noqa: E402
 from utils.submission.course import DEMO_ENV, DEMO_FLAG, SUBMISSION_FILES  # noqa: E402
 from utils.submission.grader import run_course_grader  # noqa: E402
 from venvs import build_venv, find_python  # noqa: E402  (tools/venvs.py, beside this file)
@@ -271,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in args.profiles:
         record = run_profile(name, python)
-        date = record["date"][:10]
-        path = RESULTS / f"{name}-{date}.json"
+        path = free_results_path(RESULTS, f"{name}-{record['date'][:10]}")
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"{name}: {'all steps passed' if record['ok'] else 'FAILED'}; record: {path}", flush=True)
         if not record["ok"]:

@@ -1,4 +1,5 @@
-"""Where and from what a figure was measured: device, software, commit, date. Every results file records it."""
+"""Where and from what a figure was measured: device, software, commit, date. Every results file records it, under
+a name that no earlier record holds (`free_results_path`)."""
 from __future__ import annotations
 
 import datetime
@@ -45,3 +46,13 @@ def provenance(device: torch.device | str | None = None) -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": device_description(device), "torch": torch.__version__,
             "python": platform.python_version(), **git_commit()}
+
+
+def free_results_path(folder: Path, name: str) -> Path:
+    """<folder>/<name>.json, else <name>b.json, <name>c.json, ...: the first name not taken, so that a second run
+    on the same day writes a record beside the first instead of over it."""
+    for suffix in ("", *"bcdefghijklmnopqrstuvwxyz"):
+        path = Path(folder) / f"{name}{suffix}.json"
+        if not path.exists():
+            return path
+    raise FileExistsError(f"{folder}: {name}.json and {name}b.json to {name}z.json all exist; move some away")
