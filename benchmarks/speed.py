@@ -224,6 +224,7 @@ def main(argv=None) -> int:
     flops = model_flops_per_step(args.arch, args.batch_size, device)
     peak = common.peak_flops(device)
     rows, skipped = [], {}
+    path = common.results_path(args.out, "speed", device, "tiny" if args.tiny else args.tag)   # one file per run
 
     def attempt(name, measure):
         """measure()'s result, or None with the failure recorded under `skipped` (no other figure is lost)."""
@@ -239,7 +240,7 @@ def main(argv=None) -> int:
         row = attempt(name, measure_row)
         if row is not None:
             rows.append(row)
-            write_record(args, device, flops, peak, rows, skipped, None)
+            write_record(path, args, device, flops, peak, rows, skipped, None)
 
     data = (args, device, images, images_on_device)
     for name in args.variants:
@@ -255,7 +256,7 @@ def main(argv=None) -> int:
     if not args.skip_eval:
         evaluation = attempt("evaluation", lambda: time_evaluation(EVAL_SIZES[args.tiny], not args.skip_exact_eval,
                                                                    device))
-    record, path = write_record(args, device, flops, peak, rows, skipped, evaluation)
+    record = write_record(path, args, device, flops, peak, rows, skipped, evaluation)
     if rows:
         common.print_table(rows, ["variant", "views_per_s", "epoch_s", "step_ms", "peak_memory_gib", "mfu"])
     for mode in ("fast", "exact"):
@@ -266,8 +267,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_record(args, device, flops, peak, rows, skipped, evaluation):
-    """The results file as measured so far (rewritten after each variant). Returns (record, path)."""
+def write_record(path, args, device, flops, peak, rows, skipped, evaluation) -> dict:
+    """The results file at `path` as measured so far (rewritten after each variant). Returns the record."""
     record = {
         "benchmark": "speed", **provenance(device),
         "config": {**{k: v for k, v in vars(args).items() if k != "out"}, "precision": "bf16" if device.type == "cuda"
@@ -277,8 +278,8 @@ def write_record(args, device, flops, peak, rows, skipped, evaluation):
         "variants": rows, "skipped": skipped, "evaluation": evaluation,
         "targets": targets({r["variant"]: r for r in rows}, evaluation, device),
     }
-    path = common.results_path(args.out, "speed", device, "tiny" if args.tiny else args.tag)
-    return record, common.write_results(path, record)
+    common.write_results(path, record)
+    return record
 
 
 def targets(by_name: dict, evaluation: dict | None, device: torch.device) -> dict:

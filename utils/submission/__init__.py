@@ -14,6 +14,8 @@ missing data is a failure, never random tensors.
     model_checks.py     models.py and the weights: the grader's steps explained, imports, class variables, features
     notebook_checks.py  the notebook: valid, executed (outputs in Sections 5 and 6, the weights' run), identity
     handin.py           Section 7: refuse a stale notebook, assemble the folder, eval.py, the report draft, the verdict
+
+Tests: each module's docstring names its tests (tests/test_eval.py, test_grader.py, test_handin.py).
 """
 from utils.checkpoint import weights_arch, weights_metadata   # re-exported: the weights-file readers live there
 from utils.submission.check import check_data, check_submission, wc_word_count, word_count

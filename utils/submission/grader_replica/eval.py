@@ -24,6 +24,8 @@ Steps (names used in result.json and in eval.py's FAIL lines):
 
 An exception propagates with its traceback, as in the course's script (exit status 1); --result records the step
 it happened in first.
+
+Tests: tests/test_grader.py (with utils.py beside it).
 """
 import argparse
 import importlib.util

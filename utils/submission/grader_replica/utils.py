@@ -17,6 +17,8 @@ torchvision and scikit-learn are imported at first use (`default_transform` thro
 not when this module is imported as the course's file does: eval.py runs the grader's first steps on every check,
 and those two imports would double its time. Nothing a models.py can see changes: `import utils` there still
 finds this module, with these names.
+
+Tests: tests/test_grader.py, which runs it under the replica's eval.py against the kit's eval.py.
 """
 import random
 
