@@ -46,7 +46,7 @@ def decoded(pool, idx):
 def test_packs_round_trip_into_course_files(tmp_path):
     pool, build = fake_pool(), stub_build()
     # ID images are pool rows 0..11 (3 classes x 4), OOD rows 12..23. Train slices 0:2 and 2:4 of each class
-    # go into different packs, as two device calls would carry them.
+    # go into different packs, as two runs on the GPU machine would carry them.
     first = {"train": np.array([0, 1, 4, 5, 8, 9]), "val": np.array([3, 7, 11]),
              "ood_draw0": np.array([12, 16, 20]), "ood_draw1": np.array([13, 16, 21])}
     second = {"train": np.array([2, 3, 6, 7, 10, 11])}
