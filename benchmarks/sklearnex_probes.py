@@ -150,7 +150,8 @@ def main(argv=None) -> int:
             "knn_accuracy_difference_points": round(x["knn_accuracy_percent"] - p["knn_accuracy_percent"], 2)}
         for run in (p, x):
             del run["knn_pred"], run["linear_pred"]
-    from utils.provenance import device_description, free_results_path, git_commit   # the checkout's utils, for the record only
+    # the checkout's utils, for the record only
+    from utils.provenance import device_description, free_results_path, git_commit
     with np.load(args.cache) as saved:
         sizes = {split: int(len(saved[f"{split}_labels"])) for split in ("train", "val", "ood")}
         classes = {split: int(len(np.unique(saved[f"{split}_labels"]))) for split in ("train", "ood")}
