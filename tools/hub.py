@@ -15,8 +15,9 @@ with that venv's interpreter
   5 agree      the replica's four accuracies equal eval.py's to eval.py's printed precision (2 decimals)
   6 hub pins   `pip install --dry-run -r requirements-hub.txt` (what students install) would not replace the
                profile's torch, torchvision, numpy or scikit-learn
-Writes benchmarks/results/<profile>-<date>.json (hub-2025-<date>.json; <date>b.json for a second run that day): versions, each step's result and time, the accuracies, the
-commit. The executed notebook and everything it wrote stay in hub_output/<profile>/.
+Writes benchmarks/results/<profile>-<date>.json (hub-2025-<date>.json; <date>b.json for a second run that day):
+versions, each step's result and time, the accuracies, the commit. The executed notebook and everything it wrote
+stay in hub_output/<profile>/.
 
     python tools/hub.py [--python python3.12] [hub-2025] [hub-2026]
 """
