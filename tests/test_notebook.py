@@ -150,15 +150,17 @@ EDITS = {   # function: (text in its cell, the edit)
 SKIPPED = ("plots.plot_image_grid(", "random_init = evaluation_step(model)")
 
 
-def run_until_section_5(tmp_path, edit: str | None = None) -> dict:
+def run_until_section_5(tmp_path, data_dir, edit: str | None = None) -> dict:
     """Execute the notebook's code cells through Section 5's loop in a fresh namespace (IPython's magics and the
-    SKIPPED cells left out), with SHORT_RUN after the settings cell and `edit` (a key of EDITS) applied. Returns
-    the namespace."""
+    SKIPPED cells left out), with DATA_DIR set to `data_dir` in the settings cell (as a student points it at a
+    copy of the data; a small set keeps each run's evaluation short), SHORT_RUN after that cell and `edit` (a key
+    of EDITS) applied. Returns the namespace."""
     cells = []
     for cell in committed().cells:
         if cell.cell_type != "code" or any(text in cell.source for text in SKIPPED):
             continue
         source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+        source = source.replace("DATA_DIR = None ", f"DATA_DIR = {str(data_dir)!r} ")
         if edit and EDITS[edit][0] in source:
             source = source.replace(*EDITS[edit])
         cells.append(source)
@@ -173,27 +175,28 @@ def run_until_section_5(tmp_path, edit: str | None = None) -> dict:
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
         exec(compile(source, filename, "exec"), namespace)
     matplotlib.pyplot.close("all")
+    assert Path(namespace["DATA_DIR"]) == Path(data_dir), namespace["DATA_DIR"]    # the settings cell took it
     return namespace
 
 
-def test_editing_a_function_of_sections_3_and_4_changes_the_run(tmp_path, monkeypatch, capsys):
+def test_editing_a_function_of_sections_3_and_4_changes_the_run(tiny_data_dir, tmp_path, monkeypatch, capsys):
     """The notebook's loss equals the kit's NT-Xent on the same inputs; editing the loss, the step or the schedule
     changes the run's id and its logged losses; editing the evaluation step changes what the run records."""
     from utils import losses
     monkeypatch.setenv("CS461_PROFILE", "short")
     monkeypatch.setenv("CS461_OUTPUT_DIR", str(tmp_path))
     matplotlib.use("Agg")
-    base = run_until_section_5(tmp_path / "base")
+    base = run_until_section_5(tmp_path / "base", tiny_data_dir)
     z = torch.randn(6, 16, 128, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(base["custom_loss_function"](z), losses.nt_xent(z, temperature=base["cfg"].temperature),
                           atol=1e-5)
     logged = lambda ns: [r["loss"] for r in ns["result"].history["log"]]  # noqa: E731
     assert len(logged(base)) == 4 and base["run"].fingerprint in capsys.readouterr().out
     for name in ("custom_loss_function", "training_step", "learning_rate"):
-        edited = run_until_section_5(tmp_path / name, edit=name)
+        edited = run_until_section_5(tmp_path / name, tiny_data_dir, edit=name)
         assert edited["run"].fingerprint != base["run"].fingerprint, name
         assert logged(edited) != logged(base), name
-    edited = run_until_section_5(tmp_path / "evaluation", edit="evaluation_step")
+    edited = run_until_section_5(tmp_path / "evaluation", tiny_data_dir, edit="evaluation_step")
     assert edited["run"].fingerprint == base["run"].fingerprint       # evaluating changes no weight
     assert edited["result"].history["eval"][-1]["edited"] == 1.0 and "edited" not in base["result"].history["eval"][-1]
 
