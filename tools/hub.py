@@ -91,13 +91,10 @@ class Steps:
 
 def venv_versions(python: Path) -> dict[str, str | None]:
     """Python's version and each KEY_PACKAGES distribution's version in the venv of `python` (None: absent)."""
-    code = ("import importlib.metadata as m, json, platform\n"
-            "def version(name):\n"
-            "    try:\n        return m.version(name)\n"
-            "    except m.PackageNotFoundError:\n        return None\n"
-            f"names = {KEY_PACKAGES!r}\n"
-            "print(json.dumps({'python': platform.python_version(), **{n: version(n) for n in names}}))")
-    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    code = ("import json, platform\nfrom utils.environment import installed_version\n"
+            f"print(json.dumps({{'python': platform.python_version(), "
+            f"**{{n: installed_version(n) for n in {KEY_PACKAGES!r}}}}}))")
+    done = subprocess.run([str(python), "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
 
@@ -182,8 +179,9 @@ def accuracies_agree(grader: dict, evaluation: dict) -> dict:
     differ = {key: {"eval_percent": value, "replica_percent": round(fractions.get(key, float("nan")) * 100, 4)}
               for key, value in percent.items() if f"{fractions.get(key, float('nan')) * 100:.2f}" != f"{value:.2f}"}
     if differ or not percent:
-        why = (" (the replica's scikit-learn was patched by Intel's extension, eval.py's was not)"
-               if differ and grader.get("sklearnex_active") else "")
+        backend = evaluation.get("probes_backend") or "an unrecorded scikit-learn"
+        why = (f" (the replica's scikit-learn was patched by Intel's extension, eval.py's probes ran on {backend})"
+               if differ and grader.get("sklearnex_active") and "Intel's extension" not in backend else "")
         raise StepFailed(f"the replica's accuracies differ from eval.py's: {differ or 'eval.py gave none'}{why}")
     return {}
 
