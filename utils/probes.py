@@ -455,12 +455,9 @@ def course_sklearn():
         except ImportError:
             _SKLEARNEX = ""
         else:
-            from importlib.metadata import PackageNotFoundError, version
+            from utils.environment import installed_version
             patch_sklearn()
-            try:
-                _SKLEARNEX = version("scikit-learn-intelex")
-            except PackageNotFoundError:
-                _SKLEARNEX = "(version unknown)"
+            _SKLEARNEX = installed_version("scikit-learn-intelex") or "(version unknown)"
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     return KNeighborsClassifier, LogisticRegression

@@ -97,16 +97,14 @@ def grader_first_steps(models_path: Path, weights_path: Path | None) -> GraderRu
 
 
 def _tensor_bytes(path: Path) -> bytes:
-    """A safetensors file without its metadata: the tensors' names, dtypes, shapes and data (the whole file when it
-    is not readable as safetensors: then every byte may matter to the grader's error)."""
-    raw = path.read_bytes()
+    """A safetensors file without its metadata: the tensors' names, dtypes, shapes and data, read by the kit's one
+    reader (the whole file when it is not readable: then every byte may matter to the grader's error)."""
     try:
-        length = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8:8 + length])
-        header.pop("__metadata__", None)
-        return json.dumps(header, sort_keys=True).encode() + raw[8 + length:]
-    except (ValueError, UnicodeDecodeError):
-        return raw
+        tensors, _ = read_weights(path)
+    except CheckpointError:
+        return path.read_bytes()
+    return b"".join(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
+                    for name, t in sorted(tensors.items()))
 
 
 def grader_note(grader: GraderRun, step: str) -> str:
