@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from utils.checkpoint import export_encoder
 from utils.headless import NOTEBOOK, fill_identity
 from utils.submission import assemble_submission, check_submission
-from utils.submission.grader import GRADER_STEPS, run_course_grader
+from utils.submission.grader import GRADER_STEPS, accuracy_differences, run_course_grader
 from utils.synthetic import DataSpec, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,9 +77,17 @@ def assert_same_accuracies(grader, eval_percent: dict[str, float], eval_stdout: 
     for key in keys:
         fraction = grader.accuracies[key]
         assert printed[key] == f"{fraction:.2f}%", (key, printed, grader.stdout)
-        assert f"{eval_percent[key]:.2f}" == f"{fraction * 100:.2f}", (key, eval_percent[key], fraction)
         assert printed[key] == f"{eval_percent[key] / 100:.2f}%", (key, printed[key], eval_percent[key])
+    assert not accuracy_differences(grader.accuracies, {key: eval_percent[key] for key in keys})
     assert f"{eval_percent['id_knn']:.2f}%" in eval_stdout
+
+
+def test_the_replica_agrees_with_eval_to_eval_s_printed_precision():
+    percent = {"id_knn": 34.2, "id_linear": 48.6}
+    assert accuracy_differences({"id_knn": 0.34204, "id_linear": 0.486}, percent) == {}
+    assert accuracy_differences({"id_knn": 0.344, "id_linear": 0.486}, percent) == {
+        "id_knn": {"eval_percent": 34.2, "replica_percent": 34.4}}
+    assert list(accuracy_differences({"id_knn": 0.342}, percent)) == ["id_linear"]     # a number the replica lacks
 
 
 def test_grader_replica_and_eval_agree_on_the_shipped_submission(shipped, small_data, tmp_path):

@@ -62,9 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 "in a clean `python -I`, under older versions (requirements-compat.txt) and under the kit's own",
         **provenance("cpu"),
         "data": {"kind": "utils.synthetic", **DATA.__dict__, "seed": 5},
-        "older": {"ok": old.ok, "versions": old.versions, "steps_passed": old.steps_passed,
-                  "failed_step": old.failed_step, "error": old.error, "accuracies_fraction": old.accuracies},
-        "kit": {"ok": new.ok, "versions": new.versions, "accuracies_fraction": new.accuracies},
+        "older": old.record(),
+        "kit": new.record(),
         "accuracies_agree_to_4_decimals": agree,
     }
     versions = old.versions or {}

@@ -46,15 +46,13 @@ def course_grader_check(submission: Path, data_dir: str) -> dict:
     print(run.stdout, end="")
     if not run.ok:
         print(f"error: the course grader's sequence failed: {run.step_text()} (see {OUTPUT / 'course_grader.txt'})")
-    return {"ok": run.ok, "steps_passed": run.steps_passed, "failed_step": run.failed_step, "error": run.error,
-            "accuracies_fraction": run.accuracies, "versions": run.versions}
+    return run.record()
 
 
 def grader_agrees(grader: dict, eval_percent: dict[str, float]) -> bool:
-    """The replica's fractions and eval.py's percentages, equal to eval.py's printed precision (2 decimals)."""
-    fractions = grader.get("accuracies_fraction", {})
-    return bool(eval_percent) and all(key in fractions and f"{fractions[key] * 100:.2f}" == f"{value:.2f}"
-                                      for key, value in eval_percent.items())
+    """eval.py measured the accuracies and the replica printed the same (utils.submission.grader's rule)."""
+    from utils.submission.grader import accuracy_differences
+    return bool(eval_percent) and not accuracy_differences(grader.get("accuracies_fraction", {}), eval_percent)
 
 
 def learning_check(accuracies: dict[str, float], id_classes: int, ood_classes: int) -> dict[str, dict]:

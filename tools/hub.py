@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from utils.environment import HUB_REQUIREMENTS, PROFILES  # noqa: E402
 from utils.provenance import device_description, free_results_path, git_commit  # noqa: E402
 from utils.submission.course import DEMO_ENV, DEMO_FLAG, SUBMISSION_FILES  # noqa: E402
-from utils.submission.grader import run_course_grader  # noqa: E402
+from utils.submission.grader import accuracy_differences, run_course_grader  # noqa: E402
 from venvs import build_venv, find_python  # noqa: E402  (tools/venvs.py, beside this file)
 
 HUB_PROFILES = {p.name: p for p in PROFILES if p.name.startswith("hub-")}
@@ -163,8 +163,7 @@ def run_grader(python: Path, submission: Path, data_dir: str, log: Path, sklearn
     run = run_course_grader(submission, data_dir=data_dir, python=str(python))
     log.write_text(run.stdout + run.stderr)
     active = SKLEARNEX_BANNER in run.stdout + run.stderr
-    record = {"steps_passed": run.steps_passed, "accuracies_fraction": run.accuracies, "versions": run.versions,
-              "sklearnex_installed": sklearnex, "sklearnex_active": active}
+    record = {**run.record(), "sklearnex_installed": sklearnex, "sklearnex_active": active}
     if not run.ok:
         raise StepFailed(f"{run.step_text()} (see {log})")
     if sklearnex and not active:
@@ -175,9 +174,8 @@ def run_grader(python: Path, submission: Path, data_dir: str, log: Path, sklearn
 
 def accuracies_agree(grader: dict, evaluation: dict) -> dict:
     """Step 5: each of the replica's fractions, as a percentage to 2 decimals, equals eval.py's."""
-    fractions, percent = grader["accuracies_fraction"], evaluation["accuracies_percent"]
-    differ = {key: {"eval_percent": value, "replica_percent": round(fractions.get(key, float("nan")) * 100, 4)}
-              for key, value in percent.items() if f"{fractions.get(key, float('nan')) * 100:.2f}" != f"{value:.2f}"}
+    percent = evaluation["accuracies_percent"]
+    differ = accuracy_differences(grader["accuracies_fraction"], percent)
     if differ or not percent:
         backend = evaluation.get("probes_backend") or "an unrecorded scikit-learn"
         why = (f" (the replica's scikit-learn was patched by Intel's extension, eval.py's probes ran on {backend})"

@@ -62,6 +62,24 @@ class GraderRun:
         where = GRADER_STEPS.get(self.failed_step, f"the grader replica ({self.failed_step})")
         return f"{where} fails with {self.error}"
 
+    def record(self) -> dict:
+        """What a results file keeps of the run (make demo, make hub, make compat)."""
+        return {"ok": self.ok, "steps_passed": self.steps_passed, "failed_step": self.failed_step,
+                "error": self.error, "accuracies_fraction": self.accuracies, "versions": self.versions}
+
+
+def accuracy_differences(fractions: dict[str, float], percent: dict[str, float]) -> dict[str, dict]:
+    """Where the replica's accuracies (fractions, as the course prints them) and eval.py's (percentages) differ at
+    eval.py's printed precision, two decimals of a percentage: {key: {"eval_percent", "replica_percent"}}, empty
+    when they agree (also when eval.py measured nothing: the callers say so). A key eval.py measured and the replica
+    did not differs."""
+    differ = {}
+    for key, value in percent.items():
+        replica = fractions.get(key, float("nan")) * 100
+        if f"{replica:.2f}" != f"{value:.2f}":
+            differ[key] = {"eval_percent": value, "replica_percent": round(replica, 4)}
+    return differ
+
 
 def run_course_grader(folder: str | Path, *, data_dir: str | Path | None = None, first_steps: bool = False,
                       python: str = sys.executable, timeout_s: float = 1800,
