@@ -27,7 +27,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -35,10 +34,10 @@ from pathlib import Path
 
 import common
 from utils.device import pick_device
+from utils.notebook_file import NOTEBOOK, cell_source, fill_identity, read_notebook, sectioned_cells
 from utils.provenance import provenance
 from utils.submission.course import DEMO_ENV
 
-NOTEBOOK = common.ROOT / "CS461_Assignment1.ipynb"
 IDENTITY = ('SCIPER = 100000  # benchmark identity (benchmarks/notebook_gpu.py)\n'
             'LAST_NAME = "Benchmark"\nFIRST_NAME = "GPU"\n')
 
@@ -69,37 +68,18 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 def notebook_cells(path: Path = NOTEBOOK) -> list[dict]:
     """The notebook's cells (its JSON; no nbformat needed), with Section 0's identity cell filled in."""
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    identity = [c for c in cells if "identity" in c.get("metadata", {}).get("tags", [])]
-    if len(identity) != 1:
-        raise SystemExit(f"{path}: expected exactly one cell tagged 'identity', found {len(identity)}")
-    identity[0]["source"] = IDENTITY
+    cells = read_notebook(path)["cells"]
+    fill_identity(cells, IDENTITY, path)
     return cells
-
-
-def source_of(cell: dict) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-
-
-def titled_cells(cells: list[dict]) -> list[tuple[str, dict]]:
-    """(section title, cell) for every cell: a markdown cell starting with "# <n>." opens a section ("# 0. SCIPER
-    Number and Name" -> "0. SCIPER Number and Name"); cells before the first one are in "setup"."""
-    title, out = "setup", []
-    for cell in cells:
-        first = (source_of(cell).splitlines() or [""])[0]
-        if cell["cell_type"] == "markdown" and re.match(r"# \d+\.", first):
-            title = first[2:].strip()
-        out.append((title, cell))
-    return out
 
 
 def sections(cells: list[dict]) -> list[tuple[str, list[str]]]:
     """[(section title, [code cell sources])] in the notebook's order, sections without code left out."""
     out: dict[str, list[str]] = {}
-    for title, cell in titled_cells(cells):
+    for title, cell in sectioned_cells(cells):
         code = out.setdefault(title, [])
         if cell["cell_type"] == "code":
-            code.append(source_of(cell))
+            code.append(cell_source(cell))
     return [(title, code) for title, code in out.items() if code]
 
 
@@ -174,7 +154,7 @@ def save_with_outputs(cells: list[dict], records: list[dict], path: Path) -> Non
     hands in this file."""
     printed = {r["section"]: r["output"] for r in records}
     saved, shown = [], set()
-    for title, cell in titled_cells(cells):
+    for title, cell in sectioned_cells(cells):
         cell = dict(cell)
         if cell["cell_type"] == "code":
             first = title in printed and title not in shown
@@ -183,7 +163,7 @@ def save_with_outputs(cells: list[dict], records: list[dict], path: Path) -> Non
                 if first else []
             cell["execution_count"] = 1 if title in printed else None
         saved.append(cell)
-    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    notebook = read_notebook(NOTEBOOK)
     notebook["cells"] = saved
     path.write_text(json.dumps(notebook, indent=1))
 

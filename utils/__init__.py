@@ -17,6 +17,7 @@ layer 1: what reads, writes and transforms, knowing nothing of training or gradi
                    reader, the one encoder export with its metadata, get_features' statistics keys
     progress.py    progress bars;  provenance.py: device, commit and date recorded with every measured figure
     environment.py the kernel's Python, torch, GPU and packages (the notebook's first cell); optional imports
+    notebook_file.py  the notebook's file read as JSON: cells, numbered sections, the identity cell
     headless.py    the notebook executed headless in a fresh kernel (make demo's tools/demo.py, tests)
 layer 2: the grader's protocol, get_features' statistics, and the parts of a run
     probes.py      k-NN / linear probes: course-exact (scikit-learn) and fast (torch); the grader's protocol and
@@ -57,7 +58,8 @@ import importlib
 LAYERS = {
     "models": 0,
     **dict.fromkeys(("data", "synthetic", "shapes", "augment", "losses", "optim", "monitor", "ema", "dino",
-                     "device", "distributed", "checkpoint", "progress", "provenance", "environment", "headless"), 1),
+                     "device", "distributed", "checkpoint", "progress", "provenance", "environment", "notebook_file",
+                     "headless"), 1),
     **dict.fromkeys(("probes", "features", "embedding", "config", "steps", "run_state", "memory", "budget"), 2),
     **dict.fromkeys(("train", "finetune", "plots", "explorer"), 3),
     "submission": 4,

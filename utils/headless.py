@@ -27,8 +27,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError
 from nbclient.output_widget import OutputWidget
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "CS461_Assignment1.ipynb"
+from utils import notebook_file
+from utils.notebook_file import NOTEBOOK
+
+ROOT = NOTEBOOK.parent
 DEMO_IDENTITY = 'SCIPER = 100000  # demo identity filled in by `make demo`\nLAST_NAME = "Student"\nFIRST_NAME = "Demo"\n'
 # Longest a single cell may run headless. The slowest cell, training in the short profile, takes about 100 s on
 # an idle 2-core CPU and took 922 s on a loaded one (benchmarks/results/hub-2025-*.json); a GPU profile's training
@@ -60,11 +62,8 @@ def cell_timeout(default: int = CELL_TIMEOUT_S) -> int:
 
 
 def fill_identity(nb) -> None:
-    """Replace the source of the cell tagged 'identity' with the demo identity."""
-    cells = [c for c in nb.cells if "identity" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise SystemExit(f"{NOTEBOOK}: expected exactly one cell tagged 'identity', found {len(cells)}")
-    cells[0].source = DEMO_IDENTITY
+    """Section 0's identity cell of `nb` (an nbformat notebook) set to the demo identity."""
+    notebook_file.fill_identity(nb.cells, DEMO_IDENTITY)
 
 
 class _RecordedOutputWidget(OutputWidget):

@@ -11,12 +11,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.notebook_file import NOTEBOOK
 from utils.probes import COURSE_BASELINES, GRADER_BATCH_SIZE  # noqa: F401  (the grader's constants live there)
 
 DEFAULT_SUBMISSION_DIR = "~/cs461_assignment1_submission"
 MODELS_FILE = "models.py"
 WEIGHTS_FILE = "final_model.safetensors"
-NOTEBOOK_FILE = "CS461_Assignment1.ipynb"
+NOTEBOOK_FILE = NOTEBOOK.name                     # CS461_Assignment1.ipynb
 REPORT_FILE = "report.md"
 SUBMISSION_FILES = (MODELS_FILE, WEIGHTS_FILE, NOTEBOOK_FILE, REPORT_FILE)
 

@@ -37,8 +37,9 @@ from utils.submission.check import check_report
 from utils.submission.course import (ARCH_LINE, COURSE_BASELINES, DEMO_ENV, DEMO_FLAG, DRAFT_PLACES, FILL_IN_MARKER,
                                      MODELS_FILE, NOTEBOOK_FILE, PROJECT_ROOT, REPORT_FILE, SUBMISSION_FILES,
                                      WEIGHTS_FILE, Report, SubmissionError, expand_path, format_percent, summary)
-from utils.submission.notebook_checks import (EXECUTED_FIX, IDENTITY_FILL_IN, cell_source, identity_problems,
-                                              notebook_identity, read_notebook, shows_run, unexecuted_sections)
+from utils.notebook_file import cell_source, read_notebook
+from utils.submission.notebook_checks import (EXECUTED_FIX, IDENTITY_FILL_IN, identity_problems, notebook_identity,
+                                              shows_run, unexecuted_sections)
 
 MY_REPORT = "my_report.md"          # the student's report, in the output folder: created once, never overwritten
 DRAFT = "report_draft.md"           # the kit's draft from the latest run, rewritten every time

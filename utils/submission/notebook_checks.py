@@ -6,33 +6,16 @@ Tests: tests/test_eval.py, tests/test_handin.py.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 from pathlib import Path
 
+from utils.notebook_file import cell_source, read_notebook, section_code_cells
 from utils.submission.course import IDENTITY_NAMES, Report
 
 
 class NotALiteral(str):
     """An identity assigned by an expression (e.g. `input()`) rather than a value; holds its source text."""
-
-
-def read_notebook(path: str | os.PathLike) -> dict:
-    """The notebook as a dict; ValueError when it is not a notebook (invalid JSON, no list of cells)."""
-    path = Path(path)
-    try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from error
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-        raise ValueError(f"{path} is JSON but not a notebook: expected an object with a list of \"cells\"")
-    return notebook
-
-
-def cell_source(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
 
 
 def _without_ipython_syntax(source: str) -> str:
@@ -156,23 +139,6 @@ IDENTITY_FIX = (IDENTITY_FILL_IN + ", save it, and copy it into the submission f
 # The sections whose outputs show that the notebook ran (the course's numbering): without outputs there, the
 # file is the notebook as handed out, or a copy saved before Run All.
 RUN_SECTIONS = {5: "Section 5 (training", 6: "Section 6 (results"}     # closed by unexecuted_sections
-_NUMBERED_HEADING = re.compile(r"^#{1,2}\s*(\d+)\s*[.:)]")
-
-
-def section_code_cells(notebook: dict) -> dict[int, list[dict]]:
-    """{section number: its code cells}, sections found by their headings ("# 5. Training Loop")."""
-    sections, current = {}, None
-    for cell in notebook["cells"]:
-        if not isinstance(cell, dict):
-            continue
-        if cell.get("cell_type") == "markdown":
-            match = _NUMBERED_HEADING.match(cell_source(cell).lstrip())
-            if match:
-                current = int(match.group(1))
-                sections.setdefault(current, [])
-        elif cell.get("cell_type") == "code" and current is not None:
-            sections[current].append(cell)
-    return sections
 
 
 def outputs_text(cells: list[dict]) -> str:
