@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from utils.environment import HUB_REQUIREMENTS, PROFILES  # noqa: E402
 from utils.provenance import device_description, free_results_path, git_commit  # noqa: E402
-from utils.submission.course import DEMO_ENV, DEMO_FLAG, SUBMISSION_FILES  # noqa: E402
+from utils.submission import handin  # noqa: E402
+from utils.submission.course import DEMO_ENV, SUBMISSION_FILES, SubmissionError  # noqa: E402
 from utils.submission.grader import accuracy_differences, run_course_grader  # noqa: E402
 from venvs import build_venv, find_python  # noqa: E402  (tools/venvs.py, beside this file)
 
@@ -143,18 +144,15 @@ def section_7(output: Path) -> dict:
 
 
 def run_eval(python: Path, submission: Path, data_dir: str, out: Path) -> dict:
-    """Step 3: eval.py on the submission, in the venv."""
-    command = [str(python), "eval.py", "-i", str(submission), "-d", data_dir, DEMO_FLAG, "--no-progress",
-               "--json", str(out)]
-    out.unlink(missing_ok=True)
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
-    out.with_suffix(".log").write_text(done.stdout + done.stderr)
-    if not out.is_file():
-        raise StepFailed(f"eval.py wrote no result (exit status {done.returncode}): "
-                         f"{(done.stdout + done.stderr)[-2000:]}")
-    result = json.loads(out.read_text())
-    if done.returncode != 0 or not result["ok"]:
-        raise StepFailed(f"eval.py exit status {done.returncode}: {result['summary']} (see {out.with_suffix('.log')})")
+    """Step 3: eval.py on the submission, in the venv, as Section 7 runs it (utils.submission.handin.run_eval)."""
+    log = out.with_suffix(".log")
+    log.write_text("")
+    try:
+        result = handin.run_eval(submission, data_dir, out, log, demo=True, python=python)
+    except SubmissionError as error:
+        raise StepFailed(str(error)) from None
+    if not result["ok"]:
+        raise StepFailed(f"eval.py exit status {result['exit_status']}: {result['summary']} (see {log})")
     return result
 
 

@@ -116,11 +116,12 @@ def saved_notebook_problem(notebook: Path, fingerprint: str | None) -> str | Non
     return None
 
 
-def run_eval(submission: Path, data_dir, json_path: Path, log: Path, *, fast: bool = False,
-             demo: bool = False) -> dict:
-    """`python eval.py` on the folder; its output appended to `log`; returns its JSON result."""
+def run_eval(submission: Path, data_dir, json_path: Path, log: Path, *, fast: bool = False, demo: bool = False,
+             python: str | os.PathLike = sys.executable) -> dict:
+    """`python eval.py` on the folder (`python`: make hub's venv runs it under the hub's versions); its output
+    appended to `log`; returns its JSON result."""
     submission, json_path = Path(submission).resolve(), Path(json_path).resolve()   # eval.py runs in the kit's folder
-    command = [sys.executable, str(PROJECT_ROOT / "eval.py"), "-i", str(submission), "--json", str(json_path),
+    command = [str(python), str(PROJECT_ROOT / "eval.py"), "-i", str(submission), "--json", str(json_path),
                "--no-progress"] + (["-d", str(Path(data_dir).resolve())] if data_dir else []) \
         + (["--fast"] if fast else []) + ([DEMO_FLAG] if demo else [])
     json_path.unlink(missing_ok=True)
