@@ -139,12 +139,17 @@ def test_a_file_without_statistics_names_the_command_that_adds_them(tiny_data_di
         assert torch.equal(reloaded.state_dict()[key], value), key
 
 
-def test_add_statistics_command_completes_an_old_file(tiny_data_dir, tmp_path, monkeypatch):
+def test_add_statistics_command_completes_an_old_file(tiny_data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(models, "FEATURE_DESIGN", CENTRED)      # as if the shipped design needed statistics
     old = ImageEncoder("tiny", feature_design=FeatureDesign())
     path = export_encoder(old, tmp_path / "old.safetensors", metadata={"arch": "tiny"})
     assert features.main(["--weights", str(path), "--data-dir", str(tiny_data_dir)]) == 0
     load_weights_strict(ImageEncoder("tiny"), path)     # strict: every buffer is there now
+    # only train.npz is needed; a folder without it is named, with no traceback and the file unchanged
+    before, _ = path.read_bytes(), capsys.readouterr()
+    assert features.main(["--weights", str(path), "--data-dir", str(tmp_path / "nowhere")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "nowhere" in error and path.read_bytes() == before
 
 
 def test_periodic_probes_and_eval_py_compute_identical_features(tiny_data_dir, tmp_path, monkeypatch):

@@ -84,3 +84,11 @@ def test_command_line_reads_the_weights_file_only(tiny_data_dir, tmp_path):
     assert record["arch"] == "tiny" and record["n_train"] == 96 and record["settings"]["epochs"] == 1
     assert "forbids labels" in record["note"] and (out / "finetune_confusion.png").is_file()
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest
+
+
+def test_command_line_names_a_missing_data_folder_without_a_traceback(tmp_path, capsys):
+    from utils.finetune import main
+    weights = export_encoder(ImageEncoder("tiny"), tmp_path / "final_model.safetensors", metadata={"arch": "tiny"})
+    assert main(["--weights", str(weights), "--data-dir", str(tmp_path / "nowhere")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "nowhere" in error and "Traceback" not in error

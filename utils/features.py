@@ -28,7 +28,7 @@ from models import FeatureDesign, ImageEncoder, signed_power
 from utils import probes
 from utils.checkpoint import FITTED_FLAG, CheckpointError, export_encoder, load_network_weights, weights_arch, \
     weights_metadata
-from utils.data import data_dir_help, load_splits, resolve_data_dir, spread_rows
+from utils.data import DataError, data_dir_help, load_splits, resolve_data_dir, spread_rows
 
 
 class PartsView(torch.nn.Module):
@@ -133,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metadata = weights_metadata(args.weights)
         model = load_network_weights(ImageEncoder(weights_arch(args.weights, args.arch)), args.weights)
-    except (CheckpointError, ValueError) as error:
+        train = load_splits(resolve_data_dir(args.data_dir), splits=("train",))["train"]
+    except (CheckpointError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    train = load_splits(resolve_data_dir(args.data_dir))["train"]
     rows = spread_rows(len(train), args.max_images)
     fit_feature_statistics(model, train.images[rows], progress=True)
     what = f"{len(rows)} of the {len(train)} training images of {train.path}"

@@ -219,7 +219,7 @@ def finetune_evaluation(model: torch.nn.Module, train: Split, val: Split, cfg: F
 def main(argv: list[str] | None = None) -> int:
     from models import ImageEncoder
     from utils.checkpoint import CheckpointError, load_network_weights, weights_arch
-    from utils.data import data_dir_help, load_splits, resolve_data_dir
+    from utils.data import DataError, data_dir_help, load_splits, resolve_data_dir
     from utils.features import fit_feature_statistics
     from utils.provenance import provenance
 
@@ -249,11 +249,11 @@ def main(argv: list[str] | None = None) -> int:
                              lr_encoder=args.lr_encoder, weight_decay=args.weight_decay,
                              max_train_images=args.max_train_images, seed=args.seed)
         model = load_network_weights(ImageEncoder(weights_arch(args.weights, args.arch)), args.weights)
-    except (CheckpointError, ValueError, OSError) as error:
+        data_dir = resolve_data_dir(args.data_dir)
+        splits = load_splits(data_dir, splits=("train", "val"))
+    except (CheckpointError, DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    data_dir = resolve_data_dir(args.data_dir)
-    splits = load_splits(data_dir, splits=("train", "val"))
     device = pick_device(args.device)
     model = model.to(device)
     if model.needs_feature_statistics and not bool(model.feature_statistics_fitted):
