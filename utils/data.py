@@ -20,10 +20,11 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from utils.synthetic import DEFAULT_OUT_DIR, SPLIT_FILES  # noqa: F401  (the course's file names, written once)
+
 IMAGE_SHAPE = (64, 64, 3)
-SPLIT_FILES = {"train": "train.npz", "val": "val.npz", "ood": "ood.npz"}
 HUB_DATA_DIR = Path("/shared/CS461/cs461_assignment1_data")
-LOCAL_DATA_DIR = Path("cs461_assignment1_data")
+LOCAL_DATA_DIR = Path(DEFAULT_OUT_DIR)      # where the embedded default data set is generated
 DATA_DIR_ENV = "CS461_DATA_DIR"
 
 # The course's data set, by content (not by path: a copy in the home folder is the course's data too): 200
@@ -49,14 +50,18 @@ class DataError(ValueError):
 
 # ---- Where the data is
 
+def expand_path(path: str | os.PathLike) -> Path:
+    """A path with ~ and environment variables ($HOME) expanded."""
+    return Path(os.path.expanduser(os.path.expandvars(str(path))))
+
+
 def data_dir_candidates(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path | None]]:
     """The places looked at, in this order: (description, path or None when not set). ~ and environment
     variables ($HOME) in the first two (an explicit argument, $CS461_DATA_DIR) are expanded."""
     env = os.environ.get(DATA_DIR_ENV)
-    expand = lambda p: Path(os.path.expanduser(os.path.expandvars(str(p))))  # noqa: E731
     return [
-        ("explicit argument", expand(data_dir) if data_dir else None),
-        (f"${DATA_DIR_ENV}", expand(env) if env else None),
+        ("explicit argument", expand_path(data_dir) if data_dir else None),
+        (f"${DATA_DIR_ENV}", expand_path(env) if env else None),
         ("course hub", HUB_DATA_DIR),
         ("local default", LOCAL_DATA_DIR),
     ]

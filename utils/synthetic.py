@@ -48,8 +48,8 @@ from utils.shapes import (CLASS_COMBOS, GRID_X, GRID_Y, IMAGE_SIZE, PARTS, PARTS
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "ood")
-SPLIT_FILES = {"train": "train.npz", "val": "val.npz", "ood": "ood.npz"}
-DEFAULT_OUT_DIR = "cs461_assignment1_data"
+SPLIT_FILES = {"train": "train.npz", "val": "val.npz", "ood": "ood.npz"}   # the course's names (utils.data reads them)
+DEFAULT_OUT_DIR = "cs461_assignment1_data"                                 # also the local default data folder
 LABEL_RANGE = 1000                  # labels are distinct ids drawn from range(1000), like ImageNet-1k ids
 PROGRESS_BAR_MIN_IMAGES = 20_000    # a progress bar only where generation takes long enough to want one
 

@@ -6,11 +6,11 @@ Tests: tests/test_eval.py.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.data import expand_path  # noqa: F401  (re-exported: the submission folder's path)
 from utils.notebook_file import NOTEBOOK
 from utils.probes import COURSE_BASELINES, GRADER_BATCH_SIZE  # noqa: F401  (the grader's constants live there)
 
@@ -59,11 +59,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 class SubmissionError(ValueError):
     """The submission cannot be assembled; the message says what is wrong and how to fix it."""
-
-
-def expand_path(path: str | os.PathLike) -> Path:
-    """A path with ~ and environment variables ($HOME) expanded."""
-    return Path(os.path.expanduser(os.path.expandvars(str(path))))
 
 
 @dataclass
