@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from utils.environment import HUB_REQUIREMENTS, PROFILES  # noqa: E402
+from utils.notebook_file import cell_source, read_notebook  # noqa: E402
 from utils.provenance import device_description, free_results_path, git_commit  # noqa: E402
 from utils.submission import handin  # noqa: E402
 from utils.submission.course import DEMO_ENV, SUBMISSION_FILES, SubmissionError  # noqa: E402
@@ -120,8 +121,8 @@ def run_notebook(python: Path, output: Path) -> dict:
 
 def explorer_kind(notebook: Path) -> str | None:
     """'widget' or 'static figure': what the neighbour explorer's cell showed in the executed notebook."""
-    cells = json.loads(notebook.read_text())["cells"]
-    cell = next((c for c in cells if c["cell_type"] == "code" and EXPLORER_CALL in "".join(c["source"])), None)
+    cells = read_notebook(notebook)["cells"]
+    cell = next((c for c in cells if c["cell_type"] == "code" and EXPLORER_CALL in cell_source(c)), None)
     if cell is None:
         return None
     return "widget" if any(WIDGET_VIEW in o.get("data", {}) for o in cell.get("outputs", [])) else "static figure"

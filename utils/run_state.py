@@ -96,7 +96,7 @@ def snapshot(state: RunState, pieces: dict, generators: dict[str, torch.Generato
     state_dict(), or None when the recipe has no such piece}."""
     return {
         "config": dataclasses.asdict(cfg), "fingerprint": fingerprint,
-        **{name: piece.state_dict() if piece is not None else None for name, piece in pieces.items()},
+        **{name: pieces[name].state_dict() if pieces[name] is not None else None for name in PIECES},
         "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
         "order": state.order.cpu() if state.order is not None else None,
         "epoch_loss_sum": state.epoch_loss_sum, "elapsed_s": state.elapsed_s,

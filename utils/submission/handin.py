@@ -33,7 +33,7 @@ from pathlib import Path
 
 from utils.checkpoint import atomic_write, weights_metadata
 from utils.data import DATA_ORIGINS
-from utils.submission.check import check_report
+from utils.submission.check import check_report, wc_word_count
 from utils.submission.course import (ARCH_LINE, COURSE_BASELINES, DEMO_ENV, DEMO_FLAG, DRAFT_PLACES, FILL_IN_MARKER,
                                      MODELS_FILE, NOTEBOOK_FILE, PROJECT_ROOT, REPORT_FILE, SUBMISSION_FILES,
                                      WEIGHTS_FILE, Report, SubmissionError, expand_path, format_percent, summary)
@@ -328,8 +328,8 @@ rest (OOD).
 
 {fill_in("what you would change next, and what it should show")}
 """
-    if len(text.split()) > DRAFT_MAX_WORDS or text.count(FILL_IN_MARKER) != DRAFT_PLACES:
-        raise ValueError(f"the report draft has {len(text.split())} words by `wc -w` (at most {DRAFT_MAX_WORDS}) "
+    if wc_word_count(text) > DRAFT_MAX_WORDS or text.count(FILL_IN_MARKER) != DRAFT_PLACES:
+        raise ValueError(f"the report draft has {wc_word_count(text)} words by `wc -w` (at most {DRAFT_MAX_WORDS}) "
                          f"and {text.count(FILL_IN_MARKER)} marked places (expected {DRAFT_PLACES})")
     return text
 
