@@ -16,17 +16,16 @@ if str(ROOT) not in sys.path:          # the scripts run as `python benchmarks/x
     sys.path.insert(0, str(ROOT))
 
 from utils.device import configure_backends, pick_device  # noqa: E402
-from utils.provenance import free_results_path, provenance  # noqa: E402
+from utils.provenance import RESULTS_DIR, free_results_path, provenance  # noqa: E402
 from utils.synthetic import write_dataset  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 # Dense bf16 peak FLOP/s (no sparsity), from NVIDIA's data sheets. Unknown GPUs get no MFU ("not measured").
 BF16_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def add_out_argument(parser, **kwargs) -> None:
     """--out: the folder for the results, $OUT when set, else benchmarks/results."""
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or RESULTS),
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or RESULTS_DIR),
                         help="folder for the results (default: $OUT, else benchmarks/results)", **kwargs)
 
 

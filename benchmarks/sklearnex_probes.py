@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         for run in (p, x):
             del run["knn_pred"], run["linear_pred"]
     # the checkout's utils, for the record only
-    from utils.provenance import device_description, free_results_path, git_commit
+    from utils.provenance import RESULTS_DIR, device_description, free_results_path, git_commit
     with np.load(args.cache) as saved:
         sizes = {split: int(len(saved[f"{split}_labels"])) for split in ("train", "val", "ood")}
         classes = {split: int(len(np.unique(saved[f"{split}_labels"]))) for split in ("train", "ood")}
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         "timing_note": f"load average {os.getloadavg()[0]:.1f} when written, on a 2-core machine shared with other "
                        f"jobs: the times are indicative only",
     }
-    out = free_results_path(ROOT / "benchmarks" / "results", f"sklearnex-shipped-tiny64-{record['date'][:10]}")
+    out = free_results_path(RESULTS_DIR, f"sklearnex-shipped-tiny64-{record['date'][:10]}")
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(compare, indent=1))
     print(f"record: {out}")

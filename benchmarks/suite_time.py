@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from pathlib import Path
 
-from common import RESULTS, ROOT, provenance, results_path, write_results
+from common import RESULTS_DIR, ROOT, provenance, results_path, write_results
 
 TARGET_S = 600          # `make test` within about 10 minutes on a 2-core CPU machine
 SLOWEST = 20            # how many single tests the record lists
@@ -70,7 +70,7 @@ def summarise(rows: list[dict], wall_s: float, exit_status: int, pytest_args: li
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON")
     parser.add_argument("pytest_args", nargs="*", help="pytest's arguments after --; none: the whole suite")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:

@@ -7,6 +7,7 @@ import pytest
 
 from utils import budget
 from utils.config import recipe_config
+from utils.provenance import RESULTS_DIR
 
 CURVE = [{"images": 665_000, "epochs": 38, "n_train": 17_500, "ood_knn": 18.2, "ood_linear": 27.6, "device": "GPU A",
           "file": "a.json"},
@@ -44,7 +45,7 @@ def test_the_reference_curve_is_the_committed_gpu_runs_of_the_shipped_recipe():
     curve = budget.reference_curve()
     assert [p["epochs"] for p in curve] == [38, 54, 129]
     for point in curve:
-        record = json.loads((budget.RESULTS / point["file"]).read_text())
+        record = json.loads((RESULTS_DIR / point["file"]).read_text())
         assert record["recipe"] in budget.REFERENCE_RECIPES and "cpu" not in record["device"].lower()
         assert point["images"] == record["epochs_reached"] * record["data"]["n_train"]
         assert point["ood_knn"] == pytest.approx(record["accuracies_percent"]["ood_knn"]["mean"])

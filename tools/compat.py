@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils.provenance import provenance  # noqa: E402
+from utils.provenance import RESULTS_DIR, provenance  # noqa: E402
 from utils.submission.grader import run_course_grader  # noqa: E402
 from utils.synthetic import DataSpec, write_dataset  # noqa: E402
 from venvs import build_venv, find_python  # noqa: E402  (tools/venvs.py, beside this file)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracies_agree_to_4_decimals": agree,
     }
     versions = old.versions or {}
-    out = args.out or ROOT / "benchmarks" / "results" / (
+    out = args.out or RESULTS_DIR / (
         f"compat-python{versions.get('python', 'unknown')}-torch{versions.get('torch', 'unknown')}.json")
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\nolder versions: {', '.join(f'{k} {v}' for k, v in versions.items())}")

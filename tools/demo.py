@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))      # run as `python tools/demo.py`: the project's packages
 
 from utils.headless import NOTEBOOK, run_short_profile  # noqa: E402
+from utils.probes import PROBE_LABELS  # noqa: E402
 from utils.submission.course import DEMO_ENV  # noqa: E402
 from utils.submission.handin import DRAFT, MY_REPORT  # noqa: E402
 
@@ -33,7 +34,6 @@ OUTPUT = ROOT / "demo_output"
 # (clusters in the t-SNE/UMAP plots, mostly right predictions): eval.py's k-NN accuracy, in multiples of chance
 # (100% / the number of classes).
 LEARNING_BAR = {"id_knn": 4.0, "ood_knn": 3.0}
-NAMES = {"id_knn": "ID k-NN", "ood_knn": "OOD k-NN"}
 
 
 def course_grader_check(submission: Path, data_dir: str) -> dict:
@@ -76,7 +76,7 @@ def learning_warnings(check: dict[str, dict]) -> list[str]:
         if c["ok"]:
             continue
         got = "not measured" if c["accuracy"] is None else f"{c['accuracy']:.2f}% ({c['times_chance']:.1f}x chance)"
-        lines.append(f"WARNING: {NAMES[key]} {got} is below the demo's bar of {c['required']:g}x chance "
+        lines.append(f"WARNING: {PROBE_LABELS[key]} {got} is below the demo's bar of {c['required']:g}x chance "
                      f"({c['required'] * c['chance']:.1f}%; chance is {c['chance']:.2f}%): the encoder did not "
                      f"visibly learn, and the embedding figures will show no clusters. Check the 'short' recipe "
                      f"in utils/config.py (and the training log in the executed notebook).")

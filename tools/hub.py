@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from utils.environment import HUB_REQUIREMENTS, PROFILES  # noqa: E402
 from utils.notebook_file import cell_source, read_notebook  # noqa: E402
-from utils.provenance import device_description, free_results_path, git_commit  # noqa: E402
+from utils.provenance import RESULTS_DIR, device_description, free_results_path, git_commit  # noqa: E402
 from utils.submission import handin  # noqa: E402
 from utils.submission.course import DEMO_ENV, SUBMISSION_FILES, SubmissionError  # noqa: E402
 from utils.submission.grader import accuracy_differences, run_course_grader  # noqa: E402
@@ -47,7 +47,6 @@ from venvs import build_venv, find_python  # noqa: E402  (tools/venvs.py, beside
 
 HUB_PROFILES = {p.name: p for p in PROFILES if p.name.startswith("hub-")}
 OUTPUT = ROOT / "hub_output"
-RESULTS = ROOT / "benchmarks" / "results"
 # Recorded from each venv (distribution names).
 KEY_PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-learn-intelex", "daal",
                 "safetensors", "matplotlib", "pandas", "seaborn", "umap-learn", "numba", "llvmlite", "ipywidgets",
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in args.profiles:
         record = run_profile(name, python)
-        path = free_results_path(RESULTS, f"{name}-{record['date'][:10]}")
+        path = free_results_path(RESULTS_DIR, f"{name}-{record['date'][:10]}")
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"{name}: {'all steps passed' if record['ok'] else 'FAILED'}; record: {path}", flush=True)
         if not record["ok"]:

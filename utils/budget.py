@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from utils.config import SHIPPED, TrainConfig
+from utils.provenance import RESULTS_DIR
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 # The plan is printed after this much training, or after a quarter of a shorter time budget.
 PLAN_AFTER_S = 60.0
 # The recipes the reference runs were recorded under that are the shipped recipe.
@@ -26,7 +26,7 @@ def plan_after_s(budget_s: float) -> float:
     return min(PLAN_AFTER_S, budget_s / 4) if budget_s else PLAN_AFTER_S
 
 
-def reference_curve(results: Path = RESULTS) -> list[dict]:
+def reference_curve(results: Path = RESULTS_DIR) -> list[dict]:
     """The shipped recipe's reference runs on a GPU, fewest images first: {"images" (seen in training),
     "epochs", "n_train", "ood_knn", "ood_linear" (percent, mean over OOD draws), "device", "file"}."""
     points = []

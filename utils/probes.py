@@ -504,6 +504,7 @@ def _percent(pred: torch.Tensor, truth: torch.Tensor) -> float:
 # The grader's four probes, in its order: (key, label, probe kind, which sets).
 PROBE_STEPS = (("id_knn", "ID k-NN", "knn", "id"), ("id_linear", "ID linear", "linear", "id"),
                ("ood_knn", "OOD k-NN", "knn", "ood"), ("ood_linear", "OOD linear", "linear", "ood"))
+PROBE_LABELS = {key: label for key, label, _, _ in PROBE_STEPS}     # {"id_knn": "ID k-NN", ...}
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"      # every committed results file
 
 
 def git_commit(root: Path = ROOT) -> dict:

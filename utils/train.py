@@ -404,20 +404,17 @@ class TrainingRun:
         return result
 
 
-# The periodic record's names, as printed (anything else an evaluation_step returns is printed as it is named).
-_EVAL_LABELS = {"id_knn": "ID k-NN", "id_linear": "ID linear", "ood_knn": "OOD k-NN", "ood_linear": "OOD linear"}
-
-
 def format_eval(record: dict) -> str:
-    """"epoch    4 | val loss 4.1234 | ID k-NN 23.40% | ID linear ...": one line per evaluation."""
+    """"epoch    4 | val loss 4.1234 | ID k-NN 23.40% | ID linear ...": one line per evaluation (the probes by their
+    labels, anything else an evaluation_step returns by its own name)."""
     parts = [f"epoch {record['epoch']:>4}"]
     for key, value in record.items():
         if key in ("epoch", "step", "elapsed_s"):
             continue
         if key == "val_loss":
             parts.append(f"val loss {value:.4f}")
-        elif key in _EVAL_LABELS:
-            parts.append(f"{_EVAL_LABELS[key]} {value:.2f}%")
+        elif key in probes.PROBE_LABELS:
+            parts.append(f"{probes.PROBE_LABELS[key]} {value:.2f}%")
         else:
             parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
     return " | ".join(parts)

@@ -38,6 +38,7 @@ from utils.submission.course import (ARCH_LINE, COURSE_BASELINES, DEMO_ENV, DEMO
                                      MODELS_FILE, NOTEBOOK_FILE, PROJECT_ROOT, REPORT_FILE, SUBMISSION_FILES,
                                      WEIGHTS_FILE, Report, SubmissionError, expand_path, format_percent, summary)
 from utils.notebook_file import cell_source, read_notebook
+from utils.probes import PROBE_LABELS
 from utils.submission.notebook_checks import (EXECUTED_FIX, IDENTITY_FILL_IN, identity_problems, notebook_identity,
                                               shows_run, unexecuted_sections)
 
@@ -272,7 +273,6 @@ def assemble_submission(folder: str | os.PathLike, *, weights: str | os.PathLike
 
 OBJECTIVES = {"ntxent": "SimCLR's NT-Xent contrastive loss", "vicreg": "VICReg",
               "lejepa": "LeJEPA (invariance + SIGReg)", "dino": "DINO self-distillation"}
-ACCURACY_KEYS = ("id_knn", "id_linear", "ood_knn", "ood_linear")
 
 
 def fill_in(what: str) -> str:
@@ -284,7 +284,7 @@ def draft_text(evaluation: dict, metrics: dict) -> str:
     (accuracies_percent); metrics: the run's training_metrics.json. Every number in it comes from one of them or
     from COURSE_BASELINES."""
     config, acc = metrics["config"], evaluation.get("accuracies_percent") or {}
-    if not all(key in acc for key in ACCURACY_KEYS):
+    if not all(key in acc for key in PROBE_LABELS):
         raise ValueError(f"eval.py's result has no accuracies ({evaluation.get('probes_skipped') or 'not run'}): "
                          f"fix the FAIL lines and run it again before drafting the report")
     data = metrics.get("data", {})
