@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))      # run as `python tools/demo.py`: the project'
 from utils.headless import NOTEBOOK, run_short_profile  # noqa: E402
 from utils.probes import PROBE_LABELS  # noqa: E402
 from utils.submission.course import DEMO_ENV  # noqa: E402
-from utils.submission.handin import DRAFT, MY_REPORT  # noqa: E402
+from utils.submission.handin import DRAFT, EVAL_FINAL, EVAL_LOG, EVAL_RESULT, MY_REPORT  # noqa: E402
 
 OUTPUT = ROOT / "demo_output"
 # What the short profile must reach on the embedded default data for the demo's figures to show learning
@@ -127,7 +127,7 @@ def write_record(notebook_seconds: float, demo_code: int, evaluation: dict, fina
 def main() -> int:
     OUTPUT.mkdir(exist_ok=True)
     # only this run's verdicts and report may be recorded
-    for stale in ("eval_result.json", "eval_final.json", "eval_log.txt", MY_REPORT, DRAFT):
+    for stale in (EVAL_RESULT, EVAL_FINAL, EVAL_LOG, MY_REPORT, DRAFT):
         (OUTPUT / stale).unlink(missing_ok=True)
     print(f"Executing {NOTEBOOK.name} (profile {os.environ.get('CS461_PROFILE', 'short')}) ...", flush=True)
     run = run_short_profile(OUTPUT, static_widgets=True, env={DEMO_ENV: "1"})
@@ -143,16 +143,16 @@ def main() -> int:
         print(f"note: no HTML copy ({type(error).__name__}: {error})")
 
     # Section 7 writes both files whenever it handed in (a refusal copies nothing and runs no eval.py).
-    if not (OUTPUT / "eval_final.json").is_file():
-        print(f"error: Section 7 wrote no {OUTPUT / 'eval_final.json'}: it did not run eval.py (see its output "
+    if not (OUTPUT / EVAL_FINAL).is_file():
+        print(f"error: Section 7 wrote no {OUTPUT / EVAL_FINAL}: it did not run eval.py (see its output "
               f"in {executed}).")
         return 1
-    evaluation = json.loads((OUTPUT / "eval_result.json").read_text())
-    final = json.loads((OUTPUT / "eval_final.json").read_text())
+    evaluation = json.loads((OUTPUT / EVAL_RESULT).read_text())
+    final = json.loads((OUTPUT / EVAL_FINAL).read_text())
     print(f"Section 7: eval.py {evaluation['summary']} As handed in: {final['summary']}")
     code = 0
     if not (evaluation["ok"] and final["ok"]):
-        print(f"Section 7's eval.py found failures (see {OUTPUT / 'eval_log.txt'} and the executed notebook).")
+        print(f"Section 7's eval.py found failures (see {OUTPUT / EVAL_LOG} and the executed notebook).")
         code = 1
     print("The course grader's own sequence on the submission:", flush=True)
     grader = course_grader_check(submission, evaluation["data_dir"])

@@ -134,12 +134,12 @@ def section_7(output: Path) -> dict:
     missing = [name for name in SUBMISSION_FILES if name not in present]
     if missing:
         raise StepFailed(f"{submission}: expected the four files {list(SUBMISSION_FILES)}, missing {missing}")
-    result_path = output / "eval_result.json"
+    result_path = output / handin.EVAL_RESULT
     if not result_path.is_file():
         raise StepFailed(f"Section 7 wrote no {result_path}: it did not run eval.py")
     result = json.loads(result_path.read_text())
     if not result["ok"]:
-        raise StepFailed(f"Section 7's eval.py found failures: {result['summary']} (see {output / 'eval_log.txt'})")
+        raise StepFailed(f"Section 7's eval.py found failures: {result['summary']} (see {output / handin.EVAL_LOG})")
     return result
 
 

@@ -15,8 +15,9 @@ import numpy as np
 
 from utils import probes
 from utils.checkpoint import CheckpointError, weights_metadata
-from utils.data import (DATA_ORIGINS, HUB_DATA_DIR, SPLIT_FILES, DataError, find_split_file, is_course_shaped,
-                        load_npz, locate_data_dir, ood_split, places_tried)
+from utils.data import (COURSE_TRAIN_CLASSES, COURSE_TRAIN_PER_CLASS, COURSE_VAL_PER_CLASS, DATA_ORIGINS,
+                        HUB_DATA_DIR, SPLIT_FILES, DataError, find_split_file, is_course_shaped, load_npz,
+                        locate_data_dir, ood_split, places_tried)
 from utils.device import pick_device
 from utils.submission.course import (CPU_SIZED_ARCHS, DEMO_FLAG, DRAFT_PLACES, FILL_IN_MARKER, GRADER_BATCH_SIZE,
                                      LARGE_TRAIN_FOR_CPU, MAX_REPORT_WORDS, MODELS_FILE, NOTEBOOK_FILE,
@@ -150,8 +151,9 @@ def check_training_record(report: Report, metadata: dict[str, str], *, demo: boo
     else:
         where = f", {metadata['train_data']}" if "train_data" in metadata else ""
         report.failed(TRAINING_DATA_CHECK, f"{WEIGHTS_FILE} was trained on {DATA_ORIGINS.get(origin, origin)}"
-                      f"{counts[:-1]}{where}); the course's data set has 200 classes of 500 training images and 50 "
-                      f"validation images of each, and the grader scores photos of classes the model never saw",
+                      f"{counts[:-1]}{where}); the course's data set has {COURSE_TRAIN_CLASSES} classes of "
+                      f"{COURSE_TRAIN_PER_CLASS} training images and {COURSE_VAL_PER_CLASS} validation images of "
+                      f"each, and the grader scores photos of classes the model never saw",
                       f"set DATA_DIR in the notebook's settings cell to the course's data (the hub's {HUB_DATA_DIR}, "
                       f"or your copy of all of it), run it again in the full profile on a GPU, and hand in those "
                       f"weights")

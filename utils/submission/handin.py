@@ -44,6 +44,9 @@ from utils.submission.notebook_checks import (EXECUTED_FIX, IDENTITY_FILL_IN, id
 
 MY_REPORT = "my_report.md"          # the student's report, in the output folder: created once, never overwritten
 DRAFT = "report_draft.md"           # the kit's draft from the latest run, rewritten every time
+EVAL_LOG = "eval_log.txt"           # everything eval.py printed
+EVAL_RESULT = "eval_result.json"    # eval.py's result on the folder as assembled
+EVAL_FINAL = "eval_final.json"      # the checks of what is handed in (my_report.md as report.md)
 DRAFT_MAX_WORDS = 450               # by `wc -w`: the student has room to write
 PLACEHOLDER_REPORT = f"""# Report
 
@@ -69,7 +72,7 @@ def hand_in(submission_dir, *, weights, metrics, notebook, output_dir, data_dir,
     if stale:
         return _say(HandIn(False, lines=[f"NOT COPIED: {stale}. The notebook handed in is the file saved on disk.",
                                          f"  {EXECUTED_FIX} (Jupyter also saves by itself every few minutes)."]))
-    mine, draft, log = out / MY_REPORT, out / DRAFT, out / "eval_log.txt"
+    mine, draft, log = out / MY_REPORT, out / DRAFT, out / EVAL_LOG
     if not mine.is_file() and not draft.is_file():
         draft.write_text(PLACEHOLDER_REPORT, encoding="utf-8")
     assembled = io.StringIO()          # what assembling says belongs to the verdict written into the notebook
@@ -80,7 +83,7 @@ def hand_in(submission_dir, *, weights, metrics, notebook, output_dir, data_dir,
     except SubmissionError as error:
         return _say(HandIn(False, lines=[f"NOT COPIED: {error}"]))
     log.write_text("")
-    result = final = run_eval(submission, data_dir, out / "eval_result.json", log, fast=fast, demo=demo)
+    result = final = run_eval(submission, data_dir, out / EVAL_RESULT, log, fast=fast, demo=demo)
     notes = []
     if result.get("accuracies_percent"):
         draft.write_text(draft_text(result, json.loads(Path(metrics).read_text())), encoding="utf-8")
@@ -96,7 +99,7 @@ def hand_in(submission_dir, *, weights, metrics, notebook, output_dir, data_dir,
             final = with_report_checks(result, submission / REPORT_FILE, demo=demo)
             with open(log, "a", encoding="utf-8") as f:
                 f.write(f"{mine} handed in as report.md, checked again: {final['summary']}\n")
-    (out / "eval_final.json").write_text(json.dumps(final, indent=2) + "\n")
+    (out / EVAL_FINAL).write_text(json.dumps(final, indent=2) + "\n")
     lines = assembled.getvalue().splitlines() + verdict_lines(submission, mine, final, log) + notes
     write_verdict(submission / NOTEBOOK_FILE, lines)
     return _say(HandIn(True, ok=final["ok"], lines=lines, result=result, final=final))
