@@ -88,3 +88,15 @@ def test_explorer_kind_reads_what_the_explorer_cell_showed(tmp_path):
         assert hub.explorer_kind(path) == kind
     nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), path)
     assert hub.explorer_kind(path) is None
+
+
+def test_a_hanging_eval_py_stops_the_eval_step(tmp_path, monkeypatch):
+    import subprocess
+
+    def hang(command, **kwargs):
+        assert kwargs["timeout"] == 3600
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", hang)
+    with pytest.raises(hub.StepFailed, match=r"eval\.py ran longer than 3600 s"):
+        hub.run_eval(tmp_path / "python", tmp_path / "submission", str(tmp_path), tmp_path / "eval.json")

@@ -148,7 +148,7 @@ def run_eval(python: Path, submission: Path, data_dir: str, out: Path) -> dict:
     log = out.with_suffix(".log")
     log.write_text("")
     try:
-        result = handin.run_eval(submission, data_dir, out, log, demo=True, python=python)
+        result = handin.run_eval(submission, data_dir, out, log, demo=True, python=python, timeout_s=3600)
     except SubmissionError as error:
         raise StepFailed(str(error)) from None
     if not result["ok"]:

@@ -121,15 +121,19 @@ def saved_notebook_problem(notebook: Path, fingerprint: str | None) -> str | Non
 
 
 def run_eval(submission: Path, data_dir, json_path: Path, log: Path, *, fast: bool = False, demo: bool = False,
-             python: str | os.PathLike = sys.executable) -> dict:
-    """`python eval.py` on the folder (`python`: make hub's venv runs it under the hub's versions); its output
-    appended to `log`; returns its JSON result."""
+             python: str | os.PathLike = sys.executable, timeout_s: float | None = None) -> dict:
+    """`python eval.py` on the folder (`python`: make hub's venv runs it under the hub's versions; `timeout_s`: its
+    limit there, none in Section 7, where the student sees it run); its output appended to `log`; returns its
+    JSON result."""
     submission, json_path = Path(submission).resolve(), Path(json_path).resolve()   # eval.py runs in the kit's folder
     command = [str(python), str(PROJECT_ROOT / "eval.py"), "-i", str(submission), "--json", str(json_path),
                "--no-progress"] + (["-d", str(Path(data_dir).resolve())] if data_dir else []) \
         + (["--fast"] if fast else []) + ([DEMO_FLAG] if demo else [])
     json_path.unlink(missing_ok=True)
-    done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise SubmissionError(f"eval.py ran longer than {timeout_s:.0f} s: {' '.join(command)}") from None
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}\n(exit status {done.returncode})\n\n")
     if not json_path.is_file():
